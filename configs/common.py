@@ -1,0 +1,33 @@
+"""Config blocks shared by every job config (mesh, checkpointing, logging).
+
+Each `configs/<job>.py` builds its ConfigDict from these so that a knob has one name everywhere and every knob is
+reachable from the command line as `--config.a.b=value`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
+    """Mesh shape over the axes (data, fsdp, tensor); one axis may be -1 to take the remaining devices."""
+    return ml_collections.ConfigDict({"data": data, "fsdp": fsdp, "tensor": tensor})
+
+
+def base_config(job: str) -> ml_collections.ConfigDict:
+    """Fields every job has: what to run, where it writes, how long, the seed and the mesh."""
+    config = ml_collections.ConfigDict()
+    config.job = job
+    config.workdir = f"/tmp/vinci_jax/{job}"
+    config.num_steps = 10
+    config.seed = 0
+    config.mesh = mesh_config()
+    return config
+
+
+def parse_preset(arg: str | None, presets: tuple[str, ...], default: str) -> str:
+    """The preset named after the colon in `--config configs/x.py:preset`, validated against the known ones."""
+    name = arg or default
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
+    return name

@@ -1,0 +1,9 @@
+"""renderers: model-written code -> PNG, in sandboxed, pre-warmed CPU worker processes.
+
+This package never imports JAX. The only door between it and `vinci_jax` is the render job (code, language,
+options) and the render result (image or error).
+"""
+
+from renderers.extract import LANGUAGES, extract_code, language_from_prompt
+
+__all__ = ["LANGUAGES", "extract_code", "language_from_prompt"]
