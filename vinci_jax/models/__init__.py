@@ -1,0 +1,1 @@
+"""Flax NNX model ports (Qwen2.5-VL, DINOv2, ...); each family lives in its own subpackage."""
