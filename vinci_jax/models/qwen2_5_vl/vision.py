@@ -1,0 +1,272 @@
+"""Qwen2.5-VL vision tower in Flax NNX, numerically equal to Hugging Face's `Qwen2_5_VisionTransformerPretrainedModel`.
+
+The tower runs on arrays of static, bucketed shapes prepared on the host by `prepare_vision_inputs`
+(`vision_inputs.py`): all images of a batch are concatenated, put into HF's window order, padded up to a bucket, and
+described by segment ids. Attention masks are built on device from the segment ids, so one compiled program serves
+every image size that falls into the same bucket.
+
+Parameter layout (NNX path relative to the tower -> HF tensor under `visual.`; the loader's table):
+
+    patch_embed.proj.kernel   [C*T*P*P, hidden]  <- patch_embed.proj.weight [hidden, C, T, P, P]
+                              to_nnx: w.reshape(w.shape[0], -1).T ; to_hf: k.T.reshape(hidden, C, T, P, P)
+                              (rows follow the processor's flattening order of a patch: channel, time, row, column)
+    blocks.{i}.norm1.scale / norm2.scale               <- blocks.{i}.norm1.weight / norm2.weight      (identity)
+    blocks.{i}.attn.qkv.kernel / .bias                 <- blocks.{i}.attn.qkv.weight / .bias          (LINEAR / id)
+    blocks.{i}.attn.proj.kernel / .bias                <- blocks.{i}.attn.proj.weight / .bias         (LINEAR / id)
+    blocks.{i}.mlp.{gate_proj,up_proj,down_proj}.kernel / .bias  <- same names .weight / .bias        (LINEAR / id)
+    merger.ln_q.scale                                  <- merger.ln_q.weight                          (identity)
+    merger.mlp_0.kernel / .bias                        <- merger.mlp.0.weight / .bias                 (LINEAR / id)
+    merger.mlp_2.kernel / .bias                        <- merger.mlp.2.weight / .bias                 (LINEAR / id)
+
+Linear kernels are [in, out] (the transpose of torch's [out, in]).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vinci_jax import sharding
+from vinci_jax.models.qwen2_5_vl.vision_inputs import VisionInputs, prepare_vision_inputs
+
+try:  # the text/model engineer owns config.py; use its VisionConfig once it exists
+    from vinci_jax.models.qwen2_5_vl.config import VisionConfig
+except ImportError:  # pragma: no cover - only until config.py lands
+
+    @dataclasses.dataclass(frozen=True)
+    class VisionConfig:
+        """Vision tower hyper-parameters with Hugging Face's field names (`Qwen2_5_VLVisionConfig`)."""
+
+        depth: int = 32
+        hidden_size: int = 1280
+        intermediate_size: int = 3420
+        num_heads: int = 16
+        in_channels: int = 3
+        patch_size: int = 14
+        spatial_merge_size: int = 2
+        temporal_patch_size: int = 2
+        window_size: int = 112
+        fullatt_block_indexes: tuple[int, ...] = (7, 15, 23, 31)
+        out_hidden_size: int = 3584
+        hidden_act: str = "silu"
+        rms_norm_eps: float = 1e-6
+        rope_theta: float = 10000.0
+
+
+__all__ = ["Qwen25VisionTransformer", "VisionConfig", "VisionInputs", "prepare_vision_inputs"]
+
+_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+}
+
+
+def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"vision hidden_act {name!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+
+def _vision_rope_theta(config: VisionConfig) -> float:
+    theta = getattr(config, "rope_theta", None)
+    if theta is None:
+        theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+    return float(theta)
+
+
+class Linear(nnx.Module):
+    """y = x @ kernel + bias with a kernel stored [in, out] and tagged with logical axis names."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        names: tuple[str, str],
+        *,
+        use_bias: bool = True,
+        rngs: nnx.Rngs,
+        dtype: jnp.dtype,
+        param_dtype: jnp.dtype,
+    ):
+        init = nnx.initializers.lecun_normal()
+        self.kernel = sharding.param(init(rngs.params(), (in_features, out_features), param_dtype), *names)
+        self.bias = sharding.param(jnp.zeros((out_features,), param_dtype), names[1]) if use_bias else None
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class RMSNorm(nnx.Module):
+    """HF's Qwen2_5_VLRMSNorm: statistics in float32, cast back to the input dtype, then scaled."""
+
+    def __init__(self, dim: int, eps: float, *, dtype: jnp.dtype, param_dtype: jnp.dtype):
+        self.scale = sharding.param(jnp.ones((dim,), param_dtype), "norm")
+        self.eps = eps
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
+
+
+class PatchEmbed(nnx.Module):
+    """The stride == kernel Conv3d of HF as one matmul over each flattened (C, T, P, P) patch."""
+
+    def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype):
+        patch_dim = config.in_channels * config.temporal_patch_size * config.patch_size**2
+        self.proj = Linear(
+            patch_dim, config.hidden_size, ("conv_in", "embed"), use_bias=False, rngs=rngs, dtype=dtype,
+            param_dtype=param_dtype,
+        )  # fmt: skip
+
+    def __call__(self, pixel_values: jax.Array) -> jax.Array:
+        return self.proj(pixel_values)
+
+
+def rotary_cos_sin(position_ids: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """HF's axial 2-D rope: head_dim/4 frequencies for rows, the same for columns, concatenated and repeated twice.
+
+    position_ids: [N, 2] (row, column) of each patch; returns cos, sin of shape [N, head_dim] in float32.
+    """
+    spatial_dim = head_dim // 2
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, spatial_dim, 2, dtype=jnp.float32) / spatial_dim))
+    freqs = position_ids.astype(jnp.float32)[..., None] * inv_freq  # [N, 2, head_dim/4]
+    freqs = freqs.reshape(freqs.shape[0], -1)  # [N, head_dim/2]: rows then columns
+    angles = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def _rotate_half(x: jax.Array) -> jax.Array:
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([-x2, x1], axis=-1)
+
+
+def _apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """x: [N, heads, head_dim]; cos, sin: [N, head_dim]; computed in float32 as HF does."""
+    x32 = x.astype(jnp.float32)
+    out = x32 * cos[:, None, :] + _rotate_half(x32) * sin[:, None, :]
+    return out.astype(x.dtype)
+
+
+class VisionAttention(nnx.Module):
+    def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype):
+        dim = config.hidden_size
+        if dim % config.num_heads:
+            raise ValueError(f"vision hidden_size {dim} is not divisible by num_heads {config.num_heads}")
+        self.num_heads = config.num_heads
+        self.head_dim = dim // config.num_heads
+        self.qkv = Linear(dim, 3 * dim, ("embed", "qkv"), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.proj = Linear(dim, dim, ("heads", "embed"), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+        """x: [N, hidden]; mask: [N, N] bool, True where query may attend key."""
+        n = x.shape[0]
+        qkv = self.qkv(x).reshape(n, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+        q = sharding.constrain(q, ("seq", "act_heads", None))
+        out = jax.nn.dot_product_attention(q[None], k[None], v[None], mask=mask[None, None])[0]
+        return self.proj(out.reshape(n, -1))
+
+
+class VisionMLP(nnx.Module):
+    """SwiGLU-style gated MLP with biases (HF's Qwen2_5_VLMLP with bias=True)."""
+
+    def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype):
+        d, f = config.hidden_size, config.intermediate_size
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.gate_proj = Linear(d, f, ("embed", "mlp"), **kw)
+        self.up_proj = Linear(d, f, ("embed", "mlp"), **kw)
+        self.down_proj = Linear(f, d, ("mlp", "embed"), **kw)
+        self.act = _activation(config.hidden_act)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = self.act(self.gate_proj(x)) * self.up_proj(x)
+        h = sharding.constrain(h, ("seq", "act_mlp"))
+        return self.down_proj(h)
+
+
+class VisionBlock(nnx.Module):
+    def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype):
+        eps = getattr(config, "rms_norm_eps", 1e-6)
+        self.norm1 = RMSNorm(config.hidden_size, eps, dtype=dtype, param_dtype=param_dtype)
+        self.norm2 = RMSNorm(config.hidden_size, eps, dtype=dtype, param_dtype=param_dtype)
+        self.attn = VisionAttention(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.mlp = VisionMLP(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+        x = x + self.attn(self.norm1(x), cos, sin, mask)
+        x = x + self.mlp(self.norm2(x))
+        return sharding.constrain(x, ("seq", "act_embed"))
+
+
+class PatchMerger(nnx.Module):
+    """RMSNorm per patch, then each merge_size x merge_size group of patches -> MLP -> out_hidden_size."""
+
+    def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype):
+        merged = config.hidden_size * config.spatial_merge_size**2
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.ln_q = RMSNorm(config.hidden_size, 1e-6, dtype=dtype, param_dtype=param_dtype)
+        self.mlp_0 = Linear(merged, merged, ("embed", "mlp"), **kw)
+        self.mlp_2 = Linear(merged, config.out_hidden_size, ("mlp", "embed"), **kw)
+        self.merged = merged
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = self.ln_q(x).reshape(-1, self.merged)
+        h = jax.nn.gelu(self.mlp_0(h), approximate=False)
+        return self.mlp_2(h)
+
+
+class Qwen25VisionTransformer(nnx.Module):
+    """Qwen2.5-VL vision tower: patches (window order, bucket-padded) -> merged image features in image order.
+
+    `__call__(inputs)` returns [inputs.reverse_index.shape[0], out_hidden_size]: row j < inputs.num_merged_tokens is
+    the j-th merged token of the concatenated images in HF order (what HF's tower returns); later rows are padding
+    and must be ignored (the full model gathers only the rows it splices at image-token positions).
+    """
+
+    def __init__(
+        self,
+        config: VisionConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+    ):
+        bad = [i for i in config.fullatt_block_indexes if not 0 <= i < config.depth]
+        if bad:
+            raise ValueError(f"fullatt_block_indexes {bad} are outside 0..{config.depth - 1} (depth {config.depth})")
+        self.config = config
+        self.dtype = dtype
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.patch_embed = PatchEmbed(config, **kw)
+        self.blocks = nnx.List([VisionBlock(config, **kw) for _ in range(config.depth)])
+        self.merger = PatchMerger(config, **kw)
+        self.full_attention_blocks = tuple(sorted(set(config.fullatt_block_indexes)))
+
+    def __call__(self, inputs: VisionInputs) -> jax.Array:
+        cfg = self.config
+        x = self.patch_embed(jnp.asarray(inputs.pixel_values))
+        x = sharding.constrain(x, ("seq", "act_embed"))
+        cos, sin = rotary_cos_sin(jnp.asarray(inputs.position_ids), cfg.hidden_size // cfg.num_heads,
+                                  _vision_rope_theta(cfg))  # fmt: skip
+        window_ids = jnp.asarray(inputs.window_segment_ids)
+        full_ids = jnp.asarray(inputs.full_segment_ids)
+        window_mask = window_ids[:, None] == window_ids[None, :]
+        full_mask = full_ids[:, None] == full_ids[None, :]
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, full_mask if i in self.full_attention_blocks else window_mask)
+        merged = self.merger(x)
+        return jnp.take(merged, jnp.asarray(inputs.reverse_index), axis=0)
