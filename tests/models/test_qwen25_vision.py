@@ -23,10 +23,7 @@ COMMON = dict(depth=4, intermediate_size=48, out_hidden_size=40, patch_size=14, 
 
 
 def _vision_config(hf: Qwen2_5_VLVisionConfig) -> VisionConfig:
-    fields = {f for f in VisionConfig.__dataclass_fields__}
-    values = {k: getattr(hf, k) for k in fields if hasattr(hf, k)}
-    values["fullatt_block_indexes"] = tuple(hf.fullatt_block_indexes)
-    return VisionConfig(**values)
+    return VisionConfig.from_hf(hf.to_dict())
 
 
 def _copy_torch_weights(torch_model: torch.nn.Module, model: Qwen25VisionTransformer) -> None:

@@ -23,7 +23,6 @@ Linear kernels are [in, out] (the transpose of torch's [out, in]).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -31,31 +30,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vinci_jax import sharding
+from vinci_jax.models.qwen2_5_vl.config import VisionConfig
 from vinci_jax.models.qwen2_5_vl.vision_inputs import VisionInputs, prepare_vision_inputs
-
-try:  # the text/model engineer owns config.py; use its VisionConfig once it exists
-    from vinci_jax.models.qwen2_5_vl.config import VisionConfig
-except ImportError:  # pragma: no cover - only until config.py lands
-
-    @dataclasses.dataclass(frozen=True)
-    class VisionConfig:
-        """Vision tower hyper-parameters with Hugging Face's field names (`Qwen2_5_VLVisionConfig`)."""
-
-        depth: int = 32
-        hidden_size: int = 1280
-        intermediate_size: int = 3420
-        num_heads: int = 16
-        in_channels: int = 3
-        patch_size: int = 14
-        spatial_merge_size: int = 2
-        temporal_patch_size: int = 2
-        window_size: int = 112
-        fullatt_block_indexes: tuple[int, ...] = (7, 15, 23, 31)
-        out_hidden_size: int = 3584
-        hidden_act: str = "silu"
-        rms_norm_eps: float = 1e-6
-        rope_theta: float = 10000.0
-
 
 __all__ = ["Qwen25VisionTransformer", "VisionConfig", "VisionInputs", "prepare_vision_inputs"]
 
@@ -72,13 +48,6 @@ def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
     if name not in _ACTIVATIONS:
         raise ValueError(f"vision hidden_act {name!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
     return _ACTIVATIONS[name]
-
-
-def _vision_rope_theta(config: VisionConfig) -> float:
-    theta = getattr(config, "rope_theta", None)
-    if theta is None:
-        theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
-    return float(theta)
 
 
 class Linear(nnx.Module):
@@ -200,7 +169,7 @@ class VisionMLP(nnx.Module):
 
 class VisionBlock(nnx.Module):
     def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype):
-        eps = getattr(config, "rms_norm_eps", 1e-6)
+        eps = config.rms_norm_eps
         self.norm1 = RMSNorm(config.hidden_size, eps, dtype=dtype, param_dtype=param_dtype)
         self.norm2 = RMSNorm(config.hidden_size, eps, dtype=dtype, param_dtype=param_dtype)
         self.attn = VisionAttention(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -218,7 +187,7 @@ class PatchMerger(nnx.Module):
     def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype):
         merged = config.hidden_size * config.spatial_merge_size**2
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.ln_q = RMSNorm(config.hidden_size, 1e-6, dtype=dtype, param_dtype=param_dtype)
+        self.ln_q = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
         self.mlp_0 = Linear(merged, merged, ("embed", "mlp"), **kw)
         self.mlp_2 = Linear(merged, config.out_hidden_size, ("mlp", "embed"), **kw)
         self.merged = merged
@@ -260,8 +229,8 @@ class Qwen25VisionTransformer(nnx.Module):
         cfg = self.config
         x = self.patch_embed(jnp.asarray(inputs.pixel_values))
         x = sharding.constrain(x, ("seq", "act_embed"))
-        cos, sin = rotary_cos_sin(jnp.asarray(inputs.position_ids), cfg.hidden_size // cfg.num_heads,
-                                  _vision_rope_theta(cfg))  # fmt: skip
+        head_dim = cfg.hidden_size // cfg.num_heads
+        cos, sin = rotary_cos_sin(jnp.asarray(inputs.position_ids), head_dim, cfg.rope_theta)
         window_ids = jnp.asarray(inputs.window_segment_ids)
         full_ids = jnp.asarray(inputs.full_segment_ids)
         window_mask = window_ids[:, None] == window_ids[None, :]

@@ -18,6 +18,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from vinci_jax.models.qwen2_5_vl.config import VisionConfig
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +97,7 @@ def _positions(t: int, h: int, w: int, merge: int) -> np.ndarray:
 def prepare_vision_inputs(
     image_grid_thw: np.ndarray,
     pixel_values: np.ndarray,
-    config: Any,
+    config: VisionConfig,
     *,
     bucket_sizes: Sequence[int] | int | None = None,
 ) -> VisionInputs:
