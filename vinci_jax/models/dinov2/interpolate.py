@@ -15,7 +15,6 @@ import math
 
 import numpy as np
 
-
 # torch computes coordinates and weights in float32 for float32 inputs; doing the same keeps these matrices within
 # float32 rounding of torch's (a source coordinate near 36 carries ~4e-6 of float32 error otherwise).
 _F32 = np.float32
@@ -43,7 +42,10 @@ def _bicubic_plain(in_size: int, out_size: int) -> np.ndarray:
     return weights
 
 
-def _aa_filter(x: np.float32, a: np.float32 = _F32(-0.5)) -> np.float32:
+_AA_A = np.float32(-0.5)  # torch (like PIL) uses a = -0.5 for the antialiased cubic
+
+
+def _aa_filter(x: np.float32, a: np.float32 = _AA_A) -> np.float32:
     x = abs(x)
     if x < 1.0:
         return _cubic_near(x, a)
