@@ -33,7 +33,7 @@ def _copy_torch_weights(torch_model: torch.nn.Module, model: Qwen25VisionTransfo
         path = name.replace("merger.mlp.0.", "merger.mlp_0.").replace("merger.mlp.2.", "merger.mlp_2.").split(".")
         if path[-1] == "weight":
             path[-1] = "kernel" if value.ndim >= 2 else "scale"
-            value = value.reshape(value.shape[0], -1).T if value.ndim >= 2 else value
+            value = np.moveaxis(value, 0, -1)  # torch [out, in...] -> NNX [in..., out]
         node = model
         for part in path[:-1]:
             node = node[int(part)] if part.isdigit() else getattr(node, part)

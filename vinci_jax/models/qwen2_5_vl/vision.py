@@ -7,9 +7,10 @@ every image size that falls into the same bucket.
 
 Parameter layout (NNX path relative to the tower -> HF tensor under `visual.`; the loader's table):
 
-    patch_embed.proj.kernel   [C*T*P*P, hidden]  <- patch_embed.proj.weight [hidden, C, T, P, P]
-                              to_nnx: w.reshape(w.shape[0], -1).T ; to_hf: k.T.reshape(hidden, C, T, P, P)
-                              (rows follow the processor's flattening order of a patch: channel, time, row, column)
+    patch_embed.proj.kernel   [C, T, P, P, hidden]  <- patch_embed.proj.weight [hidden, C, T, P, P]
+                              to_nnx: np.moveaxis(w, 0, -1) ; to_hf: np.moveaxis(k, -1, 0)
+                              (input dims keep the processor's flattening order of a patch: channel, time, row,
+                              column, so the stride == kernel Conv3d is one matmul with kernel.reshape(-1, hidden))
     blocks.{i}.norm1.scale / norm2.scale               <- blocks.{i}.norm1.weight / norm2.weight      (identity)
     blocks.{i}.attn.qkv.kernel / .bias                 <- blocks.{i}.attn.qkv.weight / .bias          (LINEAR / id)
     blocks.{i}.attn.proj.kernel / .bias                <- blocks.{i}.attn.proj.weight / .bias         (LINEAR / id)
@@ -27,6 +28,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from vinci_jax import sharding
@@ -90,15 +92,25 @@ class RMSNorm(nnx.Module):
         return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
 
 
-class PatchEmbed(nnx.Module):
-    """The stride == kernel Conv3d of HF as one matmul over each flattened (C, T, P, P) patch."""
+class PatchProjection(nnx.Module):
+    """HF's Conv3d with stride == kernel and no bias, as one matmul over each flattened (C, T, P, P) patch."""
 
     def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype):
-        patch_dim = config.in_channels * config.temporal_patch_size * config.patch_size**2
-        self.proj = Linear(
-            patch_dim, config.hidden_size, ("conv_in", "embed"), use_bias=False, rngs=rngs, dtype=dtype,
-            param_dtype=param_dtype,
-        )  # fmt: skip
+        shape = (config.in_channels, config.temporal_patch_size, config.patch_size, config.patch_size)
+        fan_in = int(np.prod(shape))
+        init = nnx.initializers.lecun_normal()
+        kernel = init(rngs.params(), (fan_in, config.hidden_size), param_dtype).reshape(*shape, config.hidden_size)
+        self.kernel = sharding.param(kernel, "conv_in", "patch", "patch", "patch", "embed")
+        self.dtype = dtype
+
+    def __call__(self, pixel_values: jax.Array) -> jax.Array:
+        kernel = self.kernel[...].astype(self.dtype)
+        return jnp.dot(pixel_values.astype(self.dtype), kernel.reshape(-1, kernel.shape[-1]))
+
+
+class PatchEmbed(nnx.Module):
+    def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype):
+        self.proj = PatchProjection(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
     def __call__(self, pixel_values: jax.Array) -> jax.Array:
         return self.proj(pixel_values)
