@@ -1,0 +1,107 @@
+"""SFT of a Qwen2.5-VL model (`python -m vinci_jax.launch --config configs/sft.py[:preset]`).
+
+Presets:
+  tiny           (default) random tiny Qwen2.5-VL on the synthetic corpus; one CPU, a few dozen steps in seconds.
+  standin        the trainer's own tiny text-only stand-in model and in-memory data (no model/pipeline needed).
+  qwen2_5_vl_3b  Qwen2.5-VL-3B from an HF directory (`--config.model.hf_dir=...`), FSDP over a pod slice.
+  qwen2_5_vl_7b  Qwen2.5-VL-7B likewise (VinciCoder-7B's base).
+An existing `workdir` resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+PRESETS = ("tiny", "standin", "qwen2_5_vl_3b", "qwen2_5_vl_7b")
+
+
+def _model() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {
+            "preset": "tiny",  # Qwen25VLConfig preset for random init, or "standin"
+            "hf_dir": "",  # load weights (and config) from this HF directory instead of random init
+            "dtype": "bfloat16",  # compute dtype
+            "param_dtype": "float32",  # master weights (optimizer state follows them unless optimizer.mu_dtype)
+            "remat": "none",  # none | full | dots | dots_no_batch (per decoder block)
+            "freeze_vision": False,  # vision tower without the merger
+            "freeze_merger": False,
+            "freeze": "",  # extra comma-separated regexes over parameter paths ("model/layers/0/.*")
+        }
+    )
+
+
+def _optimizer() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {
+            "learning_rate": 1e-5,
+            "schedule": "cosine",  # cosine | constant (both after linear warmup)
+            "warmup_steps": 100,
+            "min_lr_ratio": 0.0,
+            "b1": 0.9,
+            "b2": 0.999,
+            "eps": 1e-8,
+            "weight_decay": 0.0,
+            "grad_clip": 1.0,  # global norm; 0 disables
+            "mu_dtype": "",  # e.g. "bfloat16" to halve the first moment's memory
+        }
+    )
+
+
+def _data() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {
+            "source": "grain",  # grain (vinci_jax.input_pipeline) | synthetic (trainer stand-in)
+            "train_path": "",  # ArrayRecord shards / corpus directory of the SFT pipeline
+            "val_path": "",
+            "global_batch_size": 8,  # rows per micro-batch over all processes
+            "seq_len": 128,
+            "vocab_size": 64,  # synthetic source only
+            "num_workers": 0,
+        }
+    )
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    preset = common.parse_preset(arg, PRESETS, "tiny")
+    config = common.base_config("sft")
+    config.preset = preset
+    config.workdir = f"/tmp/vinci_jax/sft_{preset}"
+    config.model = _model()
+    config.optimizer = _optimizer()
+    config.data = _data()
+    config.grad_accum_steps = 1
+    config.log_every = 1
+    config.eval_every = 0  # 0 disables periodic validation
+    config.eval_steps = 2
+    config.progress = True
+    config.checkpoint = ml_collections.ConfigDict(
+        {"every_steps": 100, "keep": 3, "async_save": True, "save_on_preemption": True}
+    )
+
+    if preset in ("tiny", "standin"):
+        config.num_steps = 40
+        config.model.preset = preset
+        config.model.dtype = "float32"  # bf16 matmuls are emulated (slow) on CPU
+        config.optimizer.learning_rate = 3e-3
+        config.optimizer.warmup_steps = 5
+        config.data.global_batch_size = 8
+        config.data.seq_len = 64 if preset == "standin" else 256
+        config.checkpoint.every_steps = 10
+        config.eval_every = 20
+        if preset == "standin":
+            config.data.source = "synthetic"
+    else:
+        config.num_steps = 5000
+        config.model.preset = preset
+        config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
+        config.model.remat = "dots_no_batch"
+        config.optimizer.learning_rate = 1e-5
+        config.optimizer.warmup_steps = 100
+        config.data.global_batch_size = 128
+        config.data.seq_len = 8192
+        config.checkpoint.every_steps = 500
+        config.eval_every = 500
+        config.eval_steps = 20
+    return config
