@@ -11,6 +11,7 @@ from flax import nnx
 from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
+from vinci_jax import sharding
 from vinci_jax.models.qwen2_5_vl.vision import Qwen25VisionTransformer, VisionConfig, prepare_vision_inputs
 
 LAYOUTS = {
@@ -137,3 +138,18 @@ def test_padding_is_isolated_from_real_patches():
         prepare_vision_inputs(grid, pixels, config, bucket_sizes=[64])
     with pytest.raises(ValueError, match="pixel_values has shape"):
         prepare_vision_inputs(grid, pixels[:-1], config)
+
+
+def test_sharded_forward_equals_single_device(towers):
+    _, config, forward, _ = towers
+    grid, pixels = _images([[1, 10, 14], [1, 4, 6]], config, seed=3)
+    inputs = prepare_vision_inputs(grid, pixels, config)
+    model = Qwen25VisionTransformer(config, rngs=nnx.Rngs(1))
+    with jax.default_matmul_precision("highest"):
+        expected = np.asarray(nnx.jit(lambda m, x: m(x))(model, inputs))
+        mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+        with jax.set_mesh(mesh):
+            sharding.shard_module(model, mesh)
+            assert not model.blocks[0].mlp.gate_proj.kernel.value.sharding.is_fully_replicated
+            got = np.asarray(nnx.jit(lambda m, x: m(x))(model, inputs))
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
