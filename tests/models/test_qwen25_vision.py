@@ -153,3 +153,16 @@ def test_sharded_forward_equals_single_device(towers):
             assert not model.blocks[0].mlp.gate_proj.kernel.value.sharding.is_fully_replicated
             got = np.asarray(nnx.jit(lambda m, x: m(x))(model, inputs))
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_bfloat16_compute_tracks_float32(towers):
+    torch_model, config, _, _ = towers
+    grid, pixels = _images([[1, 10, 14]], config, seed=4)
+    inputs = prepare_vision_inputs(grid, pixels, config)
+    model = Qwen25VisionTransformer(config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
+    _copy_torch_weights(torch_model, model)
+    out = nnx.jit(lambda m, x: m(x))(model, inputs)
+    assert out.dtype == jnp.bfloat16 and model.blocks[0].attn.qkv.kernel.value.dtype == jnp.float32
+    expected = _torch_features(torch_model, grid, pixels)
+    got = np.asarray(out[: int(inputs.num_merged_tokens)], dtype=np.float32)
+    assert np.abs(got - expected).max() < 0.1 * np.abs(expected).max()
