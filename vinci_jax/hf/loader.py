@@ -195,6 +195,9 @@ def _plan(
             unexpected.append(name if hit is None else f"{name} (-> {hit[1]}, not in the model)")
             continue
         rule, target = hit
+        if target in filled:
+            unexpected.append(f"{name} (-> {target}, which another tensor already fills)")
+            continue
         path, variable = params[target]
         want = tuple(variable.get_value().shape)
         got = _shape_after(rule.transform.to_nnx, shapes[name])
@@ -262,29 +265,36 @@ def _host_value(value: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_get(value))
 
 
-def iter_hf_tensors(
-    model: nnx.Module | nnx.State, rules: Sequence[Rule], *, dtype: Any = None
-) -> Iterator[tuple[str, np.ndarray]]:
-    """(HF name, host array) for every parameter of `model` (a module or its nnx.State), one at a time.
+def _flat_params(model: nnx.Module | nnx.State | Mapping[str, Any]) -> list[tuple[str, Any]]:
+    if isinstance(model, Mapping) and not isinstance(model, nnx.State):
+        return list(model.items())
+    state = nnx.state(model) if isinstance(model, nnx.Module) else model
+    return [
+        (path_str(path), variable.get_value() if isinstance(variable, nnx.Variable) else variable)
+        for path, variable in nnx.to_flat_state(state)
+        if not isinstance(variable, nnx.Variable) or isinstance(variable, nnx.Param)
+    ]
 
+
+def iter_hf_tensors(
+    model: nnx.Module | nnx.State | Mapping[str, Any], rules: Sequence[Rule], *, dtype: Any = None
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(HF name, host array) for every parameter of `model`, one at a time, in natural HF-name order.
+
+    `model` is a module, its nnx.State, or a flat mapping {dotted NNX path: array} (e.g. restored from Orbax).
     Raises CheckpointMismatch (before yielding anything) when a parameter has no rule. `dtype` casts on the way.
     """
-    state = nnx.state(model) if isinstance(model, nnx.Module) else model
-    planned: list[tuple[str, Rule, nnx.Variable]] = []
+    planned: list[tuple[str, Rule, Any]] = []
     unmapped = []
-    for path, variable in nnx.to_flat_state(state):
-        if isinstance(variable, nnx.Variable) and not isinstance(variable, nnx.Param):
-            continue
-        name = path_str(path)
+    for name, value in _flat_params(model):
         hit = next(((rule, hf) for rule in rules if (hf := rule.match_nnx(name)) is not None), None)
         if hit is None:
             unmapped.append(name)
         else:
-            planned.append((hit[1], hit[0], variable))
+            planned.append((hit[1], hit[0], value))
     if unmapped:
         raise CheckpointMismatch("export", missing=[f"{n} (no rule maps it to an HF name)" for n in unmapped])
-    for hf_name, rule, variable in sorted(planned, key=lambda t: _natural_key(t[0])):
-        value = variable.get_value() if isinstance(variable, nnx.Variable) else variable
+    for hf_name, rule, value in sorted(planned, key=lambda t: _natural_key(t[0])):
         array = np.ascontiguousarray(rule.transform.to_hf(_host_value(value)))
         yield hf_name, array if dtype is None else array.astype(dtype, copy=False)
 

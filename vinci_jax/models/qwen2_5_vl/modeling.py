@@ -1,0 +1,436 @@
+"""Qwen2.5-VL text decoder and the full vision-language model in Flax NNX.
+
+Module and attribute names mirror transformers' checkpoint names (`model.layers.{i}.self_attn.q_proj`,
+`model.embed_tokens`, `lm_head`, `visual.*`), so `vinci_jax/hf/qwen2_5_vl.py` is a short table. Linear kernels are
+[in, out]; norms keep their weight in `scale`; the embedding table is `embedding` [vocab, hidden].
+
+Inputs are host-prepared and static-shaped: `input_ids` [B, L], 3-D `position_ids` [3, B, L] from
+`rope_index.get_rope_index`, and either `attention_mask` [B, L] (1 = real token) or `segment_ids` [B, L]
+(0 = padding, > 0 = packed sample id). Attention is causal and never crosses segments. Image features (from the
+vision tower, in the concatenated image order) replace the embeddings of `image_token_id` tokens in row-major order.
+
+Decoding: `init_cache(batch, max_len)` gives an empty `KVCache`; `forward_with_cache` appends a chunk (a whole
+prompt or one token per row) at each row's `cache.next_index`, attends over the valid cached slots, and returns the
+logits and the updated cache. See `KVCache` for the slot rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vinci_jax import sharding
+from vinci_jax.models.qwen2_5_vl.config import Qwen25VLConfig, TextConfig
+from vinci_jax.models.qwen2_5_vl.vision import Qwen25VisionTransformer
+
+_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+}
+
+BATCH_SEQ_EMBED = ("batch", "seq", "act_embed")
+
+
+def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"hidden_act {name!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+
+class Linear(nnx.Module):
+    """y = x @ kernel (+ bias); kernel [in, out] tagged with logical axis names."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        names: tuple[str, str],
+        *,
+        use_bias: bool,
+        rngs: nnx.Rngs,
+        dtype: Any,
+        param_dtype: Any,
+    ):
+        init = nnx.initializers.normal(0.02)
+        self.kernel = sharding.param(init(rngs.params(), (in_features, out_features), param_dtype), *names)
+        self.bias = sharding.param(jnp.zeros((out_features,), param_dtype), names[1]) if use_bias else None
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class RMSNorm(nnx.Module):
+    """HF's Qwen2_5_VLRMSNorm: normalise in float32, cast back to the input dtype, then scale."""
+
+    def __init__(self, dim: int, eps: float, *, dtype: Any, param_dtype: Any):
+        self.scale = sharding.param(jnp.ones((dim,), param_dtype), "norm")
+        self.eps = eps
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
+
+
+class Embed(nnx.Module):
+    def __init__(self, vocab: int, dim: int, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
+        init = nnx.initializers.normal(0.02)
+        self.embedding = sharding.param(init(rngs.params(), (vocab, dim), param_dtype), "vocab", "embed")
+        self.dtype = dtype
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        """x @ embedding.T: the tied output projection."""
+        return jnp.dot(x.astype(self.dtype), self.embedding[...].astype(self.dtype).T)
+
+
+# ---- multimodal rotary embedding ----------------------------------------------------------------------------------
+
+
+def mrope_cos_sin(position_ids: jax.Array, config: TextConfig, dtype: Any) -> tuple[jax.Array, jax.Array]:
+    """cos, sin [B, L, head_dim] for 3-D positions [3, B, L].
+
+    Frequency slot j of the first half takes its position from axis (section index of j) % 3 of `mrope_section`
+    (temporal, height, width); the second half repeats the first, as in HF's `recomposition_frequencies`.
+    """
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    axis_of_slot = np.concatenate([np.full(n, i % 3) for i, n in enumerate(config.mrope_section)])
+    positions = jnp.asarray(position_ids).astype(jnp.float32)[axis_of_slot]  # [dim/2, B, L]
+    angles = jnp.moveaxis(positions, 0, -1) * jnp.asarray(inv_freq)  # [B, L, dim/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
+
+
+def _rotate_half(x: jax.Array) -> jax.Array:
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([-x2, x1], axis=-1)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """x [B, L, heads, head_dim]; cos/sin [B, L, head_dim] (in x's dtype, as HF does)."""
+    return x * cos[:, :, None, :] + _rotate_half(x) * sin[:, :, None, :]
+
+
+# ---- masks ---------------------------------------------------------------------------------------------------------
+
+
+def attention_mask_from(
+    attention_mask: jax.Array | None, segment_ids: jax.Array | None, batch: int, length: int
+) -> jax.Array:
+    """Boolean [B, 1, L, L]: causal, same segment, key not padding; a padding query sees only itself.
+
+    The self-edge keeps every softmax row non-empty (fused kernels can return NaN on empty rows); padded outputs
+    are meaningless either way and callers ignore them.
+    """
+    if segment_ids is not None and attention_mask is not None:
+        raise ValueError("pass attention_mask or segment_ids, not both")
+    if segment_ids is None:
+        segment_ids = jnp.ones((batch, length), jnp.int32) if attention_mask is None else attention_mask
+    seg = jnp.asarray(segment_ids).astype(jnp.int32)
+    idx = jnp.arange(length)
+    causal = idx[:, None] >= idx[None, :]
+    same = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0)
+    allowed = (causal[None] & same) | (idx[:, None] == idx[None, :])[None]
+    return allowed[:, None]
+
+
+# ---- KV cache --------------------------------------------------------------------------------------------------------
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class KVCache:
+    """Per-layer keys/values for decoding, with per-row write positions.
+
+    k, v:        tuple over layers of [B, max_len, kv_heads, head_dim]
+    valid:       bool [B, max_len]: slot holds a real token (written with attention_mask 1)
+    next_index:  int32 [B]: slot where the next chunk of this row is written
+
+    A chunk of T tokens for row b goes to slots next_index[b] .. next_index[b] + T - 1; afterwards next_index[b]
+    points just past the chunk's last *real* token, so right-padding is overwritten by the next chunk and
+    left-padding stays behind as invalid slots. A query in slot s attends to valid slots <= s. The caller must keep
+    next_index + T <= max_len (jax clamps out-of-range writes silently).
+    """
+
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
+    valid: jax.Array
+    next_index: jax.Array
+
+    @property
+    def max_len(self) -> int:
+        return int(self.valid.shape[1])
+
+
+CACHE_AXES = ("cache_batch", "cache_seq", "cache_heads", None)
+
+
+def _write_rows(buffer: jax.Array, chunk: jax.Array, start: jax.Array) -> jax.Array:
+    """buffer [B, S, ...] <- chunk [B, T, ...] at per-row offsets start [B]."""
+
+    def one(buf, new, s):
+        return jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), (s,) + (0,) * (buf.ndim - 1))
+
+    return jax.vmap(one)(buffer, chunk, start)
+
+
+# ---- decoder ---------------------------------------------------------------------------------------------------------
+
+
+class Attention(nnx.Module):
+    """Grouped-query attention with qkv bias and mRoPE; `jax.nn.dot_product_attention` does the softmax."""
+
+    def __init__(self, config: TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
+        d, hd = config.hidden_size, config.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, hd
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.q_proj = Linear(d, self.num_heads * hd, ("embed", "heads"), use_bias=True, **kw)
+        self.k_proj = Linear(d, self.num_kv_heads * hd, ("embed", "kv_heads"), use_bias=True, **kw)
+        self.v_proj = Linear(d, self.num_kv_heads * hd, ("embed", "kv_heads"), use_bias=True, **kw)
+        self.o_proj = Linear(self.num_heads * hd, d, ("heads", "embed"), use_bias=False, **kw)
+
+    def project(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        q = sharding.constrain(apply_rope(q, cos, sin), ("batch", "seq", "act_heads", None))
+        k = sharding.constrain(apply_rope(k, cos, sin), ("batch", "seq", "act_heads", None))
+        return q, k, sharding.constrain(v, ("batch", "seq", "act_heads", None))
+
+    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+        b, t = q.shape[:2]
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+        return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+        return self.attend(*self.project(x, cos, sin), mask)
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
+        d, f = config.hidden_size, config.intermediate_size
+        kw = dict(use_bias=False, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.gate_proj = Linear(d, f, ("embed", "mlp"), **kw)
+        self.up_proj = Linear(d, f, ("embed", "mlp"), **kw)
+        self.down_proj = Linear(f, d, ("mlp", "embed"), **kw)
+        self.act = _activation(config.hidden_act)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = sharding.constrain(self.act(self.gate_proj(x)) * self.up_proj(x), ("batch", "seq", "act_mlp"))
+        return self.down_proj(h)
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, config: TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
+        kw = dict(dtype=dtype, param_dtype=param_dtype)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
+        self.self_attn = Attention(config, rngs=rngs, **kw)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
+        self.mlp = MLP(config, rngs=rngs, **kw)
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return sharding.constrain(x, BATCH_SEQ_EMBED)
+
+    def cached(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
+        start: jax.Array,
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
+        q, k, v = self.self_attn.project(self.input_layernorm(x), cos, sin)
+        k_cache = sharding.constrain(_write_rows(k_cache, k, start), CACHE_AXES)
+        v_cache = sharding.constrain(_write_rows(v_cache, v, start), CACHE_AXES)
+        x = x + self.self_attn.attend(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), mask)
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return sharding.constrain(x, BATCH_SEQ_EMBED), k_cache, v_cache
+
+
+class Qwen2Model(nnx.Module):
+    """Token embedding, decoder layers, final norm (HF's `model.language_model`, saved as `model.*`)."""
+
+    def __init__(self, config: TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
+        self.config = config
+        kw = dict(dtype=dtype, param_dtype=param_dtype)
+        self.embed_tokens = Embed(config.vocab_size, config.hidden_size, rngs=rngs, **kw)
+        self.layers = nnx.List([DecoderLayer(config, rngs=rngs, **kw) for _ in range(config.num_hidden_layers)])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
+        self.dtype = dtype
+
+    def __call__(self, embeds: jax.Array, position_ids: jax.Array, mask: jax.Array) -> jax.Array:
+        cos, sin = mrope_cos_sin(position_ids, self.config, self.dtype)
+        x = sharding.constrain(embeds, BATCH_SEQ_EMBED)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask)
+        return self.norm(x)
+
+
+# ---- full model ------------------------------------------------------------------------------------------------------
+
+
+def splice_image_features(
+    embeds: jax.Array, input_ids: jax.Array, features: jax.Array, image_token_id: int
+) -> jax.Array:
+    """Replace the embeddings of image tokens (row-major over [B, L]) by consecutive rows of `features`.
+
+    `features` may have padding rows at the end (bucketed vision tower); they are never read as long as the number
+    of image tokens does not exceed the number of real feature rows (which the processor guarantees).
+    """
+    b, length, d = embeds.shape
+    is_image = (input_ids == image_token_id).reshape(-1)
+    row = jnp.clip(jnp.cumsum(is_image) - 1, 0, features.shape[0] - 1)
+    gathered = jnp.take(features.astype(embeds.dtype), row, axis=0)
+    flat = jnp.where(is_image[:, None], gathered, embeds.reshape(-1, d))
+    return flat.reshape(b, length, d)
+
+
+class Qwen25VLForConditionalGeneration(nnx.Module):
+    """Vision tower + Qwen2 decoder + LM head, equal to transformers' Qwen2_5_VLForConditionalGeneration.
+
+    model(input_ids, position_ids, attention_mask=None, segment_ids=None, pixel_values=None, vision_inputs=None)
+    -> logits [B, L, vocab] in `dtype`. `vision_inputs` comes from
+    `vinci_jax.models.qwen2_5_vl.vision.prepare_vision_inputs` (its `pixel_values` is used unless `pixel_values`
+    is given separately, e.g. to place it on its own sharding).
+    """
+
+    def __init__(
+        self,
+        config: Qwen25VLConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype: Any = jnp.float32,
+        param_dtype: Any = jnp.float32,
+    ):
+        self.config = config
+        self.dtype = dtype
+        kw = dict(dtype=dtype, param_dtype=param_dtype)
+        self.visual = Qwen25VisionTransformer(config.vision, rngs=rngs, **kw)
+        self.model = Qwen2Model(config.text, rngs=rngs, **kw)
+        text = config.text
+        self.lm_head = (
+            None
+            if config.tie_word_embeddings
+            else Linear(text.hidden_size, text.vocab_size, ("embed", "vocab"), use_bias=False, rngs=rngs, **kw)
+        )
+
+    # -- pieces --
+    def embed(
+        self, input_ids: jax.Array, pixel_values: jax.Array | None = None, vision_inputs: Any = None
+    ) -> jax.Array:
+        """Token embeddings with image features spliced in at `image_token_id` positions."""
+        embeds = self.model.embed_tokens(input_ids)
+        if vision_inputs is not None:
+            if pixel_values is not None:
+                vision_inputs = dataclasses.replace(vision_inputs, pixel_values=pixel_values)
+            features = self.visual(vision_inputs)
+            embeds = splice_image_features(embeds, input_ids, features, self.config.image_token_id)
+        elif pixel_values is not None:
+            raise ValueError("pixel_values needs vision_inputs (from prepare_vision_inputs) for the window layout")
+        return embeds
+
+    def compute_logits(self, hidden: jax.Array) -> jax.Array:
+        """Final hidden states [..., hidden] -> logits [..., vocab] (tied or untied head)."""
+        hidden = sharding.constrain(hidden, BATCH_SEQ_EMBED)
+        if self.lm_head is None:
+            logits = self.model.embed_tokens.attend(hidden)
+        else:
+            logits = self.lm_head(hidden)
+        return sharding.constrain(logits, ("batch", "seq", "act_vocab"))
+
+    def hidden_states(
+        self,
+        input_ids: jax.Array,
+        position_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        pixel_values: jax.Array | None = None,
+        vision_inputs: Any = None,
+    ) -> jax.Array:
+        """Final (normed) hidden states [B, L, hidden]."""
+        b, length = input_ids.shape
+        mask = attention_mask_from(attention_mask, segment_ids, b, length)
+        embeds = self.embed(input_ids, pixel_values, vision_inputs)
+        return self.model(embeds, position_ids, mask)
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        position_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        pixel_values: jax.Array | None = None,
+        vision_inputs: Any = None,
+    ) -> jax.Array:
+        hidden = self.hidden_states(input_ids, position_ids, attention_mask, segment_ids, pixel_values, vision_inputs)
+        return self.compute_logits(hidden)
+
+    # -- decoding --
+    def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:
+        """An empty cache (all slots invalid, next_index 0), sharded by the cache logical axes under a mesh."""
+        text = self.config.text
+        dtype = dtype or self.dtype
+        shape = (batch, max_len, text.num_key_value_heads, text.head_dim)
+
+        def zeros() -> jax.Array:
+            return sharding.constrain(jnp.zeros(shape, dtype), CACHE_AXES)
+
+        layers = range(text.num_hidden_layers)
+        return KVCache(
+            k=tuple(zeros() for _ in layers),
+            v=tuple(zeros() for _ in layers),
+            valid=jnp.zeros((batch, max_len), jnp.bool_),
+            next_index=jnp.zeros((batch,), jnp.int32),
+        )
+
+    def forward_with_cache(
+        self,
+        input_ids: jax.Array,
+        position_ids: jax.Array,
+        cache: KVCache,
+        attention_mask: jax.Array | None = None,
+        pixel_values: jax.Array | None = None,
+        vision_inputs: Any = None,
+    ) -> tuple[jax.Array, KVCache]:
+        """Append a chunk [B, T] to the cache and return (logits [B, T, vocab], updated cache).
+
+        Use it for the prefill (T = prompt length, with images) and for decoding (T = 1). `attention_mask` [B, T]
+        marks real tokens of the chunk (default: all real). Positions are the caller's (`rope_index`).
+        """
+        b, t = input_ids.shape
+        real = jnp.ones((b, t), jnp.bool_) if attention_mask is None else jnp.asarray(attention_mask) != 0
+        start = cache.next_index
+        valid = _write_rows(cache.valid, real, start)
+        slots = start[:, None] + jnp.arange(t)[None, :]  # [B, T] slot of each query
+        keys = jnp.arange(cache.max_len)
+        mask = (keys[None, None, :] <= slots[:, :, None]) & valid[:, None, :]
+        mask = (mask | (keys[None, None, :] == slots[:, :, None]))[:, None]  # [B, 1, T, S]
+
+        x = self.embed(input_ids, pixel_values, vision_inputs)
+        cos, sin = mrope_cos_sin(position_ids, self.config.text, self.dtype)
+        x = sharding.constrain(x, BATCH_SEQ_EMBED)
+        new_k, new_v = [], []
+        for layer, k_cache, v_cache in zip(self.model.layers, cache.k, cache.v, strict=True):
+            x, k_cache, v_cache = layer.cached(x, cos, sin, mask, k_cache, v_cache, start)
+            new_k.append(k_cache)
+            new_v.append(v_cache)
+        logits = self.compute_logits(self.model.norm(x))
+
+        last_real = jnp.max(jnp.where(real, jnp.arange(t)[None, :] + 1, 0), axis=1)
+        next_index = (start + last_real).astype(jnp.int32)
+        return logits, KVCache(k=tuple(new_k), v=tuple(new_v), valid=valid, next_index=next_index)
