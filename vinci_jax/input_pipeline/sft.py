@@ -1,0 +1,288 @@
+"""SFT input pipeline (Grain): records -> tokens with assistant-only labels -> packed (or padded) rows -> batches.
+
+Per sample (`SFTFeaturizer`): decode the record, run the Qwen processor (chat template, image patches), shift
+labels by one (`targets[t]` is the token after t; `loss_mask[t]` says whether it was written by the assistant), and
+compute the sample's own 3-D mRoPE positions. Samples longer than `seq_len` are dropped or truncated (counted).
+
+Per row: with `packing`, Grain's first-fit packer puts several samples in one row; `segment_ids` (1, 2, ... per
+sample, 0 on padding) keep attention inside a sample, and since each sample brought its own positions (starting
+at 0), the packed positions are per segment. Image patches are packed alongside into a fixed per-row patch budget
+(`patches_per_row`, `images_per_row`), so every batch has static shapes. Without packing, each sample is one row
+padded to the smallest of `length_buckets` that fits the batch.
+
+Rows are split across hosts (`jax.process_index()`), batched per host, and turned into global arrays over the mesh
+by `make_global_batch`. The Grain iterator state (`get_state`/`set_state`) is what the checkpoint stores.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+
+from vinci_jax.input_pipeline import sources
+from vinci_jax.input_pipeline.global_batch import make_global_batch
+
+PAD_ID = 0
+# Fields of a finished batch, with shapes (B rows, L tokens, P patches per row, M images per row, D patch dim).
+BATCH_FIELDS: dict[str, str] = {
+    "input_ids": "int32 [B, L]",
+    "targets": "int32 [B, L] next token (PAD_ID where no loss)",
+    "loss_mask": "float32 [B, L] 1 where targets[t] was written by the assistant",
+    "segment_ids": "int32 [B, L] sample id within the row, 0 on padding",
+    "position_ids": "int32 [3, B, L] per-sample 3-D mRoPE positions",
+    "pixel_values": "float32 [B, P, D] each row's image patches, zero padded",
+    "image_grid_thw": "int32 [B, M, 3] each row's image grids in token order, zero rows = no image",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+    data_dir: str
+    split: str = "train"
+    seq_len: int = 2048
+    batch_size: int = 8  # global rows per step
+    packing: bool = True
+    patches_per_row: int = 0  # 0: 4 * seq_len (an upper bound: every image token is 4 patches)
+    images_per_row: int = 8
+    length_buckets: tuple[int, ...] = ()  # padding mode; () -> (seq_len,)
+    overlong: str = "drop"  # "drop" | "truncate" (truncation never cuts into an image)
+    shuffle: bool = True
+    seed: int = 0
+    num_epochs: int | None = 1  # None: repeat forever
+    min_pixels: int = 56 * 56
+    max_pixels: int = 28 * 28 * 1280
+    worker_count: int = 0  # Grain worker processes (0: in-process; drop counters are only exact then)
+
+    def __post_init__(self) -> None:
+        if self.overlong not in ("drop", "truncate"):
+            raise ValueError(f"SFTConfig.overlong must be 'drop' or 'truncate', got {self.overlong!r}")
+        if self.patches_per_row % 4:
+            raise ValueError(f"patches_per_row must be a multiple of 4 (merged 2x2 units), got {self.patches_per_row}")
+        if any(b > self.seq_len for b in self.length_buckets):
+            raise ValueError(f"length_buckets {self.length_buckets} exceed seq_len {self.seq_len}")
+
+    @property
+    def row_patches(self) -> int:
+        return self.patches_per_row or 4 * self.seq_len
+
+    @property
+    def buckets(self) -> tuple[int, ...]:
+        return tuple(sorted(self.length_buckets)) or (self.seq_len,)
+
+
+def default_processor(config: SFTConfig) -> Any:
+    from vinci_jax.processing import ImageProcessor, QwenProcessor, load_tokenizer
+
+    images = ImageProcessor(min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    return QwenProcessor(load_tokenizer(None), images)
+
+
+class SFTFeaturizer:
+    """Record bytes -> one sample's arrays (or None when it is dropped; the reason is counted in `counts`)."""
+
+    def __init__(self, processor: Any, config: SFTConfig):
+        from vinci_jax.models.qwen2_5_vl.rope_index import get_rope_index
+
+        self.processor = processor
+        self.config = config
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._rope_index = get_rope_index
+
+    def featurize(self, record: Any) -> dict[str, np.ndarray]:
+        """All arrays of one record, untruncated."""
+        images = [sources.open_image(b) for b in record.images]
+        out = self.processor(record.sft_messages(), images)
+        ids = out["input_ids"].astype(np.int32)
+        grid = out["image_grid_thw"].astype(np.int64).reshape(-1, 3)
+        positions, _ = self._rope_index(
+            ids[None], grid if len(grid) else None, image_token_id=self.processor.image_token_id
+        )
+        mask = out["assistant_mask"].astype(bool)
+        return {
+            "input_ids": ids,
+            "targets": np.concatenate([ids[1:], [PAD_ID]]).astype(np.int32),
+            "loss_mask": np.concatenate([mask[1:], [False]]).astype(np.float32),
+            "positions": positions[:, 0, :].T.astype(np.int32).copy(),  # [L, 3]: packed along the token axis
+            "pixel_values": out["pixel_values"].astype(np.float32),
+            "image_grid_thw": grid.astype(np.int32),
+        }
+
+    def __call__(self, raw: bytes) -> dict[str, np.ndarray] | None:
+        self.counts["seen"] += 1
+        try:
+            sample = self.featurize(sources.decode(raw))
+        except Exception:  # a bad record must not stop training; it is counted instead
+            self.counts["dropped_unprocessable"] += 1
+            return None
+        cfg = self.config
+        length = len(sample["input_ids"])
+        if len(sample["image_grid_thw"]) > cfg.images_per_row or len(sample["pixel_values"]) > cfg.row_patches:
+            self.counts["dropped_too_many_patches"] += 1
+            return None
+        if length > cfg.seq_len:
+            image_tokens = np.flatnonzero(sample["input_ids"] == self.processor.image_token_id)
+            if cfg.overlong == "drop" or (len(image_tokens) and image_tokens[-1] >= cfg.seq_len - 1):
+                self.counts["dropped_overlong"] += 1
+                return None
+            sample = {k: (v[: cfg.seq_len] if k in _TOKEN_FIELDS else v) for k, v in sample.items()}
+            sample["targets"][-1] = PAD_ID
+            sample["loss_mask"][-1] = 0.0
+            self.counts["truncated"] += 1
+        if not sample["loss_mask"].any():
+            self.counts["dropped_no_assistant_tokens"] += 1
+            return None
+        self.counts["kept"] += 1
+        return sample
+
+
+_TOKEN_FIELDS = ("input_ids", "targets", "loss_mask", "positions")
+
+
+def _finish_packed(rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Grain's packed fields -> the batch layout of BATCH_FIELDS."""
+    return {
+        "input_ids": rows["input_ids"].astype(np.int32),
+        "targets": rows["targets"].astype(np.int32),
+        "loss_mask": rows["loss_mask"].astype(np.float32),
+        "segment_ids": rows["input_ids_segment_ids"].astype(np.int32),
+        "position_ids": np.ascontiguousarray(rows["positions"].transpose(2, 0, 1)).astype(np.int32),
+        "pixel_values": rows["pixel_values"].astype(np.float32),
+        "image_grid_thw": rows["image_grid_thw"].astype(np.int32),
+    }
+
+
+def pad_batch(samples: Sequence[Mapping[str, np.ndarray]], config: SFTConfig) -> dict[str, np.ndarray]:
+    """One sample per row, padded to the smallest length bucket that fits the longest sample."""
+    longest = max(len(s["input_ids"]) for s in samples)
+    length = next(b for b in config.buckets + (config.seq_len,) if b >= longest)
+    rows, patches, images = len(samples), config.row_patches, config.images_per_row
+    dim = samples[0]["pixel_values"].shape[-1]
+    out = {
+        "input_ids": np.full((rows, length), PAD_ID, np.int32),
+        "targets": np.full((rows, length), PAD_ID, np.int32),
+        "loss_mask": np.zeros((rows, length), np.float32),
+        "segment_ids": np.zeros((rows, length), np.int32),
+        "position_ids": np.zeros((3, rows, length), np.int32),
+        "pixel_values": np.zeros((rows, patches, dim), np.float32),
+        "image_grid_thw": np.zeros((rows, images, 3), np.int32),
+    }
+    for r, s in enumerate(samples):
+        n = len(s["input_ids"])
+        out["input_ids"][r, :n] = s["input_ids"]
+        out["targets"][r, :n] = s["targets"]
+        out["loss_mask"][r, :n] = s["loss_mask"]
+        out["segment_ids"][r, :n] = 1
+        out["position_ids"][:, r, :n] = s["positions"].T
+        out["pixel_values"][r, : len(s["pixel_values"])] = s["pixel_values"]
+        out["image_grid_thw"][r, : len(s["image_grid_thw"])] = s["image_grid_thw"]
+    return out
+
+
+def local_rows(global_rows: int) -> int:
+    count = jax.process_count()
+    if global_rows % count:
+        raise ValueError(f"batch_size {global_rows} does not divide over {count} processes")
+    return global_rows // count
+
+
+def build_sft_dataset(
+    config: SFTConfig, processor: Any = None, featurizer: SFTFeaturizer | None = None
+) -> tuple[grain.IterDataset, SFTFeaturizer]:
+    """The per-host Grain dataset of batches (numpy dicts in the BATCH_FIELDS layout) and its featurizer."""
+    featurizer = featurizer or SFTFeaturizer(processor or default_processor(config), config)
+    rows = local_rows(config.batch_size)
+    ds = grain.MapDataset.source(sources.array_record_source(config.data_dir, config.split))
+    if config.shuffle:
+        ds = ds.shuffle(seed=config.seed)
+    ds = ds[jax.process_index() :: jax.process_count()]
+    ds = ds.repeat(config.num_epochs)
+    ds = ds.map(featurizer).filter(lambda sample: sample is not None)
+    iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    if config.packing:
+        length = config.seq_len
+        iter_ds = grain.experimental.FirstFitPackIterDataset(
+            iter_ds,
+            length_struct={
+                "input_ids": length,
+                "targets": length,
+                "loss_mask": length,
+                "positions": length,
+                "pixel_values": config.row_patches,
+                "image_grid_thw": config.images_per_row,
+            },
+            num_packing_bins=rows,
+            shuffle_bins=False,
+            meta_features=("targets", "loss_mask", "positions", "pixel_values", "image_grid_thw"),
+        )
+        iter_ds = iter_ds.batch(rows, drop_remainder=True).map(_finish_packed)
+    else:
+        iter_ds = iter_ds.batch(rows, drop_remainder=True, batch_fn=lambda samples: pad_batch(samples, config))
+    if config.worker_count:
+        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.worker_count))
+    return iter_ds, featurizer
+
+
+class SFTLoader:
+    """Iterator of SFT batches: numpy dicts, or global jax.Arrays over `mesh` when one is given.
+
+    `get_state()` / `set_state()` save and restore the position (Grain iterator state, a small dict) so training
+    resumes on the exact next batch; `iterator` is the Grain DatasetIterator for Orbax's Grain checkpoint handler.
+    """
+
+    def __init__(self, config: SFTConfig, processor: Any = None, mesh: jax.sharding.Mesh | None = None):
+        self.config = config
+        self.mesh = mesh
+        self.dataset, self.featurizer = build_sft_dataset(config, processor)
+        self.iterator = iter(self.dataset)
+
+    def __iter__(self) -> SFTLoader:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        batch = next(self.iterator)
+        return batch if self.mesh is None else make_global_batch(batch, self.mesh)
+
+    def get_state(self) -> dict[str, Any]:
+        return self.iterator.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.iterator.set_state(state)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Samples seen / kept / dropped (by reason) / truncated in this process."""
+        return dict(self.featurizer.counts)
+
+
+def vision_inputs_for_batch(
+    batch: Mapping[str, np.ndarray], vision_config: Any, bucket_sizes: Sequence[int] | int | None = None
+) -> Any:
+    """The model's VisionInputs for a host batch: every row's real patches, in row-major token order.
+
+    The default bucket is the batch's full patch budget (rows * patches_per_row), so shapes never change between
+    steps. Returns None for a batch without images.
+    """
+    from vinci_jax.models.qwen2_5_vl.vision_inputs import prepare_vision_inputs
+
+    grids, patches = [], []
+    pixel_values = np.asarray(batch["pixel_values"])
+    for row, row_grids in enumerate(np.asarray(batch["image_grid_thw"])):
+        offset = 0
+        for grid in row_grids:
+            n = int(np.prod(grid))
+            if n == 0:
+                continue
+            grids.append(grid)
+            patches.append(pixel_values[row, offset : offset + n])
+            offset += n
+    if not grids:
+        return None
+    if bucket_sizes is None:
+        bucket_sizes = pixel_values.shape[0] * pixel_values.shape[1]
+    return prepare_vision_inputs(np.stack(grids), np.concatenate(patches), vision_config, bucket_sizes=bucket_sizes)
