@@ -5,5 +5,16 @@ options) and the render result (image or error).
 """
 
 from renderers.extract import LANGUAGES, extract_code, language_from_prompt
+from renderers.pool import RenderPool, render_one
+from renderers.types import SUPPORTED_LANGUAGES, RenderJob, RenderResult
 
-__all__ = ["LANGUAGES", "extract_code", "language_from_prompt"]
+__all__ = [
+    "LANGUAGES",
+    "SUPPORTED_LANGUAGES",
+    "RenderJob",
+    "RenderPool",
+    "RenderResult",
+    "extract_code",
+    "language_from_prompt",
+    "render_one",
+]

@@ -1,0 +1,227 @@
+"""latex: TikZ / pgfplots / maths through pdflatex with pre-compiled (mylatexformat) preambles, then poppler.
+
+Documents follow the released reward: `\\documentclass{article}` becomes `\\documentclass[tikz, border=3.14mm]
+{standalone}`; a snippet without `\\documentclass` is wrapped in a standalone preview document with amsmath,
+amssymb, graphicx, xcolor, tikz and pgfplots (compat 1.17). Both fixed preambles are dumped once into formats, so
+a compile loads them in ~0.1 s instead of reading tikz/pgfplots again; a document whose own packages clash with a
+format (e.g. `\\usepackage[dvipsnames]{xcolor}`) is compiled again without it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from renderers import sandbox
+
+DEFAULTS = {"dpi": 300}
+STANDALONE_CLASS = r"\documentclass[tikz, border=3.14mm]{standalone}"
+SNIPPET_PREAMBLE = "\n".join(
+    [
+        r"\documentclass[preview, border=3.14mm]{standalone}",
+        r"\usepackage{amsmath}",
+        r"\usepackage{amssymb}",
+        r"\usepackage{graphicx}",
+        r"\usepackage{xcolor}",
+        r"\usepackage{tikz}",
+        r"\usepackage{pgfplots}",
+        r"\pgfplotsset{compat=1.17}",
+    ]
+)
+SNIPPET_FORMAT, STANDALONE_FORMAT = "vinci-snippet", "vinci-standalone"
+_DOCUMENTCLASS = re.compile(r"\\documentclass\s*(\[[^\]]*\])?\s*\{([^}]*)\}")
+PDFLATEX_FLAGS = ["-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error"]
+
+
+@dataclass(frozen=True)
+class PreparedDocument:
+    tex: str  # the document to compile without a format
+    format: str | None  # format name to try first, if any
+    tex_for_format: str | None  # the document as that format expects it
+
+
+def prepare_document(code: str) -> PreparedDocument:
+    """Apply the reference's article->standalone switch or snippet wrapping, and pick a warm format."""
+    match = _DOCUMENTCLASS.search(code)
+    if match is None:
+        tex = f"{SNIPPET_PREAMBLE}\n\\begin{{document}}\n{code}\n\\end{{document}}\n"
+        return PreparedDocument(tex=tex, format=SNIPPET_FORMAT, tex_for_format=tex)
+    if match.group(2).strip() != "article":
+        return PreparedDocument(tex=code, format=None, tex_for_format=None)
+    head, tail = code[: match.start()], code[match.end() :]
+    tex = head + STANDALONE_CLASS + tail
+    # mylatexformat skips the document up to \endofdump: the class (and tikz) come from the format.
+    tex_for_format = head + STANDALONE_CLASS + "\n\\endofdump" + tail
+    return PreparedDocument(tex=tex, format=STANDALONE_FORMAT, tex_for_format=tex_for_format)
+
+
+def tex_env(home: str, format_dir: str | None) -> dict[str, str]:
+    """Paranoid kpathsea settings: no reads/writes outside the job dir, no font or format generation."""
+    extra = {
+        "openin_any": "p",
+        "openout_any": "p",
+        "shell_escape": "f",
+        "MKTEXPK": "0",
+        "MKTEXTFM": "0",
+        "MKTEXMF": "0",
+        "MKTEXFMT": "0",
+        "TEXMFVAR": home,
+        "TEXMFCONFIG": home,
+    }
+    if format_dir:
+        extra["TEXFORMATS"] = format_dir + ":"  # trailing ':' keeps the default search path
+    return sandbox.scrubbed_env(home, extra)
+
+
+def build_formats(format_dir: str, timeout_s: float = 120.0) -> dict[str, bool]:
+    """Dump both fixed preambles with mylatexformat into `format_dir` (once per pool). Returns which worked."""
+    os.makedirs(format_dir, exist_ok=True)
+    sources = {
+        SNIPPET_FORMAT: SNIPPET_PREAMBLE + "\n\\begin{document}\n\\end{document}\n",
+        STANDALONE_FORMAT: STANDALONE_CLASS + "\n\\endofdump\n\\begin{document}\n\\end{document}\n",
+    }
+    procs = {}
+    for name, source in sources.items():
+        with open(os.path.join(format_dir, name + ".tex"), "w") as f:
+            f.write(source)
+        procs[name] = subprocess.Popen(
+            [
+                "pdflatex",
+                "-ini",
+                f"-jobname={name}",
+                "-interaction=nonstopmode",
+                "&pdflatex",
+                "mylatexformat.ltx",
+                name + ".tex",
+            ],
+            cwd=format_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=sandbox.scrubbed_env(format_dir, {"TEXMFVAR": format_dir}),
+        )
+    built = {}
+    for name, proc in procs.items():
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        built[name] = os.path.exists(os.path.join(format_dir, name + ".fmt"))
+    for leftover in os.listdir(format_dir):
+        if not leftover.endswith(".fmt"):
+            os.remove(os.path.join(format_dir, leftover))
+    os.chmod(format_dir, 0o755)
+    return built
+
+
+def _log_error(job_dir: str) -> str:
+    try:
+        with open(os.path.join(job_dir, "doc.log"), errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return "pdflatex failed without a log"
+    for i, line in enumerate(lines):
+        if line.startswith("!"):
+            context = next((entry.strip() for entry in lines[i + 1 : i + 12] if entry.startswith("l.")), "")
+            return f"pdflatex: {line[1:].strip()} {context}".strip()[:500]
+    return "pdflatex failed (no error line in the log)"
+
+
+class _Tool:
+    """Runs TeX/poppler tools in the job dir under limits, as the job uid, killed at the deadline."""
+
+    def __init__(self, job_dir: str, env: dict[str, str], limits: sandbox.Limits, uid: int | None, deadline: float):
+        self.job_dir, self.env, self.deadline = job_dir, env, deadline
+        self.preexec = sandbox.subprocess_preexec(limits, uid, limits.address_space_mb << 20)
+
+    def run(self, argv: list[str]) -> subprocess.CompletedProcess[bytes] | None:
+        """None on timeout."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        proc = subprocess.Popen(
+            argv,
+            cwd=self.job_dir,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec,
+        )
+        try:
+            out, _ = proc.communicate(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, 9)
+            except OSError:
+                pass
+            proc.communicate()
+            return None
+        return subprocess.CompletedProcess(argv, proc.returncode, out, b"")
+
+
+def _page_size_pts(info: str) -> tuple[float, float] | None:
+    match = re.search(r"Page(?:\s+\d+)? size:\s+([\d.]+) x ([\d.]+) pts", info)
+    return (float(match.group(1)), float(match.group(2))) if match else None
+
+
+def render_latex(
+    code: str,
+    options: Mapping[str, Any],
+    job_dir: str,
+    limits: sandbox.Limits,
+    uid: int | None,
+    timeout_s: float,
+    format_dir: str | None,
+    max_pixels: int,
+) -> tuple[str, bytes | None, str]:
+    deadline = time.monotonic() + timeout_s
+    dpi = int(options.get("dpi", DEFAULTS["dpi"]))
+    doc = prepare_document(code)
+    tool = _Tool(job_dir, tex_env(job_dir, format_dir), limits, uid, deadline)
+    attempts: list[tuple[list[str], str]] = []
+    if doc.format and format_dir and os.path.exists(os.path.join(format_dir, doc.format + ".fmt")):
+        attempts.append(([f"-fmt={doc.format}"], doc.tex_for_format or doc.tex))
+    attempts.append(([], doc.tex))
+    error = ""
+    for extra_flags, tex in attempts:
+        for stale in ("doc.pdf", "doc.log"):
+            if os.path.exists(os.path.join(job_dir, stale)):
+                os.remove(os.path.join(job_dir, stale))
+        with open(os.path.join(job_dir, "doc.tex"), "w") as f:
+            f.write(tex)
+        done = tool.run(["pdflatex", *PDFLATEX_FLAGS, *extra_flags, "doc.tex"])
+        if done is None:
+            return "timeout", None, f"pdflatex exceeded the {timeout_s:g} s limit"
+        if done.returncode == 0 and os.path.exists(os.path.join(job_dir, "doc.pdf")):
+            break
+        error = _log_error(job_dir)
+    else:
+        return "error", None, error
+    info = tool.run(["pdfinfo", "-f", "1", "-l", "1", "doc.pdf"])
+    if info is None:
+        return "timeout", None, f"pdfinfo exceeded the {timeout_s:g} s limit"
+    size = _page_size_pts(info.stdout.decode(errors="replace"))
+    if size is None:
+        return "error", None, "pdflatex produced a PDF without a readable first page"
+    pixels = (size[0] / 72 * dpi) * (size[1] / 72 * dpi)
+    if pixels > max_pixels:
+        return "error", None, f"page 1 at {dpi} dpi would be {pixels:.0f} px, over the {max_pixels} px budget"
+    done = tool.run(["pdftoppm", "-png", "-r", str(dpi), "-f", "1", "-l", "1", "-singlefile", "doc.pdf", "page"])
+    if done is None:
+        return "timeout", None, f"pdftoppm exceeded the {timeout_s:g} s limit"
+    path = os.path.join(job_dir, "page.png")
+    if done.returncode != 0 or not os.path.exists(path):
+        return "error", None, f"pdftoppm failed: {done.stdout.decode(errors='replace').strip()[:300]}"
+    with open(path, "rb") as f:
+        return "ok", f.read(), ""
+
+
+def tools_available() -> bool:
+    return all(shutil.which(tool) for tool in ("pdflatex", "pdftoppm", "pdfinfo"))

@@ -1,0 +1,390 @@
+"""RenderPool: N pre-warmed worker processes, one dispatcher thread per worker, hard per-job deadlines.
+
+A job's wall-clock limit is first enforced inside the worker (the python child is killed, pdflatex is killed, the
+Chromium page is abandoned) and, should the worker itself not answer by `timeout_s + kill_grace_s`, by killing the
+worker's whole process tree and starting a fresh one; other workers never notice.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import asdict
+from typing import Any
+
+from renderers import sandbox
+from renderers.images import DEFAULT_MAX_PIXELS
+from renderers.types import SUPPORTED_LANGUAGES, RenderJob, RenderResult
+
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+WARM_UP_CODE = {
+    "python": "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\nplt.title('warm')\n",
+    "latex": r"\begin{tikzpicture}\draw (0,0) -- (1,1) node {$x$};\end{tikzpicture}",
+}
+
+
+class WorkerDied(RuntimeError):
+    pass
+
+
+class _WorkerProcess:
+    """One worker subprocess and its pipes. Its pid is also its process-group id (new session)."""
+
+    def __init__(self, config: dict[str, Any], log_path: str) -> None:
+        env = sandbox.scrubbed_env(config["work_root"], {"PYTHONPATH": _PACKAGE_PARENT, "PYTHONDONTWRITEBYTECODE": "1"})
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "renderers.worker", json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env=env,
+            cwd=config["work_root"],
+            start_new_session=True,
+        )
+        self.fd = self.proc.stdout.fileno()
+        self.buffer = b""
+        self.ready: dict[str, Any] = {}
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, deadline: float) -> dict[str, Any]:
+        self.ready = self.read_header(deadline)
+        if not self.ready.get("ready"):
+            raise WorkerDied(f"render worker sent {self.ready!r} instead of ready")
+        return self.ready
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def _fill(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        ready, _, _ = select.select([self.fd], [], [], remaining)
+        if not ready:
+            raise TimeoutError
+        chunk = os.read(self.fd, 1 << 20)
+        if not chunk:
+            raise WorkerDied("render worker closed its pipe")
+        self.buffer += chunk
+
+    def read_header(self, deadline: float) -> dict[str, Any]:
+        while b"\n" not in self.buffer:
+            self._fill(deadline)
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def read_exact(self, n: int, deadline: float) -> bytes:
+        while len(self.buffer) < n:
+            self._fill(deadline)
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def kill(self) -> None:
+        """Kill the worker and everything it started (Chromium, TeX, job children)."""
+        try:
+            import psutil
+
+            family = psutil.Process(self.pid).children(recursive=True)
+        except Exception:  # noqa: BLE001 - already gone
+            family = []
+        for target in (lambda: os.killpg(self.pid, signal.SIGKILL), lambda: self.proc.kill()):
+            try:
+                target()
+            except OSError:
+                pass
+        for child in family:
+            try:
+                child.kill()
+            except Exception:  # noqa: BLE001
+                pass
+        self.proc.wait()
+        self._close_pipes()
+
+    def quit(self, timeout_s: float = 10.0) -> None:
+        try:
+            self.send({"cmd": "quit"})
+            self.proc.wait(timeout=timeout_s)
+            self._close_pipes()
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            self.kill()
+
+    def _close_pipes(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout, self.log):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+class RenderPool:
+    """Pre-warmed sandboxed renderers. Use as a context manager, or call close().
+
+    Args:
+      num_workers: worker processes (default: CPU count).
+      languages: languages to warm up (default: all); others still render, just warm up on first use.
+      timeout_s: default per-job wall-clock limit; a job's options["timeout_s"] overrides it.
+      kill_grace_s: extra time a worker gets to report a timeout itself before it is killed and replaced.
+      limits: per-job rlimits; max_pixels: output budget; work_root: where private job dirs are made.
+    """
+
+    def __init__(
+        self,
+        num_workers: int | None = None,
+        languages: Sequence[str] | None = None,
+        timeout_s: float = 10.0,
+        *,
+        kill_grace_s: float = 1.0,
+        limits: sandbox.Limits | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        work_root: str | None = None,
+        start_timeout_s: float = 120.0,
+    ) -> None:
+        self.num_workers = int(num_workers or os.cpu_count() or 1)
+        self.languages = tuple(languages) if languages is not None else SUPPORTED_LANGUAGES
+        self.timeout_s = float(timeout_s)
+        self.kill_grace_s = float(kill_grace_s)
+        self.limits = limits or sandbox.Limits(cpu_s=int(self.timeout_s) + 2)
+        self.max_pixels = int(max_pixels)
+        self._own_root = work_root is None
+        self.work_root = tempfile.mkdtemp(prefix="renderers-") if work_root is None else work_root
+        os.makedirs(self.work_root, exist_ok=True)
+        os.chmod(self.work_root, 0o711)
+        self.format_dir: str | None = None
+        self.formats: dict[str, bool] = {}
+        self._queue: queue.Queue[tuple[RenderJob, Future[RenderResult]] | None] = queue.Queue()
+        self._workers: list[_WorkerProcess | None] = [None] * self.num_workers
+        self._lock = threading.Lock()
+        self._closed = False
+        self.restarts = 0
+        self.capabilities: dict[str, bool] = {}
+        atexit.register(self.close)
+        try:
+            self._start(start_timeout_s)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---------------------------------------------------------------- lifecycle
+    def _worker_config(self, slot: int) -> dict[str, Any]:
+        return {
+            "slot": slot,
+            "languages": list(self.languages),
+            "limits": asdict(self.limits),
+            "max_pixels": self.max_pixels,
+            "format_dir": self.format_dir,
+            "work_root": self.work_root,
+        }
+
+    def _spawn(self, slot: int) -> _WorkerProcess:
+        return _WorkerProcess(self._worker_config(slot), os.path.join(self.work_root, f"worker-{slot}.log"))
+
+    def _start(self, start_timeout_s: float) -> None:
+        if "latex" in self.languages:
+            from renderers.lang_latex import build_formats, tools_available
+
+            if tools_available():
+                self.format_dir = os.path.join(self.work_root, "formats")
+        workers = [self._spawn(slot) for slot in range(self.num_workers)]
+        self._workers = list(workers)
+        if self.format_dir:  # built while the workers warm up; no job is dispatched before both are done
+            self.formats = build_formats(self.format_dir)
+        deadline = time.monotonic() + start_timeout_s
+        for worker in workers:
+            ready = worker.wait_ready(deadline)
+            self.capabilities = ready.get("capabilities", {})
+        if not self.capabilities.get("namespaces"):
+            import warnings
+
+            warnings.warn(
+                "renderers: not running as root, so jobs share the worker's uid and network namespace; only "
+                "rlimits, private dirs and scrubbed environments apply (see renderers/README.md)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self._threads = [
+            threading.Thread(target=self._slot_loop, args=(slot,), name=f"render-slot-{slot}", daemon=True)
+            for slot in range(self.num_workers)
+        ]
+        self._warm = [threading.Event() for _ in range(self.num_workers)]
+        for thread in self._threads:
+            thread.start()
+        for event in self._warm:
+            event.wait(max(1.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        """Stop every worker and remove every file the pool made. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for _ in range(self.num_workers):
+            self._queue.put(None)
+        for thread in getattr(self, "_threads", []):
+            thread.join(timeout=self.timeout_s + self.kill_grace_s + 5)
+        for worker in self._workers:
+            if worker is not None:
+                worker.quit()
+        self._workers = [None] * self.num_workers
+        if self._own_root:
+            sandbox.remove_tree(self.work_root)
+        atexit.unregister(self.close)
+
+    def __enter__(self) -> RenderPool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def worker_pids(self) -> list[int]:
+        return [w.pid for w in self._workers if w is not None]
+
+    # ---------------------------------------------------------------- jobs
+    def submit(self, job: RenderJob) -> Future[RenderResult]:
+        future: Future[RenderResult] = Future()
+        if self._closed:
+            raise RuntimeError("RenderPool is closed")
+        if job.language not in SUPPORTED_LANGUAGES:
+            future.set_result(
+                RenderResult(
+                    "unsupported",
+                    None,
+                    f"language {job.language!r} has no renderer (supported: {', '.join(SUPPORTED_LANGUAGES)})",
+                    0.0,
+                )
+            )
+            return future
+        self._queue.put((job, future))
+        return future
+
+    def render_batch(self, jobs: Sequence[RenderJob]) -> list[RenderResult]:
+        """Render all jobs, identical ones (same language, code and options) only once; results in input order."""
+        futures: dict[tuple[str, str, str], Future[RenderResult]] = {}
+        for job in jobs:
+            key = job.dedupe_key()
+            if key not in futures:
+                futures[key] = self.submit(job)
+        return [futures[job.dedupe_key()].result() for job in jobs]
+
+    def _warm_up(self, slot: int) -> None:
+        """One tiny job per language through the real path, so the first real job pays no first-use costs."""
+        for language in self.languages:
+            if language in WARM_UP_CODE:
+                self._run(slot, RenderJob(WARM_UP_CODE[language], language, {"timeout_s": 30.0}))
+
+    def _slot_loop(self, slot: int) -> None:
+        try:
+            self._warm_up(slot)
+        finally:
+            self._warm[slot].set()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            job, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = self._run(slot, job)
+            except BaseException as err:  # noqa: BLE001 - the future must always get an answer
+                result = RenderResult("crashed", None, f"render pool failure: {type(err).__name__}: {err}", 0.0)
+            future.set_result(result)
+            if self._workers[slot] is None and not self._closed:
+                self._replace(slot)
+
+    def _replace(self, slot: int) -> None:
+        try:
+            worker = self._spawn(slot)
+            worker.wait_ready(time.monotonic() + 120.0)
+            self._workers[slot] = worker
+            self._warm_up(slot)
+            self.restarts += 1
+        except Exception:  # noqa: BLE001 - retried on the next job of this slot
+            self._workers[slot] = None
+
+    def _run(self, slot: int, job: RenderJob) -> RenderResult:
+        started = time.monotonic()
+        timeout_s = float(job.options.get("timeout_s", self.timeout_s))
+        if self._workers[slot] is None:
+            self._replace(slot)
+            started = time.monotonic()
+        worker = self._workers[slot]
+        if worker is None:
+            return RenderResult("crashed", None, "no render worker could be started for this slot", 0.0)
+        deadline = started + timeout_s + self.kill_grace_s
+        try:
+            worker.send(
+                {
+                    "seq": 0,
+                    "language": job.language,
+                    "code": job.code,
+                    "options": dict(job.options),
+                    "timeout_s": timeout_s,
+                }
+            )
+            header = worker.read_header(deadline)
+            png = worker.read_exact(int(header["png_len"]), deadline) if header["png_len"] else None
+        except TimeoutError:
+            self._discard(slot)
+            return RenderResult(
+                "timeout",
+                None,
+                f"{job.language} job exceeded its {timeout_s:g} s limit; its worker was replaced",
+                time.monotonic() - started,
+            )
+        except (WorkerDied, OSError, ValueError, KeyError) as err:
+            code = worker.proc.poll()
+            self._discard(slot)
+            return RenderResult(
+                "crashed",
+                None,
+                f"the render worker died during this {job.language} job ({err}; exit {code})",
+                time.monotonic() - started,
+            )
+        return RenderResult(
+            status=header["status"],
+            png=png,
+            error=header["error"],
+            seconds=time.monotonic() - started,
+            blank=bool(header.get("blank", False)),
+        )
+
+    def _discard(self, slot: int) -> None:
+        worker = self._workers[slot]
+        self._workers[slot] = None
+        if worker is not None:
+            worker.kill()
+            sandbox.remove_tree(worker_dir_glob(self.work_root, slot))
+
+
+def worker_dir_glob(work_root: str, slot: int) -> str:
+    """The job root of a worker slot is `w{slot}-*`; after a kill the whole thing goes."""
+    for name in os.listdir(work_root):
+        if name.startswith(f"w{slot}-"):
+            sandbox.remove_tree(os.path.join(work_root, name))
+    return os.path.join(work_root, f"w{slot}-does-not-exist")
+
+
+def render_one(job: RenderJob, **pool_kwargs: Any) -> RenderResult:
+    """Render a single job in a throwaway one-worker pool warmed for its language only (for CLIs and tests)."""
+    if job.language not in SUPPORTED_LANGUAGES:
+        return RenderResult("unsupported", None, f"language {job.language!r} has no renderer", 0.0)
+    with RenderPool(num_workers=1, languages=[job.language], **pool_kwargs) as pool:
+        return pool.submit(job).result()

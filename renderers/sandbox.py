@@ -1,0 +1,177 @@
+"""Per-job isolation on Linux: namespaces, an unprivileged uid, rlimits, a private work dir, a scrubbed environment.
+
+Everything here runs in a freshly forked child (or a subprocess's preexec hook) of a render worker, never in the
+trainer. When the process is not root the namespace and uid steps are skipped and `capabilities()` says so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import resource
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
+MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+# uids far above any real account; worker slot i runs its jobs as JOB_UID_BASE + i.
+JOB_UID_BASE = 970_000
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one job. `address_space_mb` is headroom added to what the forked worker already maps."""
+
+    cpu_s: int = 12
+    address_space_mb: int = 3072
+    file_size_mb: int = 64
+    nproc: int = 64
+    tmpfs_mb: int = 64
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def capabilities() -> dict[str, bool]:
+    """Which isolation steps this process can apply; the README explains what each one buys."""
+    root = is_root()
+    return {"namespaces": root, "separate_uid": root, "rlimits": True, "scrubbed_env": True, "private_dir": True}
+
+
+def scrubbed_env(home: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment: no tokens, keys or proxy settings of the parent survive."""
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "TMPDIR": home,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "MPLBACKEND": "Agg",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = lambda s: s.encode() if s is not None else None
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
+
+
+def prctl(option: int, arg: int) -> None:
+    _libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0)
+
+
+def die_with_parent() -> None:
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def vm_size_bytes() -> int:
+    """Current virtual size of this process (a forked child starts with the same mappings)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def apply_rlimits(limits: Limits, address_space_bytes: int | None = None) -> None:
+    """Hard caps so a runaway job hits a wall (MemoryError, SIGXCPU, EFBIG, EAGAIN) instead of the machine."""
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb << 20,) * 2)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if address_space_bytes is None:
+        address_space_bytes = vm_size_bytes() + (limits.address_space_mb << 20)
+    resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes,) * 2)
+    resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc,) * 2)
+
+
+def drop_privileges(uid: int) -> None:
+    """Become an unprivileged uid with no groups and no way back (no_new_privs)."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def isolate_filesystem(job_dir: str, limits: Limits) -> None:
+    """In a new mount namespace: private propagation, empty tmpfs over the shared scratch dirs, a fresh /proc.
+
+    The job dir may itself live under /tmp; it is re-bound into the new tmpfs through an fd opened beforehand.
+    """
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    job_fd = os.open(job_dir, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for scratch in ("/tmp", "/var/tmp", "/dev/shm"):
+            if not os.path.isdir(scratch) or os.path.islink(scratch):
+                continue
+            mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"size={limits.tmpfs_mb}m,mode=1777")
+            if job_dir == scratch or job_dir.startswith(scratch.rstrip("/") + "/"):
+                os.makedirs(job_dir, exist_ok=True)
+                mount(f"/proc/self/fd/{job_fd}", job_dir, None, MS_BIND)
+    finally:
+        os.close(job_fd)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def close_inherited_fds(keep: tuple[int, ...]) -> None:
+    """Detach from the worker's pipes (to the pool, to Chromium) so a job cannot talk to them."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        if fd not in keep:
+            os.dup2(devnull, fd)
+    fds = sorted(int(name) for name in os.listdir("/proc/self/fd"))
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def make_job_dir(root: str, uid: int | None) -> str:
+    """A fresh private directory for one job, owned by the job's uid and closed to everyone else."""
+    path = tempfile.mkdtemp(prefix="job-", dir=root)
+    if uid is not None and is_root():
+        os.chown(path, uid, uid)
+    os.chmod(path, 0o700)
+    return path
+
+
+def remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def subprocess_preexec(limits: Limits, uid: int | None, address_space_bytes: int):
+    """A preexec_fn for tools (pdflatex, pdftoppm): own session, limits, unprivileged uid, die with the worker."""
+
+    def preexec() -> None:
+        os.setsid()
+        die_with_parent()
+        apply_rlimits(limits, address_space_bytes)
+        if uid is not None and is_root():
+            drop_privileges(uid)
+
+    return preexec

@@ -1,0 +1,60 @@
+"""The render job and render result: the only door between the trainer and the renderer processes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+STATUSES = ("ok", "error", "timeout", "crashed", "unsupported")
+SUPPORTED_LANGUAGES = ("python", "svg", "html", "latex")
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """Code to render. `options` override per-language defaults (width, height, dpi, viewport, timeout_s, ...)."""
+
+    code: str
+    language: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    id: str | None = None
+
+    def dedupe_key(self) -> tuple[str, str, str]:
+        """Jobs with equal keys render to the same picture, so a batch renders each key once."""
+        return (self.language, self.code, repr(sorted(dict(self.options).items())))
+
+
+@dataclass
+class RenderResult:
+    """What came back for one job. `png` is set only when status is "ok"; `error` is "" only then."""
+
+    status: str
+    png: bytes | None
+    error: str
+    seconds: float
+    blank: bool = False
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"RenderResult status {self.status!r} is not one of {STATUSES}")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def image(self) -> Image.Image | None:
+        """The decoded picture as RGB, or None when there is none."""
+        if self.png is None:
+            return None
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.png)) as img:
+            if img.mode in ("RGBA", "LA", "P"):
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                return Image.alpha_composite(background, rgba).convert("RGB")
+            return img.convert("RGB")
