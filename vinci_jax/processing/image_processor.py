@@ -78,6 +78,7 @@ class ImageProcessor:
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_mean", tuple(float(m) for m in self.image_mean))
         object.__setattr__(self, "image_std", tuple(float(s) for s in self.image_std))
+        object.__setattr__(self, "_table", self.normalization_table())
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels={self.min_pixels} exceeds max_pixels={self.max_pixels}")
 
@@ -103,17 +104,21 @@ class ImageProcessor:
         t, h, w = (int(x) for x in grid_thw)
         return t * h * w // (self.merge_size**2)
 
-    def normalized_pixels(self, image: Image.Image) -> np.ndarray:
-        """Resized, rescaled, normalised image as float32 [C, H, W]."""
+    def resized_uint8(self, image: Image.Image) -> np.ndarray:
+        """RGB image resized to its smart_resize target, uint8 [H, W, 3] (PIL bicubic, as the reference)."""
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}; decode it with PIL first")
         rgb = to_rgb(image)
         h, w = self.target_size(rgb.height, rgb.width)
-        resized = rgb.resize((w, h), resample=self.resample)
-        pixels = (np.asarray(resized).astype(np.float64) * self.rescale_factor).astype(np.float32)
-        mean = np.asarray(self.image_mean, dtype=np.float32)
-        std = np.asarray(self.image_std, dtype=np.float32)
-        return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
+        return np.asarray(rgb.resize((w, h), resample=self.resample))
+
+    def normalization_table(self) -> np.ndarray:
+        """float32 [C, 256]: the normalised value of every uint8 level, computed with the reference's arithmetic
+        (float64 rescale, cast to float32, float32 (x - mean) / std). A lookup is exact and much faster."""
+        levels = (np.arange(256, dtype=np.float64) * self.rescale_factor).astype(np.float32)
+        mean = np.asarray(self.image_mean, dtype=np.float32)[:, None]
+        std = np.asarray(self.image_std, dtype=np.float32)[:, None]
+        return (levels[None, :] - mean) / std
 
     def patchify(self, chw: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
         """[C, H, W] -> ([h*w, C*T*P*P], (1, h, w)): patches ordered merge-window by merge-window, as the tower expects.
@@ -128,17 +133,27 @@ class ImageProcessor:
         blocks = np.broadcast_to(blocks[:, :, :, :, :, None], (*blocks.shape[:5], t, p, p))
         return blocks.reshape(gh * gw, channels * t * p * p), (1, gh, gw)
 
+    def process_one(self, image: Image.Image) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """One image -> (float32 patches [h*w, C*T*P*P], grid (1, h, w)).
+
+        Patches are arranged while still uint8 (a quarter of the bytes), then mapped through the normalisation table.
+        """
+        levels, grid = self.patchify(self.resized_uint8(image).transpose(2, 0, 1))
+        table = self._table
+        block = levels.shape[1] // table.shape[0]
+        out = np.empty(levels.shape, dtype=np.float32)
+        for c in range(table.shape[0]):
+            out[:, c * block : (c + 1) * block] = table[c][levels[:, c * block : (c + 1) * block]]
+        return out, grid
+
     def __call__(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(images, Image.Image):
             images = [images]
         if len(images) == 0:
             return np.zeros((0, self.patch_dim), np.float32), np.zeros((0, 3), np.int64)
-        patches, grids = [], []
-        for image in images:
-            flat, grid = self.patchify(self.normalized_pixels(image))
-            patches.append(flat)
-            grids.append(grid)
-        return np.concatenate(patches, axis=0).astype(np.float32, copy=False), np.asarray(grids, dtype=np.int64)
+        processed = [self.process_one(image) for image in images]
+        pixel_values = processed[0][0] if len(processed) == 1 else np.concatenate([p for p, _ in processed], axis=0)
+        return pixel_values, np.asarray([g for _, g in processed], dtype=np.int64)
 
     # ---- HF preprocessor_config.json -------------------------------------------------------------------------
 
