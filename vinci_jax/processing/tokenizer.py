@@ -137,14 +137,22 @@ def cache_root() -> Path:
 
 
 def offline_tokenizer_dir() -> Path:
-    """Directory with the offline tokenizer files, built once per ranks file and machine."""
+    """Directory with the offline tokenizer files, built once per ranks file and machine.
+
+    The cache lives in $VINCI_JAX_CACHE, else $XDG_CACHE_HOME/vinci_jax, else ~/.cache/vinci_jax.
+    """
     ranks = qwen_tiktoken_path()
     digest = hashlib.sha256(ranks.read_bytes()).hexdigest()[:16]
     target = cache_root() / "tokenizers" / f"qwen2-{digest}-v{BUILD_VERSION}"
     if (target / "tokenizer_config.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    except OSError:  # read-only home (some CI sandboxes): build into a private temp dir for this process
+        fallback = Path(tempfile.mkdtemp(prefix="vinci_jax_tokenizer.")) / target.name
+        write_offline_tokenizer(fallback, ranks)
+        return fallback
     try:
         write_offline_tokenizer(staging, ranks)
         try:
