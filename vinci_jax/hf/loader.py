@@ -12,6 +12,7 @@ time, transformed, cast and placed on the sharding their `logical_axes` metadata
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -56,6 +57,7 @@ CONV = Transform(_conv_to_nnx, _conv_to_hf)  # torch [O, I, (D,) H, W] <-> NNX [
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
 
 
+@functools.lru_cache(maxsize=4096)
 def _template_regex(template: str) -> re.Pattern[str]:
     parts, last = [], 0
     for match in _PLACEHOLDER.finditer(template):

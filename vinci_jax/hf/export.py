@@ -1,0 +1,167 @@
+"""Export a Qwen2.5-VL checkpoint (Orbax or HF) to a Hugging Face directory.
+
+Orbax layouts accepted as SRC (the model's `nnx.state(...)` saved by `ocp.StandardCheckpointer` or by an
+`ocp.CheckpointManager` item, with the model's HF-style `config.json` (`Qwen25VLConfig.to_hf()`) beside it):
+
+    SRC/                      a StandardCheckpointer dir (has _METADATA), config.json in SRC or its parent
+    SRC/<step>/<item>/        a CheckpointManager root: the latest step is used (or `step=`); config.json in
+                              SRC/<step>/<item>, SRC/<step> or SRC
+    SRC/<item>/               one step of a CheckpointManager
+
+When a step holds several items (e.g. `model` and `opt_state`), or an item holds a larger tree (e.g.
+`{"params": state, "opt_state": ...}`), the subtree whose paths the Qwen2.5-VL table maps best is exported
+(optimizer moments mirror the parameter paths, so ties go to the shortest prefix, then to items named
+model/params/state). Only parameters are written; other leaves of the chosen subtree are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from vinci_jax.hf.loader import CheckpointMismatch, Rule, iter_hf_tensors, path_str
+from vinci_jax.hf.qwen2_5_vl import (
+    abstract_model,
+    export_qwen2_5_vl,
+    load_qwen2_5_vl,
+    qwen2_5_vl_rules,
+    read_config,
+    write_hf_dir,
+)
+from vinci_jax.models.qwen2_5_vl.config import Qwen25VLConfig
+
+PREFERRED_ITEMS = ("model", "params", "state", "default")
+
+
+def _is_orbax_item(path: Path) -> bool:
+    return (path / "_METADATA").is_file()
+
+
+def _latest_step(root: Path) -> Path | None:
+    steps = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(steps, key=lambda p: int(p.name)) if steps else None
+
+
+def _orbax_items(src: Path, step: int | None) -> tuple[list[Path], list[Path]]:
+    """(candidate item dirs, dirs to look for config.json in, innermost first)."""
+    if _is_orbax_item(src):
+        return [src], [src, src.parent]
+    step_dir = src / str(step) if step is not None else _latest_step(src)
+    if step_dir is None or not step_dir.is_dir():
+        step_dir = src  # SRC is one step
+    items = [p for p in sorted(step_dir.iterdir()) if p.is_dir() and _is_orbax_item(p)]
+    return items, [step_dir, src, src.parent]
+
+
+def _flat_tree(tree: Any) -> dict[str, Any]:
+    flat = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        keys = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+        if keys and keys[-1] == "value":  # nnx.Variable leaves are saved as {"value": array}
+            keys = keys[:-1]
+        flat[".".join(keys)] = leaf
+    return flat
+
+
+def _best_prefix(paths: list[str], rules: list[Rule]) -> tuple[int, str]:
+    """(number of parameters the table maps, prefix) for the best-covered subtree of these paths."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        parts = path.split(".")
+        for k in range(len(parts)):
+            if any(rule.match_nnx(".".join(parts[k:])) for rule in rules):
+                prefix = ".".join(parts[:k])
+                counts[prefix] = counts.get(prefix, 0) + 1
+                break
+    if not counts:
+        return 0, ""
+    best = max(counts.values())
+    return best, min((p for p, n in counts.items() if n == best), key=len)
+
+
+def _item_tree_metadata(item: Path) -> Any:
+    import orbax.checkpoint as ocp
+
+    meta = ocp.PyTreeCheckpointer().metadata(item)
+    return getattr(getattr(meta, "item_metadata", None), "tree", None) or meta
+
+
+def restore_orbax_params(
+    src: str | os.PathLike, config: Qwen25VLConfig | None = None, *, step: int | None = None
+) -> tuple[dict[str, np.ndarray], Qwen25VLConfig]:
+    """Flat {NNX path: host array} of the model parameters in an Orbax checkpoint, and its config."""
+    import orbax.checkpoint as ocp
+
+    root = Path(src)
+    items, config_dirs = _orbax_items(root, step)
+    if not items:
+        raise FileNotFoundError(f"{root} holds no Orbax checkpoint (no _METADATA in it, its steps or items)")
+    if config is None:
+        found = next((d / "config.json" for d in [*items, *config_dirs] if (d / "config.json").is_file()), None)
+        if found is None:
+            raise FileNotFoundError(
+                f"no config.json next to the Orbax checkpoint {root}; write Qwen25VLConfig.to_hf() there"
+            )
+        config = Qwen25VLConfig.from_hf(json.loads(found.read_text()))
+    rules = qwen2_5_vl_rules(config)
+
+    ranked = []
+    for item in items:
+        count, prefix = _best_prefix(list(_flat_tree(_item_tree_metadata(item))), rules)
+        preference = PREFERRED_ITEMS.index(item.name) if item.name in PREFERRED_ITEMS else len(PREFERRED_ITEMS)
+        ranked.append((-count, len(prefix), preference, item.name, item, prefix))
+    _, _, _, _, item, prefix = min(ranked)
+
+    metadata = _item_tree_metadata(item)
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+    tree = ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    start = f"{prefix}." if prefix else ""
+    flat = {k[len(start) :]: v for k, v in _flat_tree(tree).items() if k.startswith(start)}
+
+    # keep exactly the model's parameters, and check them against its shapes
+    expected = {
+        path_str(path): tuple(var.get_value().shape)
+        for path, var in nnx.to_flat_state(nnx.state(abstract_model(config), nnx.Param))
+    }
+    params = {k: v for k, v in flat.items() if k in expected}
+    missing = sorted(set(expected) - set(params))
+    mis_shaped = [f"{k} {list(np.shape(v))}, model wants {list(expected[k])}" for k, v in params.items()
+                  if tuple(np.shape(v)) != expected[k]]  # fmt: skip
+    if missing or mis_shaped:
+        raise CheckpointMismatch(f"{item} (subtree {prefix or '<root>'})", missing=missing, mis_shaped=mis_shaped)
+    return params, config
+
+
+def is_hf_dir(path: str | os.PathLike) -> bool:
+    root = Path(path)
+    return (root / "config.json").is_file() and any(root.glob("*.safetensors"))
+
+
+def export(
+    src: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    dtype: str = "bfloat16",
+    source_dir: str | os.PathLike | None = None,
+    step: int | None = None,
+    max_shard_bytes: int = 2**30,
+) -> Path:
+    """SRC (HF dir or Orbax checkpoint, see module docstring) -> HF dir at OUT_DIR.
+
+    Tokenizer/processor files are copied from `source_dir` (default: SRC itself when it is an HF dir).
+    """
+    if is_hf_dir(src):
+        config = read_config(src)
+        model = load_qwen2_5_vl(src, dtype=np.float32, config=config)
+        return export_qwen2_5_vl(
+            model, out_dir, dtype=dtype, source_dir=source_dir or src, max_shard_bytes=max_shard_bytes
+        )
+    params, config = restore_orbax_params(src, step=step)
+    tensors = iter_hf_tensors(params, qwen2_5_vl_rules(config))
+    return write_hf_dir(tensors, config, out_dir, dtype=dtype, source_dir=source_dir, max_shard_bytes=max_shard_bytes)
