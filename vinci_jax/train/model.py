@@ -4,7 +4,9 @@ shardings, never as a full host copy) or weights from an HF directory."""
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -23,7 +25,7 @@ def _dtype(name: str) -> Any:
 
 def _constructor(config: ml_collections.ConfigDict) -> Callable[[nnx.Rngs], nnx.Module]:
     dtype, param_dtype = _dtype(config.dtype), _dtype(config.param_dtype)
-    if config.preset == "standin":
+    if config.preset == "standin" and not config.hf_dir:
         from vinci_jax.train.standin import StandInConfig, StandInTextLM
 
         return lambda rngs: StandInTextLM(
@@ -31,10 +33,16 @@ def _constructor(config: ml_collections.ConfigDict) -> Callable[[nnx.Rngs], nnx.
         )
     from vinci_jax.models.qwen2_5_vl import Qwen25VLConfig, Qwen25VLForConditionalGeneration
 
-    factory = getattr(Qwen25VLConfig, config.preset, None)
-    if factory is None:
-        raise ValueError(f"model.preset {config.preset!r} is not a Qwen25VLConfig preset (nor 'standin')")
-    model_config = factory()
+    if config.hf_dir:
+        config_json = Path(config.hf_dir) / "config.json"
+        if not config_json.exists():
+            raise FileNotFoundError(f"model.hf_dir={config.hf_dir!r} has no config.json; point it at an HF checkpoint")
+        model_config = Qwen25VLConfig.from_hf(json.loads(config_json.read_text()))
+    else:
+        factory = getattr(Qwen25VLConfig, config.preset, None)
+        if factory is None:
+            raise ValueError(f"model.preset {config.preset!r} is not a Qwen25VLConfig preset (nor 'standin')")
+        model_config = factory()
     kwargs = _remat_kwargs(Qwen25VLForConditionalGeneration, config.remat)
     return lambda rngs: Qwen25VLForConditionalGeneration(
         model_config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, **kwargs
@@ -51,30 +59,52 @@ def _remat_kwargs(model_cls: type, remat: str) -> dict[str, str]:
     return {}
 
 
-def init_sharded(constructor: Callable[[nnx.Rngs], nnx.Module], mesh: Mesh, seed: int) -> nnx.Module:
-    """Random init compiled with output shardings: each device materialises only its own shards."""
-    abstract = nnx.eval_shape(lambda: constructor(nnx.Rngs(seed)))
-    graphdef, abstract_state = nnx.split(abstract)
-    shardings = sharding.state_shardings(abstract_state, mesh)
+class ModelFactory:
+    """How to make the model of `config.model`: abstractly (shapes + shardings, no memory), its non-parameter
+    variables, and its parameters (random init compiled with output shardings, or streamed from an HF directory).
 
-    def init() -> nnx.State:
-        return nnx.state(constructor(nnx.Rngs(seed)))
+    Parameters are only materialised when a run does not resume from a checkpoint, so resuming a 7B run never pays
+    for a random init it would throw away.
+    """
 
-    with jax.set_mesh(mesh):
-        state = jax.jit(init, out_shardings=shardings)()
-    return nnx.merge(graphdef, state)
+    def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh, seed: int):
+        self.config, self.mesh, self.seed = config, mesh, seed
+        self.constructor = _constructor(config)
+        self.abstract = nnx.eval_shape(lambda: self.constructor(nnx.Rngs(seed)))
 
+    def abstract_split(self) -> tuple[Any, nnx.State, nnx.State]:
+        """(graphdef, abstract Param state with logical-axis metadata, abstract other variables)."""
+        return nnx.split(self.abstract, nnx.Param, ...)
 
-def build_model(config: ml_collections.ConfigDict, mesh: Mesh, seed: int) -> nnx.Module:
-    """The model of `config` (the `model` block) placed on `mesh`."""
-    if config.hf_dir:
+    def _jit_init(self, select: Callable[[nnx.Module], Any]) -> Any:
+        """Run the constructor under jit and keep only `select(model)`; XLA drops the init work of the rest."""
+        shardings = sharding.state_shardings(select(self.abstract), self.mesh)
+
+        def init() -> Any:
+            return select(self.constructor(nnx.Rngs(self.seed)))
+
+        with jax.set_mesh(self.mesh):
+            return jax.jit(init, out_shardings=shardings)()
+
+    def rest(self) -> nnx.State:
+        """Non-parameter variables (buffers), which checkpoints do not store."""
+        return self._jit_init(lambda m: nnx.state(m, nnx.Not(nnx.Param)))
+
+    def params(self) -> dict[str, Any]:
+        """Parameters as a pure dict on their shardings."""
+        if self.config.hf_dir:
+            model = self._load_hf()
+            return nnx.state(model, nnx.Param).to_pure_dict()
+        return self._jit_init(lambda m: nnx.state(m, nnx.Param)).to_pure_dict()
+
+    def _load_hf(self) -> nnx.Module:
         from vinci_jax.models.qwen2_5_vl import load_qwen2_5_vl
 
-        kwargs: dict[str, Any] = {"mesh": mesh, "dtype": _dtype(config.dtype)}
+        config = self.config
+        kwargs: dict[str, Any] = {"mesh": self.mesh, "dtype": _dtype(config.dtype)}
         accepted = inspect.signature(load_qwen2_5_vl).parameters
         if "param_dtype" in accepted:
             kwargs["param_dtype"] = _dtype(config.param_dtype)
         if config.remat != "none" and "remat_policy" in accepted:
             kwargs["remat_policy"] = config.remat
         return load_qwen2_5_vl(config.hf_dir, **kwargs)
-    return init_sharded(_constructor(config), mesh, seed)

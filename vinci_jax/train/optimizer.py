@@ -69,7 +69,7 @@ def make_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.Sc
 
 def _decay_mask(params: Any) -> Any:
     """Weight decay on matrices only (not on biases, norm scales)."""
-    return jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
+    return jax.tree.map(lambda x: len(x.shape) >= 2, params)
 
 
 def make_optimizer(

@@ -27,7 +27,7 @@ from vinci_jax.train import data as data_lib
 from vinci_jax.train import metrics as metrics_lib
 from vinci_jax.train import optimizer as opt_lib
 from vinci_jax.train import train_state as ts
-from vinci_jax.train.model import build_model
+from vinci_jax.train.model import ModelFactory
 from vinci_jax.train.preemption import PreemptionWatcher
 from vinci_jax.train.sft_step import make_eval_step, make_train_step, model_input_names
 
@@ -66,11 +66,15 @@ class SFTTrainer:
         self.workdir = Path(config.workdir)
         self.mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh.to_dict())
         self.accum = int(config.grad_accum_steps)
-        with jax.set_mesh(self.mesh):
-            model = build_model(config.model, self.mesh, config.seed)
-        self.input_names = model_input_names(model)
-        self.split = ts.split_model(model, self.mesh)
-        del model
+        self.factory = ModelFactory(config.model, self.mesh, config.seed)
+        self.input_names = model_input_names(self.factory.abstract)
+        graphdef, params_abstract_state, _ = self.factory.abstract_split()
+        self.split = ts.SplitModel(
+            graphdef,
+            jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params_abstract_state.to_pure_dict()),
+            self.factory.rest(),
+            sharding.state_shardings(params_abstract_state, self.mesh).to_pure_dict(),
+        )
         frozen = opt_lib.freeze_patterns(config.model)
         self.optimizer, self.schedule, self.trainable = opt_lib.make_optimizer(
             config.optimizer, config.num_steps, self.split.params, frozen
@@ -101,8 +105,7 @@ class SFTTrainer:
 
     # -- state ---------------------------------------------------------------------------------------------------
     def init_state(self) -> ts.TrainState:
-        params = self.split.params
-        self.split.params = None  # the train state owns the parameters from here on (they get donated)
+        params = self.factory.params()
         with jax.set_mesh(self.mesh):
             opt_state = jax.jit(self.optimizer.init, out_shardings=self.state_shardings["opt_state"])(params)
         step = jax.device_put(jnp.zeros((), jnp.int32), self.state_shardings["step"])
@@ -155,7 +158,6 @@ class SFTTrainer:
             state, start = self.init_state(), 0
             logging.info("starting from scratch in %s", self.workdir)
         else:
-            self.split.params = None
             state, start = restored.state, restored.step
             if restored.data_state is not None:
                 train_iter.set_state(restored.data_state)
