@@ -73,6 +73,9 @@ def tex_env(home: str, format_dir: str | None) -> dict[str, str]:
         "MKTEXFMT": "0",
         "TEXMFVAR": home,
         "TEXMFCONFIG": home,
+        "max_print_line": "10000",  # unwrapped log lines, so error messages come out whole
+        "error_line": "254",
+        "half_error_line": "238",
     }
     if format_dir:
         extra["TEXFORMATS"] = format_dir + ":"  # trailing ':' keeps the default search path
