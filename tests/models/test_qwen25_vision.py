@@ -53,15 +53,21 @@ def _randomize(torch_model: torch.nn.Module) -> None:
                 p.copy_(torch.randn_like(p) * 0.5 + (0.0 if name.endswith("bias") else 1.0))
 
 
-@pytest.fixture(scope="module", params=sorted(LAYOUTS))
-def towers(request):
+def _build(layout: str, dtype=jnp.float32):
+    """A random torch tower and the NNX tower holding the same weights."""
     torch.manual_seed(0)
-    hf_config = Qwen2_5_VLVisionConfig(**COMMON, **LAYOUTS[request.param])
+    hf_config = Qwen2_5_VLVisionConfig(**COMMON, **LAYOUTS[layout])
     torch_model = Qwen2_5_VisionTransformerPretrainedModel(hf_config).eval()
     _randomize(torch_model)
     config = _vision_config(hf_config)
-    model = Qwen25VisionTransformer(config, rngs=nnx.Rngs(0))
+    model = Qwen25VisionTransformer(config, rngs=nnx.Rngs(0), dtype=dtype)
     _copy_torch_weights(torch_model, model)
+    return torch_model, config, model
+
+
+@pytest.fixture(scope="module", params=sorted(LAYOUTS))
+def towers(request):
+    torch_model, config, model = _build(request.param)
     graphdef, state = nnx.split(model)
     traces = {"count": 0}
 
@@ -123,28 +129,47 @@ def test_same_bucket_does_not_retrace(towers):
                                atol=1e-4, rtol=0)  # fmt: skip
 
 
-def test_padding_is_isolated_from_real_patches():
+def test_rows_pack_many_images_and_match_transformers(towers):
+    torch_model, config, forward, _ = towers
+    grid, pixels = _images([[1, 6, 8], [1, 4, 4], [1, 8, 6], [2, 4, 4]], config, seed=5)
+    inputs = prepare_vision_inputs(grid, pixels, config, row_patches=128)
+    rows = inputs.full_segment_ids.shape[0]
+    assert inputs.full_segment_ids.shape[1] == 128 and rows in (2, 4)  # 2 rows for 16-patch windows, 3 -> 4 for 64
+    # whole images per row: no frame id appears in two rows
+    frame_rows = [set(np.nonzero((inputs.full_segment_ids == f).any(axis=1))[0]) for f in range(1, 6)]
+    assert all(len(r) == 1 for r in frame_rows)
+    with jax.default_matmul_precision("highest"):
+        ours = np.asarray(forward(inputs))[: int(inputs.num_merged_tokens)]
+    np.testing.assert_allclose(ours, _torch_features(torch_model, grid, pixels), atol=1e-4, rtol=0)
+
+
+def test_layout_isolates_padding_and_windows():
     config = VisionConfig(**COMMON, window_size=56, fullatt_block_indexes=(1, 3), hidden_size=32, num_heads=2)
-    grid, pixels = _images([[1, 6, 10], [1, 4, 4]], config)
+    grid, pixels = _images([[1, 6, 10], [1, 4, 4]], config)  # 3x5 merged (6 windows of 2x2) + 2x2 (1 window)
     inputs = prepare_vision_inputs(grid, pixels, config, bucket_sizes=[64, 256])
     assert inputs.bucket_size == 256 and int(inputs.num_merged_tokens) == (60 + 16) // 4
-    real = inputs.full_segment_ids > 0
-    assert real.sum() == 76 and not real[76:].any() and not (inputs.window_segment_ids[76:]).any()
-    assert sorted(np.unique(inputs.full_segment_ids[real]).tolist()) == [1, 2]
-    # windows never span two images
-    for window in np.unique(inputs.window_segment_ids[real]):
-        assert len(np.unique(inputs.full_segment_ids[inputs.window_segment_ids == window])) == 1
+    full = inputs.full_segment_ids.reshape(-1)
+    window = inputs.window_segment_ids.reshape(-1)
+    assert inputs.window_segment_ids.shape == (256 // 16, 16)
+    assert (full > 0).sum() == 76 and np.array_equal(full > 0, window > 0)
+    assert not inputs.pixel_values.reshape(256, -1)[full == 0].any()
+    assert sorted(np.unique(full[full > 0]).tolist()) == [1, 2]
+    for slot in inputs.window_segment_ids:  # one window per slot, never spanning two images
+        assert len(np.unique(slot[slot > 0])) <= 1
+        assert len(np.unique(full[np.isin(window, slot[slot > 0])])) <= 1
+    assert sorted(inputs.reverse_index.tolist()) == list(range(256 // 4))
     with pytest.raises(ValueError, match="largest bucket 64"):
         prepare_vision_inputs(grid, pixels, config, bucket_sizes=[64])
     with pytest.raises(ValueError, match="pixel_values has shape"):
         prepare_vision_inputs(grid, pixels[:-1], config)
+    with pytest.raises(ValueError, match="raise row_patches"):
+        prepare_vision_inputs(grid, pixels, config, row_patches=64)
 
 
-def test_sharded_forward_equals_single_device(towers):
-    _, config, forward, _ = towers
+def test_sharded_forward_equals_single_device():
+    _, config, model = _build("win56_full13")
     grid, pixels = _images([[1, 10, 14], [1, 4, 6]], config, seed=3)
     inputs = prepare_vision_inputs(grid, pixels, config)
-    model = Qwen25VisionTransformer(config, rngs=nnx.Rngs(1))
     with jax.default_matmul_precision("highest"):
         expected = np.asarray(nnx.jit(lambda m, x: m(x))(model, inputs))
         mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
@@ -155,12 +180,10 @@ def test_sharded_forward_equals_single_device(towers):
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
-def test_bfloat16_compute_tracks_float32(towers):
-    torch_model, config, _, _ = towers
+def test_bfloat16_compute_tracks_float32():
+    torch_model, config, model = _build("win112_full0", dtype=jnp.bfloat16)
     grid, pixels = _images([[1, 10, 14]], config, seed=4)
     inputs = prepare_vision_inputs(grid, pixels, config)
-    model = Qwen25VisionTransformer(config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
-    _copy_torch_weights(torch_model, model)
     out = nnx.jit(lambda m, x: m(x))(model, inputs)
     assert out.dtype == jnp.bfloat16 and model.blocks[0].attn.qkv.kernel.value.dtype == jnp.float32
     expected = _torch_features(torch_model, grid, pixels)

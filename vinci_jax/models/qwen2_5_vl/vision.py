@@ -1,9 +1,11 @@
 """Qwen2.5-VL vision tower in Flax NNX, numerically equal to Hugging Face's `Qwen2_5_VisionTransformerPretrainedModel`.
 
 The tower runs on arrays of static, bucketed shapes prepared on the host by `prepare_vision_inputs`
-(`vision_inputs.py`): all images of a batch are concatenated, put into HF's window order, padded up to a bucket, and
-described by segment ids. Attention masks are built on device from the segment ids, so one compiled program serves
-every image size that falls into the same bucket.
+(`vision_inputs.py`): the images of a batch are laid out in HF's window order with one fixed-size slot per attention
+window, packed into rows, padded up to buckets and described by segment ids. Window layers attend within slots
+([num_slots, W] batched attention), full-attention layers within rows; the boolean masks are built on device from
+the segment ids and passed to `jax.nn.dot_product_attention`. One compiled program serves every image size that
+falls into the same bucket.
 
 Parameter layout (NNX path relative to the tower -> HF tensor under `visual.`; the loader's table):
 
@@ -119,12 +121,12 @@ class PatchEmbed(nnx.Module):
 def rotary_cos_sin(position_ids: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
     """HF's axial 2-D rope: head_dim/4 frequencies for rows, the same for columns, concatenated and repeated twice.
 
-    position_ids: [N, 2] (row, column) of each patch; returns cos, sin of shape [N, head_dim] in float32.
+    position_ids: [..., 2] (row, column) of each patch; returns cos, sin of shape [..., head_dim] in float32.
     """
     spatial_dim = head_dim // 2
     inv_freq = 1.0 / (theta ** (jnp.arange(0, spatial_dim, 2, dtype=jnp.float32) / spatial_dim))
-    freqs = position_ids.astype(jnp.float32)[..., None] * inv_freq  # [N, 2, head_dim/4]
-    freqs = freqs.reshape(freqs.shape[0], -1)  # [N, head_dim/2]: rows then columns
+    freqs = position_ids.astype(jnp.float32)[..., None] * inv_freq  # [..., 2, head_dim/4]
+    freqs = freqs.reshape(*freqs.shape[:-2], -1)  # [..., head_dim/2]: rows then columns
     angles = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
 
@@ -135,9 +137,9 @@ def _rotate_half(x: jax.Array) -> jax.Array:
 
 
 def _apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """x: [N, heads, head_dim]; cos, sin: [N, head_dim]; computed in float32 as HF does."""
+    """x: [..., heads, head_dim]; cos, sin: [..., head_dim]; computed in float32 as HF does."""
     x32 = x.astype(jnp.float32)
-    out = x32 * cos[:, None, :] + _rotate_half(x32) * sin[:, None, :]
+    out = x32 * cos[..., None, :] + _rotate_half(x32) * sin[..., None, :]
     return out.astype(x.dtype)
 
 
@@ -152,14 +154,16 @@ class VisionAttention(nnx.Module):
         self.proj = Linear(dim, dim, ("heads", "embed"), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
-        """x: [N, hidden]; mask: [N, N] bool, True where query may attend key."""
-        n = x.shape[0]
-        qkv = self.qkv(x).reshape(n, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        """x: [R, L, hidden]; mask: [G, S, S] bool with G * S == R * L: attention within consecutive groups of S
+        patches (window slots or whole rows), True where the query may attend the key."""
+        groups, size = mask.shape[0], mask.shape[1]
+        qkv = self.qkv(x).reshape(*x.shape[:2], 3, self.num_heads, self.head_dim)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
-        q = sharding.constrain(q, ("seq", "act_heads", None))
-        out = jax.nn.dot_product_attention(q[None], k[None], v[None], mask=mask[None, None])[0]
-        return self.proj(out.reshape(n, -1))
+        q, k, v = (a.reshape(groups, size, self.num_heads, self.head_dim) for a in (q, k, v))
+        q = sharding.constrain(q, ("batch", "seq", "act_heads", None))
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None])
+        return self.proj(out.reshape(x.shape))
 
 
 class VisionMLP(nnx.Module):
@@ -175,7 +179,7 @@ class VisionMLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = self.act(self.gate_proj(x)) * self.up_proj(x)
-        h = sharding.constrain(h, ("seq", "act_mlp"))
+        h = sharding.constrain(h, ("batch", "seq", "act_mlp"))
         return self.down_proj(h)
 
 
@@ -189,8 +193,7 @@ class VisionBlock(nnx.Module):
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
         x = x + self.attn(self.norm1(x), cos, sin, mask)
-        x = x + self.mlp(self.norm2(x))
-        return sharding.constrain(x, ("seq", "act_embed"))
+        return x + self.mlp(self.norm2(x))
 
 
 class PatchMerger(nnx.Module):
@@ -211,7 +214,7 @@ class PatchMerger(nnx.Module):
 
 
 class Qwen25VisionTransformer(nnx.Module):
-    """Qwen2.5-VL vision tower: patches (window order, bucket-padded) -> merged image features in image order.
+    """Qwen2.5-VL vision tower: patches (window-slot layout, bucket-padded) -> merged image features in image order.
 
     `__call__(inputs)` returns [inputs.reverse_index.shape[0], out_hidden_size]: row j < inputs.num_merged_tokens is
     the j-th merged token of the concatenated images in HF order (what HF's tower returns); later rows are padding
@@ -239,15 +242,26 @@ class Qwen25VisionTransformer(nnx.Module):
 
     def __call__(self, inputs: VisionInputs) -> jax.Array:
         cfg = self.config
+        rows, length = inputs.full_segment_ids.shape
+        if tuple(inputs.pixel_values.shape[:2]) != (rows, length) or inputs.window_segment_ids.size != rows * length:
+            raise ValueError(
+                f"vision inputs disagree: pixel_values {inputs.pixel_values.shape}, full_segment_ids "
+                f"{inputs.full_segment_ids.shape}, window_segment_ids {inputs.window_segment_ids.shape}; pass the "
+                "pixel_values of prepare_vision_inputs (window-slot layout), not the image processor's"
+            )
         x = self.patch_embed(jnp.asarray(inputs.pixel_values))
-        x = sharding.constrain(x, ("seq", "act_embed"))
         head_dim = cfg.hidden_size // cfg.num_heads
         cos, sin = rotary_cos_sin(jnp.asarray(inputs.position_ids), head_dim, cfg.rope_theta)
-        window_ids = jnp.asarray(inputs.window_segment_ids)
-        full_ids = jnp.asarray(inputs.full_segment_ids)
-        window_mask = window_ids[:, None] == window_ids[None, :]
-        full_mask = full_ids[:, None] == full_ids[None, :]
+        full_masks = _segment_mask(inputs.full_segment_ids)
+        window_masks = _segment_mask(inputs.window_segment_ids)
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, full_mask if i in self.full_attention_blocks else window_mask)
+            x = sharding.constrain(x, ("batch", "seq", "act_embed"))
+            x = block(x, cos, sin, full_masks if i in self.full_attention_blocks else window_masks)
         merged = self.merger(x)
         return jnp.take(merged, jnp.asarray(inputs.reverse_index), axis=0)
+
+
+def _segment_mask(segment_ids: jax.Array) -> jax.Array:
+    """[G, S] ids -> [G, S, S] bool: same id (padding, id 0, only meets padding)."""
+    ids = jnp.asarray(segment_ids)
+    return ids[:, :, None] == ids[:, None, :]

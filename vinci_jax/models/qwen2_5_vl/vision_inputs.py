@@ -1,12 +1,17 @@
 """Host-side (numpy) preparation of Qwen2.5-VL vision inputs with static, bucketed shapes.
 
 HF's vision tower computes its window permutation, attention boundaries and rotary positions from `image_grid_thw`
-with data-dependent Python. Doing that here, on the host, and padding the patch count up to a bucket means the jitted
-tower only ever sees arrays whose shapes depend on the bucket, not on the image sizes, so it compiles once per bucket.
+with data-dependent Python. Doing that here, on the host, and padding up to buckets means the jitted tower only
+sees arrays whose shapes depend on the bucket, not on the image sizes, so it compiles once per bucket.
 
-Orders: patches enter the tower in HF's *window order* (HF permutes groups of merge_size**2 patches after the patch
-embedding; the embedding is per patch, so permuting pixel rows first is the same). Padding patches sit at the end,
-with segment id 0 in both attention layouts (they attend only to each other and never to real patches).
+Layout (chosen so attention never needs a mask over all patches of a batch):
+- window slots: every attention window of HF's window permutation gets a slot of W = (window merged units)**2 *
+  merge_size**2 patches; its patches come first in HF's order, the rest of the slot is padding. Window layers are
+  then a batched attention over [num_slots, W] (cheap, independent of image size).
+- rows: the slots of whole images are packed in order into rows of L patches (a multiple of W). Full-attention
+  layers attend within one row, masked by image-frame segment ids, so cost is rows * L**2, not (all patches)**2.
+By default there is one row whose length is the bucket; `row_patches` packs many images (e.g. a training batch)
+into a bucketed number of fixed-length rows instead. Padding has segment id 0 and never mixes with real patches.
 """
 
 from __future__ import annotations
@@ -24,65 +29,69 @@ from vinci_jax.models.qwen2_5_vl.config import VisionConfig
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class VisionInputs:
-    """Arrays for one call of the vision tower; every leaf's shape depends only on the bucket size B.
+    """Arrays for one call of the vision tower; shapes depend only on (rows R, row length L, window slot W).
 
-    pixel_values:       float [B, C*T*P*P] patches in window order, zero rows as padding
-    window_segment_ids: int32 [B] one id (>= 1) per attention window, 0 on padding
-    full_segment_ids:   int32 [B] one id (>= 1) per image frame (full-attention layers), 0 on padding
-    position_ids:       int32 [B, 2] (row, column) of each patch in its image, for the 2-D rotary embedding
-    reverse_index:      int32 [B / merge_size**2] merged-output row -> row of the window-ordered merged features;
-                        rows >= num_merged_tokens point at padding
+    pixel_values:       float [R, L, C*T*P*P] patches in slot layout, zero rows as padding
+    full_segment_ids:   int32 [R, L] one id (>= 1) per image frame (full-attention layers), 0 on padding
+    window_segment_ids: int32 [R*L/W, W] one id (>= 1) per window slot on its real patches, 0 on padding
+    position_ids:       int32 [R, L, 2] (row, column) of each patch in its image, for the 2-D rotary embedding
+    reverse_index:      int32 [R*L/merge_size**2] output row -> merged unit of the slot layout; rows
+                        < num_merged_tokens are the images' merged tokens in HF order, later rows are padding
     num_merged_tokens:  int32 [] number of real merged tokens (an array, so it does not trigger recompiles)
     """
 
     pixel_values: Any
-    window_segment_ids: Any
     full_segment_ids: Any
+    window_segment_ids: Any
     position_ids: Any
     reverse_index: Any
     num_merged_tokens: Any
 
     @property
     def bucket_size(self) -> int:
-        return int(self.pixel_values.shape[0])
+        """Padded patch count R * L."""
+        return int(np.prod(self.full_segment_ids.shape))
 
 
-def default_bucket_sizes(max_patches: int, smallest: int = 64) -> list[int]:
-    """Powers of two times `smallest` up to the first one >= max_patches."""
-    sizes = [smallest]
-    while sizes[-1] < max_patches:
+def window_slot_patches(config: VisionConfig) -> int:
+    """W: patches in one full attention window (window_size // patch_size // merge_size merged units a side)."""
+    side = int(config.window_size) // int(config.spatial_merge_size) // int(config.patch_size)
+    if side < 1:
+        raise ValueError(
+            f"window_size {config.window_size} is smaller than one merged unit "
+            f"({config.spatial_merge_size * config.patch_size} pixels)"
+        )
+    return side * side * int(config.spatial_merge_size) ** 2
+
+
+def _smallest_fit(need: int, sizes: Sequence[int], what: str, hint: str) -> int:
+    for size in sorted(sizes):
+        if size >= need:
+            return int(size)
+    raise ValueError(f"{need} {what} do not fit the largest bucket {max(sizes)} (buckets {list(sizes)}); {hint}")
+
+
+def _powers_of_two_times(base: int, need: int) -> list[int]:
+    sizes = [base]
+    while sizes[-1] < need:
         sizes.append(sizes[-1] * 2)
     return sizes
 
 
-def choose_bucket(num_patches: int, bucket_sizes: Sequence[int] | int | None, multiple: int) -> int:
-    """The smallest bucket >= num_patches; buckets must be multiples of merge_size**2."""
-    if bucket_sizes is None:
-        bucket_sizes = default_bucket_sizes(num_patches)
-    elif isinstance(bucket_sizes, int):
-        bucket_sizes = [bucket_sizes]
-    for size in sorted(bucket_sizes):
-        if size >= num_patches:
-            if size % multiple:
-                raise ValueError(f"vision bucket size {size} is not a multiple of spatial_merge_size**2 = {multiple}")
-            return int(size)
-    raise ValueError(
-        f"{num_patches} vision patches do not fit the largest bucket {max(bucket_sizes)} "
-        f"(buckets {list(bucket_sizes)}); add a larger bucket or lower the image processor's max_pixels"
-    )
+def _window_order(t: int, h: int, w: int, merge: int, window: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """HF's window permutation of one image's merged units, each unit's window (0-based, local), and #windows.
 
-
-def _window_order(t: int, h: int, w: int, merge: int, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """HF's window permutation of one image's merged units and the window id (0-based, local) of each, in order."""
+    Padding the merged grid only up to a multiple of the window (HF pads one extra window when it already is a
+    multiple) gives the same non-empty windows in the same order, and no empty ones.
+    """
     mh, mw = h // merge, w // merge
     index = np.arange(t * mh * mw).reshape(t, mh, mw)
-    pad_h, pad_w = -mh % window, -mw % window
-    padded = np.pad(index, ((0, 0), (0, pad_h), (0, pad_w)), constant_values=-1)
+    padded = np.pad(index, ((0, 0), (0, -mh % window), (0, -mw % window)), constant_values=-1)
     nwh, nww = padded.shape[1] // window, padded.shape[2] // window
     padded = padded.reshape(t, nwh, window, nww, window).transpose(0, 1, 3, 2, 4).reshape(t * nwh * nww, -1)
     window_of = np.broadcast_to(np.arange(padded.shape[0])[:, None], padded.shape)
     keep = padded >= 0
-    return padded[keep], window_of[keep]
+    return padded[keep], window_of[keep], padded.shape[0]
 
 
 def _positions(t: int, h: int, w: int, merge: int) -> np.ndarray:
@@ -100,24 +109,24 @@ def prepare_vision_inputs(
     config: VisionConfig,
     *,
     bucket_sizes: Sequence[int] | int | None = None,
+    row_patches: int | None = None,
+    row_buckets: Sequence[int] | int | None = None,
 ) -> VisionInputs:
-    """Concatenated images -> bucket-padded, window-ordered `VisionInputs` (numpy; run on the host).
+    """Concatenated images -> bucket-padded `VisionInputs` in window-slot layout (numpy; run on the host).
 
     image_grid_thw: [n, 3] (t, h, w) in patches per image; pixel_values: [sum t*h*w, C*T*P*P] as the image processor
-    returns them; config: a VisionConfig (uses spatial_merge_size, window_size, patch_size); bucket_sizes: allowed
-    padded patch counts (default: 64 * 2**k).
+    returns them. Without `row_patches`: one row whose length is the smallest of `bucket_sizes` (default W * 2**k)
+    that holds all window slots. With `row_patches` (a multiple of W): images are packed in order into rows of that
+    length and the row count is padded to the smallest of `row_buckets` (default 1, 2, 4, ...).
     """
     grid = np.asarray(image_grid_thw, dtype=np.int64).reshape(-1, 3)
     pixels = np.asarray(pixel_values)
     merge = int(config.spatial_merge_size)
     unit = merge * merge
+    slot = window_slot_patches(config)
     window = int(config.window_size) // merge // int(config.patch_size)
     if len(grid) == 0:
         raise ValueError("prepare_vision_inputs got no images (image_grid_thw is empty); pass vision_inputs=None")
-    if window < 1:
-        raise ValueError(
-            f"window_size {config.window_size} is smaller than one merged unit ({merge * config.patch_size})"
-        )
     if np.any(grid <= 0) or np.any(grid[:, 1:] % merge):
         raise ValueError(f"image_grid_thw {grid.tolist()} must be positive with h, w divisible by {merge}")
     num_patches = int(np.sum(np.prod(grid, axis=1)))
@@ -126,31 +135,64 @@ def prepare_vision_inputs(
             f"pixel_values has shape {pixels.shape} but image_grid_thw {grid.tolist()} needs [{num_patches}, D]"
         )
 
-    window_index, window_ids, full_ids, positions = [], [], [], []
-    merged_offset = window_offset = 0
-    for image, (t, h, w) in enumerate(grid.tolist()):
-        order, local_window = _window_order(t, h, w, merge, window)
-        window_index.append(order + merged_offset)
-        # unique window ids per image; +1 keeps 0 free for padding (empty windows simply never occur)
-        window_ids.append(np.repeat(local_window + window_offset + 1, unit))
-        frame_of_unit = order // ((h // merge) * (w // merge))
-        full_ids.append(np.repeat(frame_of_unit + 1 + int(np.sum(grid[:image, 0])), unit))
-        pos = _positions(t, h, w, merge).reshape(-1, unit, 2)[order].reshape(-1, 2)
-        positions.append(pos)
-        merged_offset += t * (h // merge) * (w // merge)
-        window_offset += int(local_window.max()) + 1
+    layouts = [_window_order(t, h, w, merge, window) for t, h, w in grid.tolist()]
+    image_patches = [num_windows * slot for _, _, num_windows in layouts]  # slot-layout size of each image
 
-    window_index = np.concatenate(window_index)
-    patch_order = (window_index[:, None] * unit + np.arange(unit)).reshape(-1)
-    bucket = choose_bucket(num_patches, bucket_sizes, unit)
-    pad = bucket - num_patches
-    num_merged = num_patches // unit
-    reverse = np.concatenate([np.argsort(window_index), np.arange(num_merged, bucket // unit)])
+    # place whole images into rows
+    if row_patches is None:
+        if isinstance(bucket_sizes, int):
+            bucket_sizes = [bucket_sizes]
+        sizes = bucket_sizes or _powers_of_two_times(slot, sum(image_patches))
+        length = _smallest_fit(
+            sum(image_patches), sizes, "window-slot patches", "add a larger bucket or lower max_pixels"
+        )
+        starts, num_rows = list(np.cumsum([0, *image_patches[:-1]])), 1
+    else:
+        length, starts, row, used = int(row_patches), [], 0, 0
+        for size in image_patches:
+            if size > length:
+                raise ValueError(f"an image needs {size} window-slot patches > row_patches {length}; raise row_patches")
+            if used + size > length:
+                row, used = row + 1, 0
+            starts.append(row * length + used)
+            used += size
+        if isinstance(row_buckets, int):
+            row_buckets = [row_buckets]
+        num_rows = _smallest_fit(row + 1, row_buckets or _powers_of_two_times(1, row + 1), "rows", "add a row bucket")
+    if length % slot:
+        raise ValueError(f"vision bucket / row length {length} is not a multiple of the window slot size {slot}")
+
+    total = num_rows * length
+    out_pixels = np.zeros((total, pixels.shape[1]), dtype=pixels.dtype)
+    full_ids = np.zeros(total, dtype=np.int32)
+    window_ids = np.zeros(total, dtype=np.int32)
+    positions = np.zeros((total, 2), dtype=np.int32)
+    reverse_real = []
+    src_offset = frame_offset = window_offset = 0
+    for (t, h, w), (order, local_window, num_windows), start in zip(grid.tolist(), layouts, starts, strict=True):
+        units_per_window = slot // unit
+        rank_in_window = np.arange(len(order)) - np.searchsorted(local_window, local_window)
+        dst_unit = start // unit + local_window * units_per_window + rank_in_window  # slot-layout unit of order[k]
+        dst = (dst_unit[:, None] * unit + np.arange(unit)).reshape(-1)
+        src = (order[:, None] * unit + np.arange(unit)).reshape(-1)
+        out_pixels[dst] = pixels[src_offset + src]
+        positions[dst] = _positions(t, h, w, merge)[src]
+        window_ids[dst] = np.repeat(window_offset + local_window + 1, unit)
+        full_ids[dst] = np.repeat(frame_offset + order // ((h // merge) * (w // merge)) + 1, unit)
+        image_reverse = np.empty(len(order), dtype=np.int64)
+        image_reverse[order] = dst_unit
+        reverse_real.append(image_reverse)
+        src_offset += t * h * w
+        frame_offset += t
+        window_offset += num_windows
+
+    reverse_real = np.concatenate(reverse_real)
+    unused = np.setdiff1d(np.arange(total // unit), reverse_real)
     return VisionInputs(
-        pixel_values=np.pad(pixels[patch_order], ((0, pad), (0, 0))),
-        window_segment_ids=np.pad(np.concatenate(window_ids), (0, pad)).astype(np.int32),
-        full_segment_ids=np.pad(np.concatenate(full_ids), (0, pad)).astype(np.int32),
-        position_ids=np.pad(np.concatenate(positions), ((0, pad), (0, 0))).astype(np.int32),
-        reverse_index=reverse.astype(np.int32),
-        num_merged_tokens=np.asarray(num_merged, dtype=np.int32),
+        pixel_values=out_pixels.reshape(num_rows, length, -1),
+        full_segment_ids=full_ids.reshape(num_rows, length),
+        window_segment_ids=window_ids.reshape(total // slot, slot),
+        position_ids=positions.reshape(num_rows, length, 2),
+        reverse_index=np.concatenate([reverse_real, unused]).astype(np.int32),
+        num_merged_tokens=np.asarray(len(reverse_real), dtype=np.int32),
     )
