@@ -151,14 +151,17 @@ def test_assistant_mask_with_generation_prompt_and_leading_newline(ours):
     assert ours.decode(out["input_ids"][start - 1 : end]) == "\n\nok<|im_end|>"
 
 
-def test_save_and_reload_round_trip(ours, tmp_path):
-    ours.save_pretrained(tmp_path)
-    again = QwenProcessor.from_pretrained(tmp_path)
+def test_saved_directory_reloads_to_the_same_processor(ours, saved_dir):
+    """`ours` was loaded from the directory save_pretrained wrote; it must behave like the in-memory original."""
+    original = QwenProcessor(load_tokenizer(None), ImageProcessor())
+    written = {p.name for p in saved_dir.iterdir()}
+    assert written >= {"tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "chat_template.jinja"}
+    assert ours.image_processor == original.image_processor
     messages, images, _ = CASES["rgba_greyscale_multi_turn"]
-    a, b = ours(messages, images), again(messages, images)
+    a, b = ours(messages, images), original(messages, images)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
-    assert again.decode(a["input_ids"]) == ours.decode(a["input_ids"])
+    assert original.decode(a["input_ids"]) == ours.decode(a["input_ids"])
     assert "<|im_end|>" not in ours.decode(a["input_ids"], skip_special_tokens=True)
 
 
