@@ -94,7 +94,7 @@ class TextConfig:
     rope_theta: float = 1000000.0
     mrope_section: tuple[int, ...] = (16, 24, 24)
     use_sliding_window: bool = False
-    sliding_window: int | None = 32768
+    sliding_window: int | None = None  # HF keeps it only when use_sliding_window
     max_window_layers: int = 28
     attention_dropout: float = 0.0
     initializer_range: float = 0.02
@@ -140,7 +140,7 @@ class TextConfig:
             rope_theta=float(theta),
             mrope_section=tuple(int(s) for s in rope.get("mrope_section", cls.mrope_section)),
             use_sliding_window=bool(d.get("use_sliding_window", False)),
-            sliding_window=d.get("sliding_window", cls.sliding_window),
+            sliding_window=d.get("sliding_window") if d.get("use_sliding_window") else None,
             max_window_layers=int(d.get("max_window_layers", cls.max_window_layers)),
             attention_dropout=float(d.get("attention_dropout", 0.0)),
             initializer_range=float(d.get("initializer_range", cls.initializer_range)),
