@@ -15,3 +15,58 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+# ---- shared fixtures -------------------------------------------------------------------------------------------------
+
+import pytest  # noqa: E402
+
+# Token ids of the tiny random Qwen2.5-VL checkpoints (small vocab; special ids at the top, like the real layout).
+TINY_VOCAB = 1024
+TINY_IDS = {"image": 1000, "video": 1001, "vision_start": 1002, "vision_end": 1003, "eos": 1010, "pad": 1011}
+
+
+def build_tiny_qwen25_vl(path, *, seed: int = 0, tie: bool = False, init_range: float = 0.2):
+    """Save a tiny random transformers Qwen2_5_VLForConditionalGeneration (float32) to `path`; returns the model.
+
+    The larger-than-default init range makes logits peaked, so greedy decoding has no near-ties that float noise
+    could flip between PyTorch and JAX.
+    """
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=TINY_VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            tie_word_embeddings=tie, bos_token_id=TINY_IDS["pad"], eos_token_id=TINY_IDS["eos"],
+            initializer_range=init_range,
+        ),
+        vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
+            spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1],
+            initializer_range=init_range,
+        ),
+        image_token_id=TINY_IDS["image"], video_token_id=TINY_IDS["video"],
+        vision_start_token_id=TINY_IDS["vision_start"], vision_end_token_id=TINY_IDS["vision_end"],
+        tie_word_embeddings=tie, initializer_range=init_range,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.save_pretrained(path)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen25_dir(tmp_path_factory):
+    """A tiny random Qwen2.5-VL HF directory shared by the tests that only need *a* checkpoint."""
+    path = tmp_path_factory.mktemp("tiny_qwen25")
+    build_tiny_qwen25_vl(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen25_factory():
+    """`build_tiny_qwen25_vl` for tests that need their own variant (tied head, another seed)."""
+    return build_tiny_qwen25_vl
