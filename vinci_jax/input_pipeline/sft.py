@@ -260,13 +260,12 @@ class SFTLoader:
         return dict(self.featurizer.counts)
 
 
-def vision_inputs_for_batch(
-    batch: Mapping[str, np.ndarray], vision_config: Any, bucket_sizes: Sequence[int] | int | None = None
-) -> Any:
+def vision_inputs_for_batch(batch: Mapping[str, np.ndarray], vision_config: Any, **layout: Any) -> Any:
     """The model's VisionInputs for a host batch: every row's real patches, in row-major token order.
 
-    The default bucket is the batch's full patch budget (rows * patches_per_row), so shapes never change between
-    steps. Returns None for a batch without images.
+    That is the order in which the model splices image features into the token sequence. `layout` goes to
+    `prepare_vision_inputs` (bucket_sizes, row_patches, row_buckets) so the trainer picks static vision shapes.
+    Returns None for a batch without images.
     """
     from vinci_jax.models.qwen2_5_vl.vision_inputs import prepare_vision_inputs
 
@@ -283,6 +282,4 @@ def vision_inputs_for_batch(
             offset += n
     if not grids:
         return None
-    if bucket_sizes is None:
-        bucket_sizes = pixel_values.shape[0] * pixel_values.shape[1]
-    return prepare_vision_inputs(np.stack(grids), np.concatenate(patches), vision_config, bucket_sizes=bucket_sizes)
+    return prepare_vision_inputs(np.stack(grids), np.concatenate(patches), vision_config, **layout)

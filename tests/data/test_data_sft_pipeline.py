@@ -1,0 +1,208 @@
+"""SFT Grain pipeline: assistant-only labels, packing with per-segment positions, drop/truncate, state, loss parity."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from vinci_data.records import read_records
+
+from vinci_jax import sharding
+from vinci_jax.input_pipeline import SFTConfig, SFTFeaturizer, SFTLoader, vision_inputs_for_batch
+from vinci_jax.input_pipeline.sft import default_processor
+from vinci_jax.models.qwen2_5_vl.rope_index import get_rope_index
+
+SMALL_IMAGES = dict(min_pixels=56 * 56, max_pixels=112 * 112)
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return default_processor(SFTConfig(data_dir="", **SMALL_IMAGES))
+
+
+def _config(data_dir: str, **overrides) -> SFTConfig:
+    base = dict(data_dir=data_dir, seq_len=320, batch_size=2, patches_per_row=512, images_per_row=6, shuffle=False)
+    return SFTConfig(**{**base, **SMALL_IMAGES, **overrides})
+
+
+def test_labels_cover_exactly_the_assistant_tokens(record_dir, processor):
+    data_dir = record_dir(4)
+    featurizer = SFTFeaturizer(processor, _config(data_dir))
+    for record in read_records(data_dir):
+        sample = featurizer.featurize(record)
+        ids, targets, mask = sample["input_ids"], sample["targets"], sample["loss_mask"] > 0
+        # the loss is on predicting exactly the assistant's tokens: its reply plus the closing <|im_end|>
+        reply = record.messages[-1]["content"]
+        assert processor.decode(targets[mask]) == reply + "<|im_end|>"
+        # and those tokens are the tail of the sequence after the assistant header, in order
+        first = int(np.flatnonzero(mask)[0]) + 1
+        np.testing.assert_array_equal(targets[mask], ids[first : first + int(mask.sum())])
+        assert not mask[: first - 1].any()
+        user_text = processor.decode(ids[:first])
+        assert (
+            user_text.endswith("<|im_start|>assistant\n") and record.messages[0]["content"].split("\n")[-1] in user_text
+        )
+
+
+def test_packed_rows_keep_samples_apart_with_their_own_positions(record_dir, processor):
+    data_dir = record_dir(10)
+    config = _config(data_dir)
+    loader = SFTLoader(config, processor)
+    featurizer = SFTFeaturizer(processor, config)
+    samples = [featurizer.featurize(r) for r in read_records(data_dir)]
+    by_tokens = {s["input_ids"].tobytes(): s for s in samples}
+    batch = next(loader)
+    assert batch["input_ids"].shape == (2, 320) and batch["position_ids"].shape == (3, 2, 320)
+    assert batch["pixel_values"].shape == (2, 512, 1176) and batch["image_grid_thw"].shape == (2, 6, 3)
+    packed_any = False
+    for row in range(2):
+        segments = [s for s in np.unique(batch["segment_ids"][row]) if s > 0]
+        packed_any |= len(segments) > 1
+        grids, patch_offset = [], 0
+        for seg in segments:
+            where = batch["segment_ids"][row] == seg
+            assert np.all(np.diff(np.flatnonzero(where)) == 1), "a sample must be contiguous in its row"
+            sample = by_tokens[batch["input_ids"][row, where].tobytes()]
+            np.testing.assert_array_equal(batch["position_ids"][:, row, where], sample["positions"].T)
+            np.testing.assert_array_equal(batch["targets"][row, where], sample["targets"])
+            np.testing.assert_array_equal(batch["loss_mask"][row, where], sample["loss_mask"])
+            n = len(sample["pixel_values"])
+            np.testing.assert_array_equal(
+                batch["pixel_values"][row, patch_offset : patch_offset + n], sample["pixel_values"]
+            )
+            patch_offset += n
+            grids += list(sample["image_grid_thw"])
+        np.testing.assert_array_equal(batch["image_grid_thw"][row, : len(grids)], np.asarray(grids))
+        assert not batch["image_grid_thw"][row, len(grids) :].any()
+        assert not batch["loss_mask"][row][batch["segment_ids"][row] == 0].any()
+        # per-segment positions are what the model engineer's packed rope index computes for the whole row
+        expected, _ = get_rope_index(
+            batch["input_ids"][row : row + 1],
+            np.asarray(grids),
+            image_token_id=processor.image_token_id,
+            segment_ids=batch["segment_ids"][row : row + 1],
+        )
+        real = batch["segment_ids"][row] > 0
+        np.testing.assert_array_equal(batch["position_ids"][:, row, real], expected[:, 0, real])
+    assert packed_any, "with 320-token rows and ~60-150-token samples, some row must hold several samples"
+
+
+def test_overlong_samples_are_dropped_or_truncated_and_counted(record_dir, processor):
+    data_dir = record_dir(8)
+    lengths = [
+        len(SFTFeaturizer(processor, _config(data_dir)).featurize(r)["input_ids"]) for r in read_records(data_dir)
+    ]
+    seq_len = int(np.median(lengths))
+    over = sum(length > seq_len for length in lengths)
+    dropping = SFTLoader(_config(data_dir, seq_len=seq_len, packing=False, batch_size=1), processor)
+    kept = list(dropping)
+    assert dropping.counts["dropped_overlong"] == over and len(kept) == len(lengths) - over
+    assert all(b["input_ids"].shape == (1, seq_len) for b in kept)
+    truncating = SFTLoader(
+        _config(data_dir, seq_len=seq_len, packing=False, batch_size=1, overlong="truncate"), processor
+    )
+    rows = list(truncating)
+    assert truncating.counts["truncated"] + truncating.counts.get("dropped_overlong", 0) == over
+    assert truncating.counts["truncated"] > 0 and len(rows) == len(lengths) - truncating.counts.get(
+        "dropped_overlong", 0
+    )
+    assert all(int(b["segment_ids"].sum()) <= seq_len for b in rows)
+
+
+def test_padding_mode_uses_the_smallest_fitting_bucket(record_dir, processor):
+    data_dir = record_dir(6)
+    loader = SFTLoader(_config(data_dir, packing=False, batch_size=2, length_buckets=(128, 192, 256)), processor)
+    for batch in loader:
+        longest = int((batch["segment_ids"] > 0).sum(axis=1).max())
+        length = batch["input_ids"].shape[1]
+        assert length == min(b for b in (128, 192, 256, 320) if b >= longest)
+
+
+def test_iterator_state_resumes_on_the_exact_next_batch(record_dir, processor):
+    data_dir = record_dir(12)
+    config = _config(data_dir, shuffle=True, seed=3, num_epochs=None)
+    loader = SFTLoader(config, processor)
+    next(loader)
+    state = loader.get_state()
+    expected = [next(loader) for _ in range(3)]
+    resumed = SFTLoader(config, processor)
+    resumed.set_state(state)
+    for want in expected:
+        got = next(resumed)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_batches_become_global_arrays_over_the_mesh(record_dir, processor):
+    mesh = sharding.make_mesh({"data": 4, "fsdp": 2})
+    config = _config(record_dir(16), batch_size=8, seq_len=256, patches_per_row=256, num_epochs=None)
+    loader = SFTLoader(config, processor, mesh=mesh)
+    batch = next(loader)
+    assert isinstance(batch["input_ids"], jax.Array) and batch["input_ids"].shape == (8, 256)
+    assert batch["input_ids"].sharding.spec[0] == ("data", "fsdp")
+    assert batch["position_ids"].shape == (3, 8, 256) and batch["position_ids"].sharding.spec[1] == ("data", "fsdp")
+    assert len(batch["input_ids"].addressable_shards) == 8
+
+
+@nnx.jit
+def _token_logp(model, input_ids, position_ids, targets, vision_inputs, attention_mask, segment_ids):
+    logits = model(input_ids, position_ids, attention_mask, segment_ids, vision_inputs=vision_inputs)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+
+def test_packed_batch_gives_the_same_per_sample_loss_as_unpacked(record_dir, processor):
+    """The real tiny Qwen2.5-VL sees each sample alone (padded row) and packed with others: same loss per sample."""
+    from vinci_jax.models.qwen2_5_vl import Qwen25VLConfig
+    from vinci_jax.models.qwen2_5_vl.modeling import Qwen25VLForConditionalGeneration
+
+    seq_len, vision_bucket = 384, 2048  # one text shape per layout and one vision shape: few compilations
+    jax.config.update("jax_default_matmul_precision", "highest")
+    try:
+        model_config = Qwen25VLConfig.tiny()
+        model = Qwen25VLForConditionalGeneration(model_config, rngs=nnx.Rngs(0))
+        data_dir = record_dir(6)
+        config = _config(data_dir, seq_len=seq_len, patches_per_row=640)
+        featurizer = SFTFeaturizer(processor, config)
+        unpacked = {}
+        for record in read_records(data_dir):
+            s = featurizer.featurize(record)
+            n = len(s["input_ids"])
+            pad = (0, seq_len - n)
+            row = {"pixel_values": s["pixel_values"][None], "image_grid_thw": s["image_grid_thw"][None]}
+            logp = _token_logp(
+                model,
+                jnp.asarray(np.pad(s["input_ids"], pad))[None],
+                jnp.asarray(np.pad(s["positions"].T, ((0, 0), pad)))[:, None],
+                jnp.asarray(np.pad(s["targets"], pad))[None],
+                vision_inputs_for_batch(row, model_config.vision, bucket_sizes=vision_bucket),
+                jnp.asarray(np.pad(np.ones(n, np.int32), pad))[None],
+                None,
+            )
+            loss = -np.asarray(logp)[0, :n]
+            unpacked[s["input_ids"].tobytes()] = float((loss * s["loss_mask"]).sum() / s["loss_mask"].sum())
+        batch = next(SFTLoader(config, processor))
+        token_loss = -np.asarray(
+            _token_logp(
+                model,
+                jnp.asarray(batch["input_ids"]),
+                jnp.asarray(batch["position_ids"]),
+                jnp.asarray(batch["targets"]),
+                vision_inputs_for_batch(batch, model_config.vision, bucket_sizes=vision_bucket),
+                None,
+                jnp.asarray(batch["segment_ids"]),
+            )
+        )
+        compared = 0
+        for row in range(batch["input_ids"].shape[0]):
+            for seg in [s for s in np.unique(batch["segment_ids"][row]) if s > 0]:
+                where = batch["segment_ids"][row] == seg
+                weights = batch["loss_mask"][row, where]
+                packed = float((token_loss[row, where] * weights).sum() / weights.sum())
+                np.testing.assert_allclose(packed, unpacked[batch["input_ids"][row, where].tobytes()], rtol=1e-5)
+                compared += 1
+        assert compared >= 3
+    finally:
+        jax.config.update("jax_default_matmul_precision", None)
