@@ -1,0 +1,1 @@
+"""`python -m vinci_jax.data`: build the synthetic corpus, convert the public parquet data, inspect a dataset."""
