@@ -57,3 +57,9 @@ def record_dir(tmp_path):
         return str(out)
 
     return make
+
+
+@pytest.fixture
+def make_records():
+    """`sample_records(n, seed)` as a fixture (test modules cannot import conftest in importlib mode)."""
+    return sample_records
