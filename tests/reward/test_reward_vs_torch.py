@@ -92,7 +92,8 @@ def test_reward_matches_reference(tiny_dinov2, draw, highest_precision, post_ln)
             groups.append(g)
     batch = reward.score(prompts, responses, targets, renders, groups)
     expected = [
-        reference_reward(torch_model, p, r, t, im, post_ln) for p, r, t, im in zip(prompts, responses, targets, renders)
+        reference_reward(torch_model, p, r, t, im, post_ln)
+        for p, r, t, im in zip(prompts, responses, targets, renders, strict=True)
     ]
     np.testing.assert_allclose(batch.total, expected, atol=1e-4, rtol=0)
     assert np.all(batch.terms["visual"] > 0.5) and np.all(batch.terms["visual"] < 1.0)
