@@ -178,6 +178,7 @@ class VisualReward:
         segment: list[int] = []
         weight: list[float] = []
         identical_credit = np.zeros((n,), np.float64)
+        all_identical = np.zeros((n,), bool)
         scored = np.zeros((n,), bool)
         tile_kw = dict(tile=cfg.tile_size, max_tiles=cfg.max_tiles, thumbnail=cfg.use_thumbnail)
         for i, (item, result) in enumerate(zip(parsed, render_results, strict=True)):
@@ -196,8 +197,10 @@ class VisualReward:
             crop_w = target.crop_weights(cfg.coarse_weight, cfg.fine_weight)
             stats["reference_crops"] += 2 * target.count
             scored[i] = True
+            same = [np.array_equal(rendered.crops[k], target.crops[k]) for k in range(target.count)]
+            all_identical[i] = all(same)
             for k in range(target.count):
-                if np.array_equal(rendered.crops[k], target.crops[k]):
+                if same[k]:
                     identical_credit[i] += crop_w[k]
                     stats["identical_crops_skipped"] += 1
                     continue
@@ -249,6 +252,7 @@ class VisualReward:
             stats["render_crops_encoded"] = len(crops)
             visual += np.asarray(acc, np.float64)[:n]
         visual += identical_credit
+        visual[all_identical] = 1.0  # exact, whatever the rounding of the crop weights' sum
         visual = np.where(scored, visual, 0.0)
 
         stats["target_crops_saved"] = stats["reference_crops"] // 2 - stats["target_crops_encoded"]
