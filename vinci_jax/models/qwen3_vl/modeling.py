@@ -1,0 +1,312 @@
+"""Qwen3-VL text decoder and the full vision-language model in Flax NNX.
+
+Built from the Qwen2.5-VL port's primitives (Linear, RMSNorm, Embed, MLP, masks, KVCache, row writes, image
+splicing); what differs is written here: per-head RMSNorm on queries and keys (no qkv bias, explicit head_dim), the
+interleaved multimodal rotary layout, and DeepStack (vision features from intermediate tower blocks added to the
+hidden states at image positions after the first decoder layers).
+
+The call signatures are the Qwen2.5-VL model's (`__call__`, `hidden_states`, `compute_logits`, `init_cache`,
+`forward_with_cache`), so the sampler and the trainers drive either family unchanged. NNX paths mirror HF names:
+`model.layers.{i}.self_attn.{q,k,v,o}_proj`, `model.layers.{i}.self_attn.{q,k}_norm`, `visual.*`, `lm_head`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vinci_jax import sharding
+from vinci_jax.models.qwen2_5_vl.modeling import (
+    BATCH_SEQ_EMBED,
+    CACHE_AXES,
+    MLP,
+    Embed,
+    KVCache,
+    Linear,
+    RMSNorm,
+    _write_rows,
+    apply_rope,
+    attention_mask_from,
+    splice_image_features,
+)
+from vinci_jax.models.qwen3_vl.config import Qwen3TextConfig, Qwen3VLConfig
+from vinci_jax.models.qwen3_vl.vision import Qwen3VisionTransformer
+
+# ---- interleaved multimodal rotary embedding -------------------------------------------------------------------------
+
+
+def mrope_axis_of_slot(config: Qwen3TextConfig) -> np.ndarray:
+    """Position axis (0 = t, 1 = h, 2 = w) of each of the head_dim/2 frequency slots, interleaved as HF does:
+    slot j takes h when j % 3 == 1 and j < 3 * mrope_section[1], w when j % 3 == 2 and j < 3 * mrope_section[2],
+    else t."""
+    j = np.arange(config.head_dim // 2)
+    axis = np.zeros_like(j)
+    axis[(j % 3 == 1) & (j < 3 * config.mrope_section[1])] = 1
+    axis[(j % 3 == 2) & (j < 3 * config.mrope_section[2])] = 2
+    return axis
+
+
+def mrope_cos_sin(position_ids: jax.Array, config: Qwen3TextConfig, dtype: Any) -> tuple[jax.Array, jax.Array]:
+    """cos, sin [B, L, head_dim] for 3-D positions [3, B, L] (float32 angles, cast to `dtype` as HF does)."""
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    positions = jnp.asarray(position_ids).astype(jnp.float32)[mrope_axis_of_slot(config)]  # [dim/2, B, L]
+    angles = jnp.moveaxis(positions, 0, -1) * jnp.asarray(inv_freq)
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
+
+
+# ---- decoder ---------------------------------------------------------------------------------------------------------
+
+
+class Attention(nnx.Module):
+    """Grouped-query attention with per-head q/k RMSNorm before the rotary embedding (Qwen3)."""
+
+    def __init__(self, config: Qwen3TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
+        d, hd = config.hidden_size, config.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, hd
+        kw = dict(use_bias=config.attention_bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.q_proj = Linear(d, self.num_heads * hd, ("embed", "heads"), **kw)
+        self.k_proj = Linear(d, self.num_kv_heads * hd, ("embed", "kv_heads"), **kw)
+        self.v_proj = Linear(d, self.num_kv_heads * hd, ("embed", "kv_heads"), **kw)
+        self.o_proj = Linear(self.num_heads * hd, d, ("heads", "embed"), **kw)
+        self.q_norm = RMSNorm(hd, config.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
+        self.k_norm = RMSNorm(hd, config.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
+
+    def project(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        b, t, _ = x.shape
+        q = self.q_norm(self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim))
+        k = self.k_norm(self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim))
+        v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        q = sharding.constrain(apply_rope(q, cos, sin), ("batch", "seq", "act_heads", None))
+        k = sharding.constrain(apply_rope(k, cos, sin), ("batch", "seq", "act_heads", None))
+        return q, k, sharding.constrain(v, ("batch", "seq", "act_heads", None))
+
+    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+        b, t = q.shape[:2]
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+        return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, config: Qwen3TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
+        kw = dict(dtype=dtype, param_dtype=param_dtype)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
+        self.self_attn = Attention(config, rngs=rngs, **kw)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
+        self.mlp = MLP(config, rngs=rngs, **kw)
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+        x = x + self.self_attn.attend(*self.self_attn.project(self.input_layernorm(x), cos, sin), mask)
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return sharding.constrain(x, BATCH_SEQ_EMBED)
+
+    def cached(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
+        start: jax.Array,
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
+        q, k, v = self.self_attn.project(self.input_layernorm(x), cos, sin)
+        k_cache = sharding.constrain(_write_rows(k_cache, k, start), CACHE_AXES)
+        v_cache = sharding.constrain(_write_rows(v_cache, v, start), CACHE_AXES)
+        x = x + self.self_attn.attend(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), mask)
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return sharding.constrain(x, BATCH_SEQ_EMBED), k_cache, v_cache
+
+
+@nnx.remat
+def _remat_layer(layer: DecoderLayer, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+    """A decoder layer whose activations are recomputed in the backward pass (saves memory in training)."""
+    return layer(x, cos, sin, mask)
+
+
+def add_image_features(x: jax.Array, input_ids: jax.Array, features: jax.Array, image_token_id: int) -> jax.Array:
+    """x + features at image-token positions (row-major over [B, L], consecutive rows of `features`): DeepStack."""
+    b, length, d = x.shape
+    is_image = (input_ids == image_token_id).reshape(-1)
+    row = jnp.clip(jnp.cumsum(is_image) - 1, 0, features.shape[0] - 1)
+    gathered = jnp.take(features.astype(x.dtype), row, axis=0)
+    return (x.reshape(-1, d) + jnp.where(is_image[:, None], gathered, 0)).reshape(b, length, d)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Deepstack:
+    """DeepStack features and the token ids that say where they go (None: no images in this call)."""
+
+    input_ids: jax.Array
+    features: tuple[jax.Array, ...]
+    image_token_id: int
+
+    def after_layer(self, index: int, x: jax.Array) -> jax.Array:
+        if index >= len(self.features):
+            return x
+        return add_image_features(x, self.input_ids, self.features[index], self.image_token_id)
+
+
+class Qwen3Model(nnx.Module):
+    """Token embedding, decoder layers, final norm (HF's `model.language_model`)."""
+
+    def __init__(self, config: Qwen3TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, remat: bool = False):
+        self.config = config
+        self.remat = remat
+        kw = dict(dtype=dtype, param_dtype=param_dtype)
+        self.embed_tokens = Embed(config.vocab_size, config.hidden_size, rngs=rngs, **kw)
+        self.layers = nnx.List([DecoderLayer(config, rngs=rngs, **kw) for _ in range(config.num_hidden_layers)])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
+        self.dtype = dtype
+
+    def __call__(
+        self, embeds: jax.Array, position_ids: jax.Array, mask: jax.Array, deepstack: _Deepstack | None = None
+    ) -> jax.Array:
+        cos, sin = mrope_cos_sin(position_ids, self.config, self.dtype)
+        x = sharding.constrain(embeds, BATCH_SEQ_EMBED)
+        for i, layer in enumerate(self.layers):
+            x = _remat_layer(layer, x, cos, sin, mask) if self.remat else layer(x, cos, sin, mask)
+            if deepstack is not None:
+                x = deepstack.after_layer(i, x)
+        return self.norm(x)
+
+
+# ---- full model ------------------------------------------------------------------------------------------------------
+
+
+class Qwen3VLForConditionalGeneration(nnx.Module):
+    """Vision tower + Qwen3 decoder + LM head, equal to transformers' Qwen3VLForConditionalGeneration.
+
+    model(input_ids, position_ids, attention_mask=None, segment_ids=None, pixel_values=None, vision_inputs=None)
+    -> logits [B, L, vocab]. `vision_inputs` come from the shared `prepare_vision_inputs` called with this model's
+    `config.vision` (see vision.py); `position_ids` [3, B, L] from `vinci_jax.models.qwen3_vl.rope_index`.
+    """
+
+    def __init__(
+        self,
+        config: Qwen3VLConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype: Any = jnp.float32,
+        param_dtype: Any = jnp.float32,
+        remat: bool = False,
+    ):
+        self.config = config
+        self.dtype = dtype
+        kw = dict(dtype=dtype, param_dtype=param_dtype)
+        self.visual = Qwen3VisionTransformer(config.vision, rngs=rngs, **kw)
+        self.model = Qwen3Model(config.text, rngs=rngs, remat=remat, **kw)
+        text = config.text
+        self.lm_head = (
+            None
+            if config.tie_word_embeddings
+            else Linear(text.hidden_size, text.vocab_size, ("embed", "vocab"), use_bias=False, rngs=rngs, **kw)
+        )
+
+    # -- pieces --
+    def embed_with_deepstack(
+        self, input_ids: jax.Array, pixel_values: jax.Array | None = None, vision_inputs: Any = None
+    ) -> tuple[jax.Array, _Deepstack | None]:
+        """Token embeddings with image features spliced in, and the DeepStack features for the decoder."""
+        embeds = self.model.embed_tokens(input_ids)
+        if vision_inputs is None:
+            if pixel_values is not None:
+                raise ValueError("pixel_values needs vision_inputs (from prepare_vision_inputs with config.vision)")
+            return embeds, None
+        if pixel_values is not None:
+            vision_inputs = dataclasses.replace(vision_inputs, pixel_values=pixel_values)
+        features, deepstack = self.visual(vision_inputs)
+        embeds = splice_image_features(embeds, input_ids, features, self.config.image_token_id)
+        return embeds, _Deepstack(input_ids, deepstack, self.config.image_token_id)
+
+    def embed(
+        self, input_ids: jax.Array, pixel_values: jax.Array | None = None, vision_inputs: Any = None
+    ) -> jax.Array:
+        """Token embeddings with image features spliced in (DeepStack features are added later, in the decoder)."""
+        return self.embed_with_deepstack(input_ids, pixel_values, vision_inputs)[0]
+
+    def compute_logits(self, hidden: jax.Array) -> jax.Array:
+        """Final hidden states [..., hidden] -> logits [..., vocab] (tied or untied head)."""
+        hidden = sharding.constrain(hidden, BATCH_SEQ_EMBED)
+        logits = self.model.embed_tokens.attend(hidden) if self.lm_head is None else self.lm_head(hidden)
+        return sharding.constrain(logits, ("batch", "seq", "act_vocab"))
+
+    def hidden_states(
+        self,
+        input_ids: jax.Array,
+        position_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        pixel_values: jax.Array | None = None,
+        vision_inputs: Any = None,
+    ) -> jax.Array:
+        """Final (normed) hidden states [B, L, hidden]."""
+        b, length = input_ids.shape
+        mask = attention_mask_from(attention_mask, segment_ids, b, length)
+        embeds, deepstack = self.embed_with_deepstack(input_ids, pixel_values, vision_inputs)
+        return self.model(embeds, position_ids, mask, deepstack)
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        position_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        pixel_values: jax.Array | None = None,
+        vision_inputs: Any = None,
+    ) -> jax.Array:
+        hidden = self.hidden_states(input_ids, position_ids, attention_mask, segment_ids, pixel_values, vision_inputs)
+        return self.compute_logits(hidden)
+
+    # -- decoding --
+    def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:
+        """An empty cache (all slots invalid, next_index 0), sharded by the cache logical axes under a mesh."""
+        text = self.config.text
+        dtype = dtype or self.dtype
+        shape = (batch, max_len, text.num_key_value_heads, text.head_dim)
+
+        def zeros() -> jax.Array:
+            return sharding.constrain(jnp.zeros(shape, dtype), CACHE_AXES)
+
+        layers = range(text.num_hidden_layers)
+        return KVCache(
+            k=tuple(zeros() for _ in layers),
+            v=tuple(zeros() for _ in layers),
+            valid=jnp.zeros((batch, max_len), jnp.bool_),
+            next_index=jnp.zeros((batch,), jnp.int32),
+        )
+
+    def forward_with_cache(
+        self,
+        input_ids: jax.Array,
+        position_ids: jax.Array,
+        cache: KVCache,
+        attention_mask: jax.Array | None = None,
+        pixel_values: jax.Array | None = None,
+        vision_inputs: Any = None,
+    ) -> tuple[jax.Array, KVCache]:
+        """Append a chunk [B, T] to the cache and return (logits [B, T, vocab], updated cache); see KVCache."""
+        b, t = input_ids.shape
+        real = jnp.ones((b, t), jnp.bool_) if attention_mask is None else jnp.asarray(attention_mask) != 0
+        start = cache.next_index
+        valid = _write_rows(cache.valid, real, start)
+        slots = start[:, None] + jnp.arange(t)[None, :]
+        keys = jnp.arange(cache.max_len)
+        mask = (keys[None, None, :] <= slots[:, :, None]) & valid[:, None, :]
+        mask = (mask | (keys[None, None, :] == slots[:, :, None]))[:, None]
+
+        x, deepstack = self.embed_with_deepstack(input_ids, pixel_values, vision_inputs)
+        cos, sin = mrope_cos_sin(position_ids, self.config.text, self.dtype)
+        x = sharding.constrain(x, BATCH_SEQ_EMBED)
+        new_k, new_v = [], []
+        for i, (layer, k_cache, v_cache) in enumerate(zip(self.model.layers, cache.k, cache.v, strict=True)):
+            x, k_cache, v_cache = layer.cached(x, cos, sin, mask, k_cache, v_cache, start)
+            if deepstack is not None:
+                x = deepstack.after_layer(i, x)
+            new_k.append(k_cache)
+            new_v.append(v_cache)
+        logits = self.compute_logits(self.model.norm(x))
+
+        last_real = jnp.max(jnp.where(real, jnp.arange(t)[None, :] + 1, 0), axis=1)
+        next_index = (start + last_real).astype(jnp.int32)
+        return logits, KVCache(k=tuple(new_k), v=tuple(new_v), valid=valid, next_index=next_index)

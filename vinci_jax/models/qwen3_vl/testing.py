@@ -1,0 +1,83 @@
+"""Tiny random Qwen3-VL checkpoints written by transformers itself, for tests and the CPU demo.
+
+Needs torch + transformers (dev dependencies). Nothing is downloaded: weights come from transformers' own
+initialisation under a fixed torch seed (norms and biases perturbed so the name mapping is really exercised), then
+`save_pretrained`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+TINY_VOCAB = 320
+TINY_SPECIALS = dict(image_token_id=310, video_token_id=311, vision_start_token_id=312, vision_end_token_id=313)
+TINY_BOS, TINY_EOS = 300, 301
+
+
+def tiny_hf_config(
+    *,
+    tie_word_embeddings: bool = False,
+    deepstack_visual_indexes: tuple[int, ...] = (0, 2),
+    vision_depth: int = 3,
+    num_key_value_heads: int = 2,
+    num_position_embeddings: int = 16,
+    mrope_section: tuple[int, int, int] = (2, 3, 3),
+    real_vocab: bool = False,
+    initializer_range: float = 0.02,
+) -> Any:
+    """A transformers Qwen3VLConfig: 64-wide text model (head_dim 16, 3 layers), 32-wide vision tower.
+
+    `real_vocab=True` keeps the Qwen vocabulary size and special-token ids (for runs through the real processor).
+    """
+    from transformers import Qwen3VLConfig
+
+    if real_vocab:
+        vocab, specials = dict(vocab_size=151936, bos_token_id=151643, eos_token_id=151645), {}
+    else:
+        vocab, specials = dict(vocab_size=TINY_VOCAB, bos_token_id=TINY_BOS, eos_token_id=TINY_EOS), TINY_SPECIALS
+    return Qwen3VLConfig(
+        text_config=dict(
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=num_key_value_heads,
+            head_dim=16,
+            max_position_embeddings=2048,
+            rms_norm_eps=1e-6,
+            initializer_range=initializer_range,
+            rope_parameters=dict(
+                rope_type="default", rope_theta=10000.0, mrope_section=list(mrope_section), mrope_interleaved=True
+            ),
+            **vocab,
+        ),
+        vision_config=dict(
+            depth=vision_depth,
+            hidden_size=32,
+            intermediate_size=48,
+            num_heads=2,
+            out_hidden_size=64,
+            num_position_embeddings=num_position_embeddings,
+            deepstack_visual_indexes=list(deepstack_visual_indexes),
+            initializer_range=initializer_range,
+        ),
+        tie_word_embeddings=tie_word_embeddings,
+        **specials,
+    )
+
+
+def save_tiny_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, **config_kwargs: Any) -> Path:
+    """Build a random transformers Qwen3VLForConditionalGeneration (float32) and save_pretrained it to out_dir."""
+    import torch
+    from transformers import Qwen3VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(tiny_hf_config(**config_kwargs)).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                param.add_(0.1 * torch.randn_like(param))
+    model.save_pretrained(out_dir)
+    return Path(out_dir)
