@@ -1,0 +1,61 @@
+"""Runs gold and predicted code in the renderers sandbox: traced python/html jobs, plain svg/latex renders.
+
+Nothing here executes code in this process (house rule): python and html go to `renderers.trace_run.TracePool`
+workers (the renderer's own sandbox plus instrumentation), svg and latex to a `renderers.RenderPool`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from renderers import RenderJob, RenderPool, RenderResult
+
+TRACE_KINDS_BY_DOMAIN = {"chart": ("matplotlib",), "chem": ("rdkit",), "web": ("html",), "other": ()}
+TRACED_LANGUAGES = ("python", "html")
+
+
+class Executor:
+    """Owns the pools (started on first use) and renders (code, language, domain) jobs in parallel."""
+
+    def __init__(self, num_workers: int = 1, timeout_s: float = 20.0) -> None:
+        self.num_workers = max(1, int(num_workers))
+        self.timeout_s = float(timeout_s)
+        self._trace_pool = None
+        self._render_pool: RenderPool | None = None
+
+    def _traced(self):
+        if self._trace_pool is None:
+            from renderers.trace_run import TracePool
+
+            self._trace_pool = TracePool(self.num_workers, timeout_s=self.timeout_s)
+        return self._trace_pool
+
+    def _plain(self) -> RenderPool:
+        if self._render_pool is None:
+            self._render_pool = RenderPool(self.num_workers, languages=("svg", "latex"), timeout_s=self.timeout_s)
+        return self._render_pool
+
+    def submit(self, code: str, language: str, domain: str) -> Future[Any]:
+        if language in TRACED_LANGUAGES:
+            kinds = TRACE_KINDS_BY_DOMAIN.get(domain, ())
+            return self._traced().submit(code, language, kinds)
+        return self._plain().submit(RenderJob(code=code, language=language))
+
+    def run(self, jobs: Sequence[tuple[str, str, str] | None]) -> list[RenderResult | None]:
+        """Results in order; a None job (nothing to run) gives None."""
+        futures = [None if job is None else self.submit(*job) for job in jobs]
+        return [None if f is None else f.result() for f in futures]
+
+    def close(self) -> None:
+        for pool in (self._trace_pool, self._render_pool):
+            if pool is not None:
+                pool.close()
+        self._trace_pool = self._render_pool = None
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
