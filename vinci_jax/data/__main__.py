@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"rendered {done}/{total}", file=sys.stderr, flush=True)
 
         stats = build_synth(args.out, config, num_workers=args.workers, progress=progress)
-        print(json.dumps({**_summary(stats), "seconds": stats["seconds"], "out": args.out}, indent=2))
+        timing = {"seconds": stats["seconds"], "render_seconds": stats["render_seconds"]}
+        print(json.dumps({**_summary(stats), **timing, "out": args.out}, indent=2))
         return 0
     if args.command == "convert":
         from vinci_data.convert import convert

@@ -48,7 +48,7 @@ class SFTConfig:
     seq_len: int = 2048
     batch_size: int = 8  # global rows per step
     packing: bool = True
-    patches_per_row: int = 0  # 0: 4 * seq_len (an upper bound: every image token is 4 patches)
+    patches_per_row: int = 0  # 0: 2 * seq_len (images up to half of a row's tokens; 4 * seq_len is the hard bound)
     images_per_row: int = 8
     length_buckets: tuple[int, ...] = ()  # padding mode; () -> (seq_len,)
     overlong: str = "drop"  # "drop" | "truncate" (truncation never cuts into an image)
@@ -69,7 +69,7 @@ class SFTConfig:
 
     @property
     def row_patches(self) -> int:
-        return self.patches_per_row or 4 * self.seq_len
+        return self.patches_per_row or 2 * self.seq_len
 
     @property
     def buckets(self) -> tuple[int, ...]:
@@ -147,13 +147,13 @@ _TOKEN_FIELDS = ("input_ids", "targets", "loss_mask", "positions")
 def _finish_packed(rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Grain's packed fields -> the batch layout of BATCH_FIELDS."""
     return {
-        "input_ids": rows["input_ids"].astype(np.int32),
-        "targets": rows["targets"].astype(np.int32),
-        "loss_mask": rows["loss_mask"].astype(np.float32),
-        "segment_ids": rows["input_ids_segment_ids"].astype(np.int32),
-        "position_ids": np.ascontiguousarray(rows["positions"].transpose(2, 0, 1)).astype(np.int32),
-        "pixel_values": rows["pixel_values"].astype(np.float32),
-        "image_grid_thw": rows["image_grid_thw"].astype(np.int32),
+        "input_ids": rows["input_ids"].astype(np.int32, copy=False),
+        "targets": rows["targets"].astype(np.int32, copy=False),
+        "loss_mask": rows["loss_mask"].astype(np.float32, copy=False),
+        "segment_ids": rows["input_ids_segment_ids"].astype(np.int32, copy=False),
+        "position_ids": np.ascontiguousarray(rows["positions"].transpose(2, 0, 1)).astype(np.int32, copy=False),
+        "pixel_values": rows["pixel_values"].astype(np.float32, copy=False),
+        "image_grid_thw": rows["image_grid_thw"].astype(np.int32, copy=False),
     }
 
 

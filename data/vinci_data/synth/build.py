@@ -151,8 +151,8 @@ def _to_record(c: Candidate, target_png: bytes, flawed_status: str, seed: int) -
 
 class _Stats:
     def __init__(self) -> None:
-        self.counts: collections.Counter[str] = collections.Counter()
         self.nested: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        self.seconds: collections.Counter[str] = collections.Counter()  # render time per domain (not in stats.json)
 
     def add(self, table: str, key: str, n: int = 1) -> None:
         self.nested[table][key] += n
@@ -177,6 +177,7 @@ def _render_round(
         target = next(results)
         flawed = next(results) if c.task == "refine" else None
         stats.add("renders", c.domain, 1 + (flawed is not None))
+        stats.seconds[c.domain] += target.seconds + (flawed.seconds if flawed is not None else 0.0)
         reason = ""
         target_png = b""
         if not target.ok or target.blank:
@@ -252,4 +253,5 @@ def build_synth(
     }
     # Timing goes to the caller, not stats.json, so the directory stays byte-identical across builds.
     write_stats(out_dir, result)
-    return {**result, "seconds": round(time.perf_counter() - start, 2)}
+    render_seconds = {d: round(s, 2) for d, s in sorted(stats.seconds.items())}
+    return {**result, "seconds": round(time.perf_counter() - start, 2), "render_seconds": render_seconds}
