@@ -33,7 +33,7 @@ from vinci_jax.train.sft_step import make_eval_step, make_train_step, model_inpu
 
 
 def make_data_iterators(
-    config: ml_collections.ConfigDict, seed: int
+    config: ml_collections.ConfigDict, seed: int, model: Any = None
 ) -> tuple[Any, Callable[[], Iterator[dict[str, Any]]] | None]:
     """(train iterator with get_state/set_state, factory of a fresh validation iterator or None)."""
     data = config.data
@@ -54,7 +54,13 @@ def make_data_iterators(
     if data.source == "grain":
         from vinci_jax.train import sft_data
 
-        return sft_data.make_grain_iterators(config, seed)
+        vision_config = getattr(getattr(model, "config", None), "vision", None)
+        if vision_config is None:
+            raise ValueError(
+                f"data.source='grain' feeds images, but model {type(model).__name__} has no vision config; "
+                "use --config.data.source=synthetic with the stand-in model"
+            )
+        return sft_data.make_grain_iterators(config, seed, vision_config)
     raise ValueError(f"data.source {data.source!r} is unknown; use 'grain' or 'synthetic'")
 
 
@@ -146,7 +152,7 @@ class SFTTrainer:
     # -- the loop ------------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         config = self.config
-        train_iter, make_val = make_data_iterators(config, config.seed)
+        train_iter, make_val = make_data_iterators(config, config.seed, self.factory.abstract)
         manager = ckpt_lib.CheckpointManager(
             self.workdir / "checkpoints",
             max_to_keep=config.checkpoint.keep,
