@@ -173,3 +173,23 @@ def sharded_copy(model, mesh):
     graphdef, state = nnx.split(model)
     copy = nnx.merge(graphdef, jax.tree.map(lambda x: x, state))
     return sharding.shard_module(copy, mesh)
+
+
+def test_remat_gives_the_same_gradients(case):
+    name, _, model, _ = case
+    if name != "untied_gqa2":
+        pytest.skip("one checkpoint is enough for remat")
+    graphdef, state = nnx.split(model)
+    model = nnx.merge(graphdef, state)  # a copy whose remat flag we may flip
+    ids = jnp.arange(16).reshape(2, 8) + 3
+    positions = jnp.broadcast_to(jnp.arange(8), (3, 2, 8))
+
+    def loss(m):
+        return jnp.mean(m(ids, positions, attention_mask=jnp.ones_like(ids)) ** 2)
+
+    plain = nnx.jit(nnx.grad(loss))(model)
+    model.model.remat = True
+    rematted = nnx.jit(nnx.grad(loss))(model)
+    diffs = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), plain, rematted)
+    assert max(jax.tree.leaves(diffs)) < 1e-6
+    assert float(jnp.max(jnp.abs(plain["model"]["layers"][0]["mlp"]["up_proj"]["kernel"][...]))) > 0
