@@ -6,7 +6,7 @@ import os
 
 import pytest
 from vinci_data.records import read_records, read_stats
-from vinci_data.synth import DOMAIN_REGISTRY, SynthConfig, build_synth, make_candidate
+from vinci_data.synth import DOMAIN_REGISTRY, SynthConfig, build_synth, ensure_synth, make_candidate
 from vinci_data.synth.build import normalise_png, render_job
 
 from renderers import language_from_prompt
@@ -59,6 +59,8 @@ def test_synthetic_builds_are_byte_identical_for_the_same_seed(tmp_path, pool):
     config = SynthConfig(size=10, seed=5, refine_fraction=0.3, val_fraction=0.2, test_fraction=0.1)
     stats = build_synth(str(tmp_path / "a"), config, render_batch=pool.render_batch)
     build_synth(str(tmp_path / "b"), config, render_batch=pool.render_batch)
+    # an existing build with the same config is reused, not rebuilt
+    assert "seconds" not in ensure_synth(str(tmp_path / "b"), config, render_batch=pool.render_batch)
     a, b = _files(str(tmp_path / "a")), _files(str(tmp_path / "b"))
     assert a == b and "stats.json" in a and any(name.endswith(".array_record") for name in a)
     written = read_stats(str(tmp_path / "a"))

@@ -255,3 +255,18 @@ def build_synth(
     write_stats(out_dir, result)
     render_seconds = {d: round(s, 2) for d, s in sorted(stats.seconds.items())}
     return {**result, "seconds": round(time.perf_counter() - start, 2), "render_seconds": render_seconds}
+
+
+def ensure_synth(out_dir: str, config: SynthConfig, **kwargs: Any) -> dict[str, Any]:
+    """Build the corpus unless `out_dir` already holds one built with the same config (demo and test fixtures)."""
+    import json
+    import os
+
+    from vinci_data.records import read_stats
+
+    want = json.loads(json.dumps({**dataclasses.asdict(config), "domains": list(config.domains)}))
+    if os.path.exists(os.path.join(out_dir, "stats.json")):
+        stats = read_stats(out_dir)
+        if stats.get("config") == want and stats.get("written") == config.size:
+            return stats
+    return build_synth(out_dir, config, **kwargs)
