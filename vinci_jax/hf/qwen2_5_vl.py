@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -170,12 +171,20 @@ def export_qwen2_5_vl(
     source_dir: str | os.PathLike | None = None,
     max_shard_bytes: int = 2**30,
 ) -> Path:
-    """Write an in-memory model (or its nnx.State plus `config`) as an HF dir transformers loads."""
+    """Write an in-memory model (or its nnx.State plus `config`) as an HF dir transformers loads.
+
+    Multi-host: call it on every process (parameters are gathered collectively); process 0 writes.
+    """
     if config is None:
         if not isinstance(model, Qwen25VLForConditionalGeneration):
             raise ValueError("exporting an nnx.State needs config=")
         config = model.config
     rules = qwen2_5_vl_rules(config)
+    if jax.process_count() > 1 and jax.process_index() != 0:
+        # every process takes part in gathering sharded parameters; only process 0 writes files
+        for _ in iter_hf_tensors(model, rules):
+            pass
+        return Path(out_dir)
     return write_hf_dir(
         iter_hf_tensors(model, rules), config, out_dir, dtype=dtype, source_dir=source_dir,
         max_shard_bytes=max_shard_bytes,
