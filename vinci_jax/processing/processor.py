@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from transformers import PreTrainedTokenizerFast
 
-from vinci_jax.processing.chat_template import QWEN_VL_CHAT_TEMPLATE, render_chat
+from vinci_jax.processing.chat_template import QWEN_VL_CHAT_TEMPLATE, RenderedChat, render_chat
 from vinci_jax.processing.image_processor import ImageProcessor
 from vinci_jax.processing.special_tokens import (
     ENDOFTEXT,
@@ -34,11 +34,18 @@ PROCESSOR_CONFIG = "processor_config.json"
 
 
 class QwenProcessor:
-    """Qwen2.5-VL processor: the chat template, tokenizer and image processor behind one call."""
+    """Qwen2.5-VL processor: the chat template, tokenizer and image processor behind one call.
+
+    A model family with another chat format or image settings subclasses it and overrides `render`,
+    `chat_template`, `processor_class` and `default_image_processor` (see `vinci_jax.processing.qwen3_vl`).
+    """
+
+    chat_template: str = QWEN_VL_CHAT_TEMPLATE
+    processor_class: str = "Qwen2_5_VLProcessor"
 
     def __init__(self, tokenizer: PreTrainedTokenizerFast | None = None, image_processor: ImageProcessor | None = None):
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(None)
-        self.image_processor = image_processor if image_processor is not None else ImageProcessor()
+        self.image_processor = image_processor if image_processor is not None else self.default_image_processor()
         vocab = self.tokenizer.get_vocab()
         missing = [t for t in (IM_START, IM_END, IMAGE_PAD, VISION_START, VISION_END) if t not in vocab]
         if missing:
@@ -64,7 +71,7 @@ class QwenProcessor:
         Returns input_ids int32 [L], assistant_mask bool [L] (assistant replies incl. their <|im_end|>, not the
         `<|im_start|>assistant\\n` header), pixel_values float32 [P, D], image_grid_thw int64 [n, 3].
         """
-        rendered = render_chat(messages, add_generation_prompt=add_generation_prompt)
+        rendered = self.render(messages, add_generation_prompt=add_generation_prompt)
         images = self._match_images(rendered.image_slots, images)
         pixel_values, grid_thw = self.image_processor(images)
         text = self._expand_image_pads(rendered.text, grid_thw)
@@ -126,11 +133,21 @@ class QwenProcessor:
 
         return [(shift(s), shift(e)) for s, e in spans]
 
+    # ---- family hooks ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def default_image_processor(cls) -> ImageProcessor:
+        return ImageProcessor()
+
+    def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = False) -> RenderedChat:
+        """The chat text (one `<|image_pad|>` per image) and the assistant spans, as this family's template."""
+        return render_chat(messages, add_generation_prompt=add_generation_prompt)
+
     # ---- text helpers ---------------------------------------------------------------------------------------
 
     def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = False) -> str:
         """Prompt text with one `<|image_pad|>` per image (as transformers' apply_chat_template renders it)."""
-        return render_chat(messages, add_generation_prompt=add_generation_prompt).text
+        return self.render(messages, add_generation_prompt=add_generation_prompt).text
 
     def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
         return self.tokenizer.decode(np.asarray(ids).reshape(-1).tolist(), skip_special_tokens=skip_special_tokens)
@@ -144,7 +161,7 @@ class QwenProcessor:
     def from_pretrained(cls, directory: str | os.PathLike[str] | None = None) -> QwenProcessor:
         """Processor of an HF checkpoint directory; None gives the offline tokenizer and default image settings."""
         if directory is None:
-            return cls(load_tokenizer(None), ImageProcessor())
+            return cls(load_tokenizer(None), cls.default_image_processor())
         return cls(load_tokenizer(directory), ImageProcessor.from_pretrained(directory))
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
@@ -152,13 +169,13 @@ class QwenProcessor:
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
         if not getattr(self.tokenizer, "chat_template", None):
-            self.tokenizer.chat_template = QWEN_VL_CHAT_TEMPLATE
+            self.tokenizer.chat_template = self.chat_template
         self.tokenizer.save_pretrained(directory)
         self.image_processor.save_pretrained(directory)
         with open(os.path.join(directory, CHAT_TEMPLATE_FILE), "w", encoding="utf-8") as f:
-            f.write(QWEN_VL_CHAT_TEMPLATE)
+            f.write(self.chat_template)
         with open(os.path.join(directory, PROCESSOR_CONFIG), "w", encoding="utf-8") as f:
-            json.dump({"processor_class": "Qwen2_5_VLProcessor"}, f, indent=2)
+            json.dump({"processor_class": self.processor_class}, f, indent=2)
             f.write("\n")
 
 
