@@ -1,0 +1,131 @@
+"""The jitted pieces of one GRPO update: per-micro-batch gradients of the clipped policy loss, and the apply.
+
+Micro-batches are accumulated on the host side of the loop (a jitted gradient call per micro-batch, summed on
+device), because each micro-batch carries its own image layout (VisionInputs bucket) and a scan would force one
+shape on all of them. The loss of a micro-batch is already divided by the *global* normaliser (total response
+tokens for token-mean), so the sum of micro-batch gradients is exactly the big-batch gradient.
+
+Sequences are prompt (left-padded) followed by the response (right-padded); `targets[b, t]` is the token at t + 1
+and `response_mask[b, t]` is 1 where that target is a response token. Log-probabilities are
+`log_softmax(logits / temperature)` at the targets, the same quantity the sampler returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from vinci_jax.rl import algorithms as alg
+from vinci_jax.train.train_state import SplitModel, TrainState
+
+MODEL_KEYS = ("input_ids", "position_ids", "attention_mask", "vision_inputs")
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOLossConfig:
+    """Loss knobs (released defaults): PPO clip 0.2 / 0.3, dual clip 3, token-mean, no KL."""
+
+    policy_loss: str = "ppo_clip"
+    clip_low: float = 0.2
+    clip_high: float = 0.3
+    dual_clip: float | None = 3.0
+    loss_agg: str = "token-mean"
+    kl_coef: float = 0.0
+    kl_estimator: str = "k3"
+    temperature: float = 1.0
+    old_logprobs: str = "detached"  # detached | rollout | recomputed (see vinci_jax.rl.virl)
+
+    def __post_init__(self) -> None:
+        alg.lookup(alg.POLICY_LOSSES, self.policy_loss, "policy loss")
+        alg.lookup(alg.AGGREGATIONS, self.loss_agg, "loss aggregation")
+        alg.lookup(alg.KL_ESTIMATORS, self.kl_estimator, "KL estimator")
+        if self.old_logprobs not in ("detached", "rollout", "recomputed"):
+            raise ValueError(f"old_logprobs must be detached, rollout or recomputed, got {self.old_logprobs!r}")
+
+
+def target_logprobs(logits: jax.Array, targets: jax.Array, temperature: float) -> tuple[jax.Array, jax.Array]:
+    """(log p(target) [B, L], entropy [B, L]) of the temperature-scaled distribution, in float32."""
+    logp_all = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, axis=-1)
+    logp = jnp.take_along_axis(logp_all, targets[..., None], axis=-1)[..., 0]
+    entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
+    return logp, entropy
+
+
+def _forward_logprobs(split: SplitModel, params: Any, micro: dict[str, Any], temperature: float):
+    model = split.merge(params)
+    logits = model(**{k: micro[k] for k in MODEL_KEYS if micro.get(k) is not None})
+    return target_logprobs(logits, micro["targets"], temperature)
+
+
+def make_logprob_fn(split: SplitModel, temperature: float) -> Callable[[Any, dict[str, Any]], jax.Array]:
+    """(params, micro) -> log p of the targets [B, L] (no gradient): old log-probs by recomputation, reference KL."""
+    return lambda params, micro: _forward_logprobs(split, params, micro, temperature)[0]
+
+
+def make_grad_fn(
+    split: SplitModel, loss: GRPOLossConfig, trainable: Any
+) -> Callable[[Any, dict[str, Any], jax.Array], tuple[Any, dict[str, jax.Array]]]:
+    """(params, micro, normaliser) -> (grads, summed statistics). Frozen leaves get stop_gradient."""
+    policy_loss = alg.lookup(alg.POLICY_LOSSES, loss.policy_loss, "policy loss")
+    aggregate = alg.lookup(alg.AGGREGATIONS, loss.loss_agg, "loss aggregation")
+    kl_fn = alg.lookup(alg.KL_ESTIMATORS, loss.kl_estimator, "KL estimator")
+
+    def objective(params: Any, micro: dict[str, Any], normaliser: jax.Array):
+        params = jax.tree.map(lambda x, m: x if m else jax.lax.stop_gradient(x), params, trainable)
+        logp, entropy = _forward_logprobs(split, params, micro, loss.temperature)
+        mask = micro["response_mask"].astype(jnp.float32)
+        old = jax.lax.stop_gradient(logp) if loss.old_logprobs == "detached" else micro["old_logprobs"]
+        advantages = micro["advantages"][:, None]
+        kwargs = {"clip_low": loss.clip_low, "clip_high": loss.clip_high, "dual_clip": loss.dual_clip}
+        per_token = policy_loss(logp, old, advantages, **kwargs)
+        stats = {}
+        if loss.kl_coef > 0:
+            kl = kl_fn(logp, micro["ref_logprobs"])
+            per_token = per_token + loss.kl_coef * kl
+            stats["kl_sum"] = jnp.sum(kl * mask)
+        value = aggregate(per_token, mask, normaliser)
+        ratio = jnp.exp(logp - old)
+        clipped = ((ratio < 1 - loss.clip_low) & (advantages < 0)) | ((ratio > 1 + loss.clip_high) & (advantages > 0))
+        stats |= {
+            "loss": value,
+            "tokens": jnp.sum(mask),
+            "entropy_sum": jnp.sum(jax.lax.stop_gradient(entropy) * mask),
+            "clipped_sum": jnp.sum(clipped.astype(jnp.float32) * mask),
+            "ratio_sum": jnp.sum(jax.lax.stop_gradient(ratio) * mask),
+        }
+        return value, stats
+
+    def grad_fn(params: Any, micro: dict[str, Any], normaliser: jax.Array):
+        (_, stats), grads = jax.value_and_grad(objective, has_aux=True)(params, micro, normaliser)
+        return grads, stats
+
+    return grad_fn
+
+
+def make_apply_fn(
+    optimizer: optax.GradientTransformation, schedule: optax.Schedule
+) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
+    """(state, summed grads) -> (new state, {grad_norm, learning_rate}); the caller jits it with donation."""
+
+    def apply(state: TrainState, grads: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        params = state["params"]
+        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+        metrics = {
+            "grad_norm": optax.global_norm(grads),
+            "learning_rate": jnp.asarray(schedule(state["step"]), jnp.float32),
+        }
+        return {"params": optax.apply_updates(params, updates), "opt_state": opt_state, "step": state["step"] + 1}, (
+            metrics
+        )
+
+    return apply
+
+
+def add_trees(a: Any, b: Any) -> Any:
+    return jax.tree.map(lambda x, y: x + y, a, b)
