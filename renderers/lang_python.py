@@ -313,12 +313,12 @@ def render_python(
             chunks.append(chunk)
             received += len(chunk)
             if received > MAX_RESULT_BYTES:
-                _kill(pid)
+                _kill(pid, uid)
                 return "error", None, f"the python job returned more than {MAX_RESULT_BYTES} bytes"
     finally:
         os.close(read_fd)
     if timed_out:
-        _kill(pid)
+        _kill(pid, uid)
         return "timeout", None, f"python job exceeded its {timeout_s:g} s wall-clock limit"
     _, wstatus = os.waitpid(pid, 0)
     exit_code = os.WEXITSTATUS(wstatus) if os.WIFEXITED(wstatus) else 128 + os.WTERMSIG(wstatus)
@@ -341,7 +341,9 @@ def render_python(
     return status, (payload[:png_len] if status == "ok" else None), error
 
 
-def _kill(pid: int) -> None:
+def _kill(pid: int, uid: int | None) -> None:
+    if uid is not None:
+        sandbox.kill_uid(uid)  # also whatever the job started, wherever it went
     try:
         os.killpg(pid, signal.SIGKILL)
     except OSError:

@@ -27,6 +27,7 @@ from renderers import sandbox
 from renderers.images import DEFAULT_MAX_PIXELS
 from renderers.types import SUPPORTED_LANGUAGES, RenderJob, RenderResult
 
+_POOL_COUNTER = [0]
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -175,6 +176,11 @@ class RenderPool:
         self._closed = False
         self.restarts = 0
         self.capabilities: dict[str, bool] = {}
+        _POOL_COUNTER[0] += 1
+        block = (os.getpid() * 131 + _POOL_COUNTER[0]) % sandbox.UID_BLOCKS
+        self.uid_base = sandbox.JOB_UID_BASE + block * sandbox.UIDS_PER_POOL
+        if self.num_workers > sandbox.UIDS_PER_POOL:
+            raise ValueError(f"num_workers={self.num_workers} exceeds {sandbox.UIDS_PER_POOL} per pool")
         atexit.register(self.close)
         try:
             self._start(start_timeout_s)
@@ -191,6 +197,7 @@ class RenderPool:
             "max_pixels": self.max_pixels,
             "format_dir": self.format_dir,
             "work_root": self.work_root,
+            "uid": self.uid_base + slot,
         }
 
     def _spawn(self, slot: int) -> _WorkerProcess:
@@ -371,15 +378,16 @@ class RenderPool:
         self._workers[slot] = None
         if worker is not None:
             worker.kill()
-            sandbox.remove_tree(worker_dir_glob(self.work_root, slot))
+            _remove_slot_dirs(self.work_root, slot)
+            if sandbox.is_root():
+                sandbox.kill_uid(self.uid_base + slot)
 
 
-def worker_dir_glob(work_root: str, slot: int) -> str:
+def _remove_slot_dirs(work_root: str, slot: int) -> None:
     """The job root of a worker slot is `w{slot}-*`; after a kill the whole thing goes."""
     for name in os.listdir(work_root):
         if name.startswith(f"w{slot}-"):
             sandbox.remove_tree(os.path.join(work_root, name))
-    return os.path.join(work_root, f"w{slot}-does-not-exist")
 
 
 def render_one(job: RenderJob, **pool_kwargs: Any) -> RenderResult:

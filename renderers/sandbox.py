@@ -21,8 +21,11 @@ CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
-# uids far above any real account; worker slot i runs its jobs as JOB_UID_BASE + i.
+# uids far above any real account. Each pool takes its own block of UIDS_PER_POOL (slot i runs its jobs as
+# block start + i), so killing "everything of a job uid" never touches another pool's jobs.
 JOB_UID_BASE = 970_000
+UIDS_PER_POOL = 256
+UID_BLOCKS = 2_000
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
@@ -109,11 +112,29 @@ def apply_rlimits(limits: Limits, address_space_bytes: int | None = None) -> Non
 
 
 def drop_privileges(uid: int) -> None:
-    """Become an unprivileged uid with no groups and no way back (no_new_privs)."""
+    """Become an unprivileged uid with no groups and no way back (no_new_privs).
+
+    Changing credentials clears the parent-death signal, so it is set again afterwards."""
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
+    die_with_parent()
+
+
+def kill_uid(uid: int) -> None:
+    """SIGKILL every process running as `uid` (a worker slot's job uid), whatever session or namespace it is in."""
+    if not is_root():
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setresuid(uid, uid, uid)
+            os.kill(-1, signal.SIGKILL)  # every process this uid may signal, except the caller
+        except OSError:
+            pass
+        os._exit(0)
+    os.waitpid(pid, 0)
 
 
 def isolate_filesystem(job_dir: str, limits: Limits) -> None:
@@ -172,6 +193,6 @@ def subprocess_preexec(limits: Limits, uid: int | None, address_space_bytes: int
         die_with_parent()
         apply_rlimits(limits, address_space_bytes)
         if uid is not None and is_root():
-            drop_privileges(uid)
+            drop_privileges(uid)  # re-arms the parent-death signal
 
     return preexec

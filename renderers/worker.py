@@ -27,7 +27,7 @@ class Worker:
         self.limits = sandbox.Limits(**config["limits"])
         self.max_pixels = int(config.get("max_pixels", DEFAULT_MAX_PIXELS))
         self.format_dir = config.get("format_dir")
-        self.uid = sandbox.JOB_UID_BASE + self.slot if sandbox.is_root() else None
+        self.uid = int(config["uid"]) if sandbox.is_root() else None
         self.job_root = tempfile.mkdtemp(prefix=f"w{self.slot}-", dir=config["work_root"])
         os.chmod(self.job_root, 0o711)
         self.html = None
