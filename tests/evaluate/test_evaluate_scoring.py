@@ -29,7 +29,8 @@ def _chart(titles=("Sales", "Trend", "Share"), colour="tab:red", panels=3, tail=
     lines = ["import matplotlib.pyplot as plt", f"fig, axs = plt.subplots(1, {panels}, figsize=(9, 3), squeeze=False)",
              "axs = axs[0]", f"axs[0].bar(['a', 'b', 'c'], [3, 1, 2], color='{colour}')",
              f"axs[0].set_title('{titles[0]}')",
-             "axs[1].plot([1, 2, 3], [2, 3, 1], color='tab:blue', marker='o')", f"axs[1].set_title('{titles[1]}')"]  # fmt: skip
+             "axs[1].plot([1, 2, 3], [2, 3, 1], color='tab:blue', marker='o')",
+             f"axs[1].set_title('{titles[1]}')"]  # fmt: skip
     if panels == 3:
         lines += ["axs[2].scatter([1, 2], [1, 2], color='tab:green')", f"axs[2].set_title('{titles[2]}')"]
     return "\n".join(lines + ["plt.tight_layout()", tail]) + "\n"
@@ -100,8 +101,9 @@ TIKZ = r"\begin{tikzpicture}\draw[thick] (0,0) rectangle (2,1); \node at (1,0.5)
 
 def test_tikz_gold_perturbation_and_compile_failure(evaluator):
     gold = TIKZ % "Input"
-    rows, summary = _run(evaluator, "tikz", "tikz", gold,
-                         {"gold": gold, "label": TIKZ % "Output layer", "broken": r"\begin{tikzpicture}\draw (0,0"})  # fmt: skip
+    broken = r"\begin{tikzpicture}\draw (0,0"
+    predictions = {"gold": gold, "label": TIKZ % "Output layer", "broken": broken}
+    rows, summary = _run(evaluator, "tikz", "tikz", gold, predictions)
     _assert_gold_perfect(rows["gold"], "tikz")
     assert rows["label"]["metrics"]["ssim"] < 1.0
     assert not rows["broken"]["executed"] and summary["execution_rate"] == pytest.approx(2 / 3)
