@@ -78,11 +78,15 @@ def read_config(hf_dir: str | os.PathLike) -> Qwen25VLConfig:
     return Qwen25VLConfig.from_hf(json.loads(path.read_text()))
 
 
-def abstract_model(config: Qwen25VLConfig, dtype: Any = jnp.float32, param_dtype: Any = None) -> nnx.Module:
+def abstract_model(
+    config: Qwen25VLConfig, dtype: Any = jnp.float32, param_dtype: Any = None, remat_policy: str = "none"
+) -> nnx.Module:
     """The model's shapes without allocating it (`nnx.eval_shape`)."""
     param_dtype = dtype if param_dtype is None else param_dtype
     return nnx.eval_shape(
-        lambda: Qwen25VLForConditionalGeneration(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype)
+        lambda: Qwen25VLForConditionalGeneration(
+            config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype, remat_policy=remat_policy
+        )
     )
 
 
@@ -93,14 +97,16 @@ def load_qwen2_5_vl(
     dtype: Any = jnp.float32,
     param_dtype: Any = None,
     config: Qwen25VLConfig | None = None,
+    remat_policy: str = "none",
 ) -> Qwen25VLForConditionalGeneration:
     """Load an HF Qwen2.5-VL checkpoint dir; parameters in `param_dtype` (default `dtype`) placed over `mesh`.
 
-    `dtype` is the compute dtype. Tensors stream one at a time onto their logical shardings (see hf.loader).
+    `dtype` is the compute dtype; `remat_policy` as in the model. Tensors stream one at a time onto their logical
+    shardings (see hf.loader).
     """
     config = config or read_config(hf_dir)
     param_dtype = dtype if param_dtype is None else param_dtype
-    target = abstract_model(config, dtype, param_dtype)
+    target = abstract_model(config, dtype, param_dtype, remat_policy)
     ignore = ["lm_head.weight"] if config.tie_word_embeddings else []
     return load_model(hf_dir, target, qwen2_5_vl_rules(config), mesh=mesh, dtype=param_dtype, ignore_hf=ignore)
 

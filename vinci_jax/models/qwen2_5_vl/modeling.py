@@ -262,18 +262,26 @@ class DecoderLayer(nnx.Module):
         return sharding.constrain(x, BATCH_SEQ_EMBED), k_cache, v_cache
 
 
-@nnx.remat
-def _remat_layer(layer: DecoderLayer, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
-    """A decoder layer whose activations are recomputed in the backward pass (saves memory in training)."""
+# Rematerialisation policies for decoder layers (what the backward pass may keep instead of recomputing).
+REMAT_POLICIES: dict[str, Any] = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _call_layer(layer: DecoderLayer, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
     return layer(x, cos, sin, mask)
 
 
 class Qwen2Model(nnx.Module):
     """Token embedding, decoder layers, final norm (HF's `model.language_model`, saved as `model.*`)."""
 
-    def __init__(self, config: TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, remat: bool = False):
+    def __init__(self, config: TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, remat_policy: str = "none"):
+        if remat_policy != "none" and remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"remat_policy {remat_policy!r} is not 'none' or one of {sorted(REMAT_POLICIES)}")
         self.config = config
-        self.remat = remat
+        self.remat_policy = remat_policy
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.embed_tokens = Embed(config.vocab_size, config.hidden_size, rngs=rngs, **kw)
         self.layers = nnx.List([DecoderLayer(config, rngs=rngs, **kw) for _ in range(config.num_hidden_layers)])
@@ -283,8 +291,11 @@ class Qwen2Model(nnx.Module):
     def __call__(self, embeds: jax.Array, position_ids: jax.Array, mask: jax.Array) -> jax.Array:
         cos, sin = mrope_cos_sin(position_ids, self.config, self.dtype)
         x = sharding.constrain(embeds, BATCH_SEQ_EMBED)
+        call = _call_layer
+        if self.remat_policy != "none":
+            call = nnx.remat(_call_layer, policy=REMAT_POLICIES[self.remat_policy])
         for layer in self.layers:
-            x = _remat_layer(layer, x, cos, sin, mask) if self.remat else layer(x, cos, sin, mask)
+            x = call(layer, x, cos, sin, mask)
         return self.norm(x)
 
 
@@ -311,10 +322,12 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
     """Vision tower + Qwen2 decoder + LM head, equal to transformers' Qwen2_5_VLForConditionalGeneration.
 
     model(input_ids, position_ids, attention_mask=None, segment_ids=None, pixel_values=None, vision_inputs=None)
-    -> logits [B, L, vocab] in `dtype`. `remat=True` recomputes each decoder layer's activations in the backward
-    pass (training memory; `model.model.remat` can also be flipped after loading). `vision_inputs` comes from
+    -> logits [B, L, vocab] in `dtype`. `vision_inputs` comes from
     `vinci_jax.models.qwen2_5_vl.vision.prepare_vision_inputs` (its `pixel_values` is used unless `pixel_values`
     is given separately, e.g. to place it on its own sharding).
+
+    `remat_policy` ("none", "full", "dots", "dots_no_batch") wraps each decoder layer in `nnx.remat` with that
+    `jax.checkpoint_policies` policy; `model.model.remat_policy` may also be set after loading.
     """
 
     def __init__(
@@ -324,13 +337,13 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
         rngs: nnx.Rngs,
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
-        remat: bool = False,
+        remat_policy: str = "none",
     ):
         self.config = config
         self.dtype = dtype
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.visual = Qwen25VisionTransformer(config.vision, rngs=rngs, **kw)
-        self.model = Qwen2Model(config.text, rngs=rngs, remat=remat, **kw)
+        self.model = Qwen2Model(config.text, rngs=rngs, remat_policy=remat_policy, **kw)
         text = config.text
         self.lm_head = (
             None
