@@ -129,11 +129,12 @@ def _plot_code(spec: Spec) -> list[str]:
 
 
 def to_code(spec: Spec) -> str:
-    head = [r"\documentclass[tikz, border=3mm]{standalone}", r"\usepackage{tikz}"]
+    """Drawings as full `article` documents, plots as bare tikzpicture snippets: both forms occur in the public data,
+    and both hit the renderer's pre-dumped formats (a standalone/pgfplots preamble would be read on every compile)."""
     if spec["type"] == "plot":
-        head += [r"\usepackage{pgfplots}", r"\pgfplotsset{compat=1.17}"]
-    body = _drawing_code(spec) if spec["type"] == "drawing" else _plot_code(spec)
-    return "\n".join(head + [r"\begin{document}"] + body + [r"\end{document}"]) + "\n"
+        return "\n".join(_plot_code(spec)) + "\n"
+    head = [r"\documentclass{article}", r"\usepackage{tikz}", r"\begin{document}"]
+    return "\n".join(head + _drawing_code(spec) + [r"\end{document}"]) + "\n"
 
 
 def _items(spec: Spec) -> list[Spec]:
@@ -224,13 +225,13 @@ DOMAIN = Domain(
     name="tikz",
     language="latex",
     language_phrase="TikZ/LaTeX",
-    render_options={"dpi": 100},
+    render_options={"dpi": 150},
     sample=sample,
     to_code=to_code,
     mutations=MUTATIONS,
     generate_prompts=(
         "Write TikZ code in a LaTeX document that reproduces this figure.",
         "Generate the LaTeX (TikZ/pgfplots) code for the figure above.",
-        "Convert this image into a compilable TikZ/LaTeX document.",
+        "Convert this image into compilable TikZ/LaTeX code.",
     ),
 )
