@@ -202,3 +202,19 @@ def test_config_is_fillable_from_ml_collections_and_never_silently_random():
         build_encoder(RewardConfig())
     with pytest.raises(ValueError, match="unknown"):
         RewardConfig(feature="mean_patch")
+
+
+def test_sharded_batch_over_a_mesh_gives_the_same_rewards(offline_reward, draw):
+    from vinci_jax import sharding
+
+    mesh = sharding.make_mesh({"data": -1})
+    assert mesh.shape["data"] == 8
+    reward = VisualReward(offline_reward.config, encoder=offline_reward.encoder, mesh=mesh)
+    target = draw(640, 480, 21)
+    renders = [draw(640, 480, 22), draw(320, 240, 23)]
+    with jax.set_mesh(mesh):
+        sharded = reward.score([PY_PROMPT] * 2, [PY_RESPONSE] * 2, [target] * 2, renders, ["g", "g"])
+    plain = offline_reward.score([PY_PROMPT] * 2, [PY_RESPONSE] * 2, [target] * 2, renders, ["g", "g"])
+    np.testing.assert_allclose(sharded.total, plain.total, atol=1e-5)  # float32 reductions split across devices
+    with pytest.raises(ValueError, match="share one target"):
+        offline_reward.score([PY_PROMPT] * 2, [PY_RESPONSE] * 2, [target, draw(300, 300, 1)], renders, ["g", "g"])

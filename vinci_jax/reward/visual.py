@@ -172,6 +172,7 @@ class VisualReward:
 
         # host: decode renders, tile targets once per group, tile renders
         target_tiles: dict[Hashable, Tiles] = {}
+        target_sizes: dict[Hashable, tuple[int, int]] = {}
         needed: dict[Hashable, int] = {}  # groups with at least one crop to compare -> first row in target_feats
         render_crops: list[np.ndarray] = []
         pair_keys: list[tuple[Hashable, int]] = []  # (group, crop index) of the target crop each render crop meets
@@ -192,6 +193,12 @@ class VisualReward:
             key = groups[i]
             if key not in target_tiles:
                 target_tiles[key] = tile_image(target_images[i], **tile_kw)
+                target_sizes[key] = target_images[i].size
+            elif target_sizes[key] != target_images[i].size:
+                raise ValueError(
+                    f"rollout {i}: group {key!r} was given targets of sizes {target_sizes[key]} and "
+                    f"{target_images[i].size}; rollouts of one group must share one target image"
+                )
             target = target_tiles[key]
             rendered = tile_image(match_size(image, target_images[i].size), **tile_kw)
             crop_w = target.crop_weights(cfg.coarse_weight, cfg.fine_weight)
