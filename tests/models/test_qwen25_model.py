@@ -175,6 +175,7 @@ def sharded_copy(model, mesh):
     return sharding.shard_module(copy, mesh)
 
 
+@pytest.mark.slow  # two gradient compiles (~15 s of CPU)
 def test_remat_gives_the_same_gradients(case):
     name, _, model, _ = case
     if name != "untied_gqa2":
