@@ -31,13 +31,12 @@ from typing import Any
 
 from renderers import sandbox
 from renderers.images import DEFAULT_MAX_PIXELS, ImageRejected, check_png
+from renderers.pool import _POOL_COUNTER
 from renderers.types import RenderResult
 
 TRACE_KINDS = {"python": ("matplotlib", "rdkit"), "html": ("html",)}
 TRACE_FILE = ".vinci_trace.json"
 MAX_TRACE_BYTES = 8 << 20
-# uids for trace jobs: far from the render pool's JOB_UID_BASE + slot
-TRACE_UID_BASE = sandbox.JOB_UID_BASE + 5000
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TEXT_BLOCKS_JS = """() => {
@@ -120,7 +119,7 @@ class TraceWorker:
         self.slot = int(config["slot"])
         self.limits = sandbox.Limits(**config["limits"])
         self.max_pixels = int(config.get("max_pixels", DEFAULT_MAX_PIXELS))
-        self.uid = TRACE_UID_BASE + self.slot if sandbox.is_root() else None
+        self.uid = int(config["uid"]) if sandbox.is_root() else None
         self.job_root = tempfile.mkdtemp(prefix=f"t{self.slot}-", dir=config["work_root"])
         os.chmod(self.job_root, 0o711)
         self.html = None
@@ -311,6 +310,12 @@ class TracePool:
         self.kill_grace_s = float(kill_grace_s)
         self.limits = limits or sandbox.Limits(cpu_s=int(self.timeout_s) + 2)
         self.max_pixels = max_pixels
+        # job uids from the same per-pool blocks as RenderPool, so killing a uid never reaches another pool's jobs
+        _POOL_COUNTER[0] += 1
+        block = (os.getpid() * 131 + _POOL_COUNTER[0]) % sandbox.UID_BLOCKS
+        self.uid_base = sandbox.JOB_UID_BASE + block * sandbox.UIDS_PER_POOL
+        if num_workers > sandbox.UIDS_PER_POOL:
+            raise ValueError(f"num_workers={num_workers} exceeds {sandbox.UIDS_PER_POOL} per pool")
         self.work_root = tempfile.mkdtemp(prefix="renderers-trace-")
         os.chmod(self.work_root, 0o711)
         self._idle: queue.Queue[tuple[int, _TraceProcess]] = queue.Queue()
@@ -330,7 +335,7 @@ class TracePool:
 
     def _spawn(self, slot: int) -> _TraceProcess:
         config = {"slot": slot, "limits": asdict(self.limits), "max_pixels": self.max_pixels,
-                  "work_root": self.work_root}  # fmt: skip
+                  "work_root": self.work_root, "uid": self.uid_base + slot}  # fmt: skip
         return _TraceProcess(config)
 
     @staticmethod
@@ -353,6 +358,7 @@ class TracePool:
             header, payload = proc.read(started + timeout_s + self.kill_grace_s)
         except (TimeoutError, RuntimeError, OSError, ValueError) as err:
             proc.kill()
+            sandbox.kill_uid(self.uid_base + slot)  # job processes that left the worker's process group
             replacement = self._spawn(slot)
             self._wait_ready(replacement, time.monotonic() + 120.0)
             with self._lock:

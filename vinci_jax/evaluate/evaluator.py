@@ -89,7 +89,7 @@ class Evaluator:
         self.executor = Executor(self.config.num_workers, self.config.timeout_s)
         self._reward = None
         self._clip = None
-        self._gold_cache: dict[tuple[str, str, str], Any] = {}
+        self._gold_cache: dict[tuple[str, ...], Any] = {}
 
     # ---------------------------------------------------------------- helpers
     def reward(self):
@@ -131,10 +131,10 @@ class Evaluator:
     def _gold_results(self, samples: Sequence[EvalSample]) -> list[Any]:
         jobs, keys = [], []
         for s in samples:
-            key = (s.language, s.domain, s.gold_code or "")
+            key = (s.language, s.domain, s.gold_code or "", repr(sorted(s.render_options.items())))
             keys.append(key)
             needs = bool(s.gold_code) and key not in self._gold_cache and _needs_gold_run(s)
-            jobs.append((s.gold_code, s.language, s.domain) if needs else None)
+            jobs.append((s.gold_code, s.language, s.domain, s.render_options) if needs else None)
         for key, result in zip(keys, self.executor.run(jobs), strict=True):
             if result is not None:
                 self._gold_cache[key] = result
@@ -148,7 +148,10 @@ class Evaluator:
         started = time.monotonic()
         gold = self._gold_results(samples)
         preds = self.executor.run(
-            [None if c is None else (c, s.language, s.domain) for s, c in zip(samples, codes, strict=True)]
+            [
+                None if c is None else (c, s.language, s.domain, s.render_options)
+                for s, c in zip(samples, codes, strict=True)
+            ]
         )
         targets, renders = [], []
         for s, g, p in zip(samples, gold, preds, strict=True):

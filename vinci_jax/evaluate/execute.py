@@ -6,7 +6,7 @@ workers (the renderer's own sandbox plus instrumentation), svg and latex to a `r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -37,14 +37,14 @@ class Executor:
             self._render_pool = RenderPool(self.num_workers, languages=("svg", "latex"), timeout_s=self.timeout_s)
         return self._render_pool
 
-    def submit(self, code: str, language: str, domain: str) -> Future[Any]:
+    def submit(self, code: str, language: str, domain: str, options: Mapping[str, Any] | None = None) -> Future[Any]:
         if language in TRACED_LANGUAGES:
             kinds = TRACE_KINDS_BY_DOMAIN.get(domain, ())
-            return self._traced().submit(code, language, kinds)
-        return self._plain().submit(RenderJob(code=code, language=language))
+            return self._traced().submit(code, language, kinds, dict(options or {}))
+        return self._plain().submit(RenderJob(code=code, language=language, options=dict(options or {})))
 
-    def run(self, jobs: Sequence[tuple[str, str, str] | None]) -> list[RenderResult | None]:
-        """Results in order; a None job (nothing to run) gives None."""
+    def run(self, jobs: Sequence[tuple[Any, ...] | None]) -> list[RenderResult | None]:
+        """Results in order for (code, language, domain[, options]) jobs; a None job (nothing to run) gives None."""
         futures = [None if job is None else self.submit(*job) for job in jobs]
         return [None if f is None else f.result() for f in futures]
 

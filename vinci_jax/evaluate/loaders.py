@@ -32,6 +32,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from renderers import extract_code
 from vinci_jax.evaluate.samples import EvalSample, make_sample
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
@@ -202,12 +203,26 @@ def load_synthetic(path: str, split: str = "test") -> LoadReport:
 
 
 def records_to_sample(record: Any, suite: str = "synthetic") -> EvalSample:
-    """A vinci_data Record (generate task) -> EvalSample; its `answer` is the gold code."""
+    """A vinci_data Record -> EvalSample; its `answer` is the gold code (unfenced if it came fenced) and its
+    domain's synthetic render options (viewport, dpi) are the ones its target was rendered with."""
     domain = record.domain if record.domain in ("chart", "web", "svg", "tikz", "chem") else "other"
-    sample = make_sample(suite, domain, record.id, record.target_image(), record.answer or None, record.prompt(),
+    gold = record.answer or None
+    if gold and gold.lstrip().startswith("```"):
+        gold = extract_code(gold, record.language) or gold
+    sample = make_sample(suite, domain, record.id, record.target_image(), gold, record.prompt(),
                          task=record.task, difficulty=record.difficulty)  # fmt: skip
     sample.language = record.language
+    sample.render_options = _synthetic_render_options(record.domain)
     return sample
+
+
+def _synthetic_render_options(domain: str) -> dict[str, Any]:
+    try:
+        from vinci_data.synth.build import DOMAIN_REGISTRY
+    except ImportError:  # an older vinci_data: renderer defaults
+        return {}
+    spec = DOMAIN_REGISTRY.get(domain)
+    return dict(spec.render_options) if spec is not None else {}
 
 
 LOADERS: dict[str, Callable[[str], LoadReport]] = {

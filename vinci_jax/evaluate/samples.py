@@ -26,7 +26,8 @@ class EvalSample:
     """One benchmark item: the target picture, the prompt the model gets, and the gold code when the release has it.
 
     `image` holds encoded bytes; None means "render the gold code to get the target" (releases without pictures).
-    `meta` carries benchmark extras (e.g. `smiles` for molecule sets, `chart_type`).
+    `meta` carries benchmark extras (e.g. `smiles` for molecule sets, `chart_type`). `render_options` are the
+    renderer options the target was made with (viewport, dpi); gold and predicted code are rendered with them.
     """
 
     id: str
@@ -37,6 +38,7 @@ class EvalSample:
     image: bytes | None
     gold_code: str | None = None
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    render_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def target_image(self) -> Image.Image | None:
         if self.image is None:
