@@ -106,7 +106,10 @@ def list_shards(directory: str | os.PathLike, split: str = "train") -> list[str]
 
 
 class RecordWriter:
-    """Writes records of each split round-robin into `num_shards` ArrayRecord files per split."""
+    """Writes records of each split round-robin into `num_shards` ArrayRecord files per split.
+
+    Opening a writer on a directory removes the shards already there (a dataset directory holds one build).
+    """
 
     def __init__(self, directory: str | os.PathLike, num_shards: int = 1):
         from array_record.python.array_record_module import ArrayRecordWriter
@@ -115,6 +118,9 @@ class RecordWriter:
             raise ValueError(f"num_shards must be >= 1, got {num_shards}")
         self._directory = os.fspath(directory)
         os.makedirs(self._directory, exist_ok=True)
+        # a rebuild replaces the whole dataset: shards of an older build (other splits or shard counts) must go
+        for stale in glob.glob(os.path.join(self._directory, "*-*-of-*.array_record")):
+            os.remove(stale)
         self._num_shards = num_shards
         self._writer_cls = ArrayRecordWriter
         self._writers: dict[str, list[Any]] = {}
@@ -122,8 +128,6 @@ class RecordWriter:
 
     def write(self, record: Record) -> None:
         if record.split not in self._writers:
-            for stale in list_shards(self._directory, record.split):
-                os.remove(stale)
             self._writers[record.split] = [
                 self._writer_cls(
                     os.path.join(self._directory, shard_name(record.split, i, self._num_shards)),

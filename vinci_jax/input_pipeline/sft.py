@@ -92,6 +92,7 @@ class SFTFeaturizer:
         self.processor = processor
         self.config = config
         self.counts: collections.Counter[str] = collections.Counter()
+        self.last_error = ""  # the most recent unprocessable record's error, for debugging data problems
         self._rope_index = get_rope_index
 
     def featurize(self, record: Any) -> dict[str, np.ndarray]:
@@ -117,8 +118,9 @@ class SFTFeaturizer:
         self.counts["seen"] += 1
         try:
             sample = self.featurize(sources.decode(raw))
-        except Exception:  # a bad record must not stop training; it is counted instead
+        except Exception as err:  # a bad record must not stop training; it is counted instead
             self.counts["dropped_unprocessable"] += 1
+            self.last_error = f"{type(err).__name__}: {err}"
             return None
         cfg = self.config
         length = len(sample["input_ids"])
@@ -224,6 +226,10 @@ def build_sft_dataset(
     else:
         iter_ds = iter_ds.batch(rows, drop_remainder=True, batch_fn=lambda samples: pad_batch(samples, config))
     if config.worker_count:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # Grain workers read absl flags; outside an absl app use their defaults
+            flags.FLAGS.mark_as_parsed()
         iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.worker_count))
     return iter_ds, featurizer
 
