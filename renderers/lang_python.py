@@ -253,7 +253,7 @@ def _child(code: str, job_dir: str, fd: int, limits: sandbox.Limits, uid: int | 
         os._exit(status)
 
 
-def _fork_job(code: str, job_dir: str, limits: sandbox.Limits, uid: int | None) -> tuple[int, int]:
+def _fork_job(code: str, job_dir: str, limits: sandbox.Limits, uid: int | None, namespaces: bool) -> tuple[int, int]:
     """Fork the job process; as root it becomes pid 1 of fresh pid, mount and net namespaces (so killing it, or
     its parent, takes every process it started along)."""
     read_fd, write_fd = os.pipe()
@@ -267,7 +267,7 @@ def _fork_job(code: str, job_dir: str, limits: sandbox.Limits, uid: int | None) 
         sandbox.die_with_parent()
         os.setsid()
         isolate = False
-        if sandbox.is_root():
+        if namespaces:
             sandbox.unshare(sandbox.CLONE_NEWPID | sandbox.CLONE_NEWNS | sandbox.CLONE_NEWNET)
             isolate = True
             inner = os.fork()
@@ -290,10 +290,19 @@ def _signal_name(number: int) -> str:
 
 
 def render_python(
-    code: str, options: Mapping[str, Any], job_dir: str, limits: sandbox.Limits, uid: int | None, timeout_s: float
+    code: str,
+    options: Mapping[str, Any],
+    job_dir: str,
+    limits: sandbox.Limits,
+    uid: int | None,
+    timeout_s: float,
+    namespaces: bool | None = None,
 ) -> tuple[str, bytes | None, str]:
-    """Render one python job in a sandboxed child; the child is killed at the wall-clock deadline."""
-    pid, read_fd = _fork_job(code, job_dir, limits, uid)
+    """Render one python job in a sandboxed child; the child is killed at the wall-clock deadline.
+
+    `namespaces` (default: when root) puts the job in fresh pid, mount and network namespaces."""
+    namespaces = sandbox.is_root() if namespaces is None else namespaces
+    pid, read_fd = _fork_job(code, job_dir, limits, uid, namespaces)
     deadline = time.monotonic() + timeout_s
     chunks: list[bytes] = []
     timed_out = False

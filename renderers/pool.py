@@ -144,6 +144,7 @@ class RenderPool:
       timeout_s: default per-job wall-clock limit; a job's options["timeout_s"] overrides it.
       kill_grace_s: extra time a worker gets to report a timeout itself before it is killed and replaced.
       limits: per-job rlimits; max_pixels: output budget; work_root: where private job dirs are made.
+      isolate: use namespaces and per-job uids when root (False forces the unprivileged fallback, for tests).
     """
 
     def __init__(
@@ -157,6 +158,7 @@ class RenderPool:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         work_root: str | None = None,
         start_timeout_s: float = 120.0,
+        isolate: bool = True,
     ) -> None:
         self.num_workers = int(num_workers or os.cpu_count() or 1)
         self.languages = tuple(languages) if languages is not None else SUPPORTED_LANGUAGES
@@ -164,6 +166,7 @@ class RenderPool:
         self.kill_grace_s = float(kill_grace_s)
         self.limits = limits or sandbox.Limits(cpu_s=int(self.timeout_s) + 2)
         self.max_pixels = int(max_pixels)
+        self.isolate = bool(isolate)
         self._own_root = work_root is None
         self.work_root = tempfile.mkdtemp(prefix="renderers-") if work_root is None else work_root
         os.makedirs(self.work_root, exist_ok=True)
@@ -178,7 +181,7 @@ class RenderPool:
         self.capabilities: dict[str, bool] = {}
         _POOL_COUNTER[0] += 1
         block = (os.getpid() * 131 + _POOL_COUNTER[0]) % sandbox.UID_BLOCKS
-        self.uid_base = sandbox.JOB_UID_BASE + block * sandbox.UIDS_PER_POOL
+        self.uid_base = sandbox.POOL_UID_BASE + block * sandbox.UIDS_PER_POOL
         if self.num_workers > sandbox.UIDS_PER_POOL:
             raise ValueError(f"num_workers={self.num_workers} exceeds {sandbox.UIDS_PER_POOL} per pool")
         atexit.register(self.close)
@@ -198,6 +201,7 @@ class RenderPool:
             "format_dir": self.format_dir,
             "work_root": self.work_root,
             "uid": self.uid_base + slot,
+            "isolate": self.isolate,
         }
 
     def _spawn(self, slot: int) -> _WorkerProcess:
@@ -221,8 +225,8 @@ class RenderPool:
             import warnings
 
             warnings.warn(
-                "renderers: not running as root, so jobs share the worker's uid and network namespace; only "
-                "rlimits, private dirs and scrubbed environments apply (see renderers/README.md)",
+                "renderers: no namespaces (not root, or isolate=False), so jobs share the worker's uid and network "
+                "namespace; only rlimits, private dirs and scrubbed environments apply (see renderers/README.md)",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -379,7 +383,7 @@ class RenderPool:
         if worker is not None:
             worker.kill()
             _remove_slot_dirs(self.work_root, slot)
-            if sandbox.is_root():
+            if sandbox.is_root() and self.isolate:
                 sandbox.kill_uid(self.uid_base + slot)
 
 

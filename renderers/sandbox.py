@@ -24,6 +24,7 @@ PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 # uids far above any real account. Each pool takes its own block of UIDS_PER_POOL (slot i runs its jobs as
 # block start + i), so killing "everything of a job uid" never touches another pool's jobs.
 JOB_UID_BASE = 970_000
+POOL_UID_BASE = JOB_UID_BASE + 65_536  # below it: fixed uids of other worker kinds (e.g. trace workers)
 UIDS_PER_POOL = 256
 UID_BLOCKS = 2_000
 

@@ -27,14 +27,16 @@ class Worker:
         self.limits = sandbox.Limits(**config["limits"])
         self.max_pixels = int(config.get("max_pixels", DEFAULT_MAX_PIXELS))
         self.format_dir = config.get("format_dir")
-        self.uid = int(config["uid"]) if sandbox.is_root() else None
+        # isolate=False (or not root): the documented fallback with rlimits, private dirs and scrubbed envs only.
+        self.isolate = bool(config.get("isolate", True)) and sandbox.is_root()
+        self.uid = int(config["uid"]) if self.isolate else None
         self.job_root = tempfile.mkdtemp(prefix=f"w{self.slot}-", dir=config["work_root"])
         os.chmod(self.job_root, 0o711)
         self.html = None
         self.isolated_network = False
 
     def start(self) -> dict[str, Any]:
-        if sandbox.is_root():
+        if self.isolate:
             # The whole worker (Chromium, TeX, cairosvg) lives in an empty network namespace.
             sandbox.unshare(sandbox.CLONE_NEWNET)
             self.isolated_network = True
@@ -58,7 +60,12 @@ class Worker:
         return {
             "ready": True,
             "pid": os.getpid(),
-            "capabilities": {**sandbox.capabilities(), "network_namespace": self.isolated_network},
+            "capabilities": {
+                **sandbox.capabilities(),
+                "namespaces": self.isolate,
+                "separate_uid": self.isolate,
+                "network_namespace": self.isolated_network,
+            },
         }
 
     def _html(self):
@@ -86,7 +93,7 @@ class Worker:
                 if language == "python":
                     from renderers.lang_python import render_python
 
-                    return render_python(code, options, job_dir, self.limits, self.uid, timeout_s)
+                    return render_python(code, options, job_dir, self.limits, self.uid, timeout_s, self.isolate)
                 from renderers.lang_latex import render_latex
 
                 return render_latex(
