@@ -194,3 +194,29 @@ def test_remat_gives_the_same_gradients(case):
     diffs = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), plain, rematted)
     assert max(jax.tree.leaves(diffs)) < 1e-6
     assert float(jnp.max(jnp.abs(plain["model"]["layers"][0]["mlp"]["up_proj"]["kernel"][...]))) > 0
+
+
+def test_bfloat16_error_is_no_worse_than_transformers_own(case):
+    """In bfloat16 our logits stay as close to the float32 reference as transformers' bfloat16 run does."""
+    name, hf_model, model, batch = case
+    if name != "untied_gqa2":
+        pytest.skip("one checkpoint is enough for the bfloat16 check")
+    cfg = model.config
+    ref = torch_logits(hf_model, batch, cfg.image_token_id)
+    hf16 = Qwen2_5_VLForConditionalGeneration.from_pretrained(hf_model.name_or_path, dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        hf_bf16 = (
+            hf16(
+                input_ids=torch.from_numpy(batch.input_ids),
+                attention_mask=torch.from_numpy(batch.attention_mask),
+                pixel_values=torch.from_numpy(batch.pixel_values).bfloat16(),
+                image_grid_thw=torch.from_numpy(batch.image_grid_thw),
+                mm_token_type_ids=torch.from_numpy((batch.input_ids == cfg.image_token_id).astype(np.int64)),
+            )
+            .logits.float()
+            .numpy()
+        )
+    ours_bf16 = jax_logits(load_qwen2_5_vl(hf_model.name_or_path, dtype=jnp.bfloat16), batch)
+    theirs = compare(ref, hf_bf16, batch.attention_mask)["max_abs_diff"]
+    ours = compare(ref, ours_bf16, batch.attention_mask)["max_abs_diff"]
+    assert 0 < ours <= 2 * theirs, (ours, theirs)
