@@ -37,6 +37,7 @@ class RewardConfig:
     fold_alignment_into_format: bool = True  # released: the code block must be in the prompt's language
     max_render_pixels: int = 83_000_000
     crop_buckets: tuple[int, ...] = (8, 16, 32, 64)  # padded batch sizes of the encoder; bigger work is chunked
+    host_threads: int = 4  # threads for PIL decoding-free work (resize + tiling) on the host
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:

@@ -13,6 +13,7 @@ import io
 import logging
 import math
 from collections.abc import Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from PIL import Image
 from vinci_jax.reward.config import RewardConfig
 from vinci_jax.reward.encoders import CropEncoder, build_encoder
 from vinci_jax.reward.terms import ParsedResponse, parse_response
-from vinci_jax.reward.tiling import Tiles, match_size, tile_image
+from vinci_jax.reward.tiling import match_size, tile_image
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +172,8 @@ class VisualReward:
         visual = np.zeros((n,), np.float64)
 
         # host: decode renders, tile targets once per group, tile renders
-        target_tiles: dict[Hashable, Tiles] = {}
         target_sizes: dict[Hashable, tuple[int, int]] = {}
+        first_of_group: dict[Hashable, int] = {}
         needed: dict[Hashable, int] = {}  # groups with at least one crop to compare -> first row in target_feats
         render_crops: list[np.ndarray] = []
         pair_keys: list[tuple[Hashable, int]] = []  # (group, crop index) of the target crop each render crop meets
@@ -182,6 +183,7 @@ class VisualReward:
         all_identical = np.zeros((n,), bool)
         scored = np.zeros((n,), bool)
         tile_kw = dict(tile=cfg.tile_size, max_tiles=cfg.max_tiles, thumbnail=cfg.use_thumbnail)
+        images: dict[int, Image.Image] = {}
         for i, (item, result) in enumerate(zip(parsed, render_results, strict=True)):
             if item.code is None:
                 statuses.append("no_code")
@@ -191,16 +193,34 @@ class VisualReward:
             if image is None:
                 continue
             key = groups[i]
-            if key not in target_tiles:
-                target_tiles[key] = tile_image(target_images[i], **tile_kw)
+            if key not in target_sizes:
                 target_sizes[key] = target_images[i].size
+                first_of_group[key] = i
             elif target_sizes[key] != target_images[i].size:
                 raise ValueError(
                     f"rollout {i}: group {key!r} was given targets of sizes {target_sizes[key]} and "
                     f"{target_images[i].size}; rollouts of one group must share one target image"
                 )
+            images[i] = image
+
+        # PIL resizes release the GIL, so targets and renders are tiled on a few host threads.
+        with ThreadPoolExecutor(max_workers=max(1, cfg.host_threads)) as threads:
+            target_jobs = {
+                key: threads.submit(tile_image, target_images[i], **tile_kw) for key, i in first_of_group.items()
+            }
+            render_jobs = {
+                i: threads.submit(
+                    lambda im, size: tile_image(match_size(im, size), **tile_kw), im, target_images[i].size
+                )
+                for i, im in images.items()
+            }
+            target_tiles = {key: job.result() for key, job in target_jobs.items()}
+            rendered_tiles = {i: job.result() for i, job in render_jobs.items()}
+        del images
+
+        for i, rendered in rendered_tiles.items():
+            key = groups[i]
             target = target_tiles[key]
-            rendered = tile_image(match_size(image, target_images[i].size), **tile_kw)
             crop_w = target.crop_weights(cfg.coarse_weight, cfg.fine_weight)
             stats["reference_crops"] += 2 * target.count
             scored[i] = True
