@@ -81,13 +81,14 @@ def run_benchmark(preset: str, steps: int, warmup: int, data: str | None, overri
         jax.block_until_ready(metrics)
         setup_s = time.perf_counter() - start
         tokens = label_tokens = real_tokens = 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for batch in batches[warmup:]:
             state, metrics = trainer.train_step(state, batch)
             tokens += int(np.prod(batch["input_ids"].shape))
             real_tokens += int(jax.device_get((batch["segment_ids"] > 0).sum()))
         jax.block_until_ready(state)
         elapsed = time.perf_counter() - start
+        cpu_s = time.process_time() - cpu_start
         label_tokens = float(jax.device_get(metrics["loss_tokens"]))
     tokens_per_s = tokens / elapsed
     peak = metrics_lib.device_peak_flops()
@@ -102,6 +103,7 @@ def run_benchmark(preset: str, steps: int, warmup: int, data: str | None, overri
         "seq_len": config.data.seq_len,
         "steps": steps,
         "step_s": elapsed / steps,
+        "cpu_s_per_step": cpu_s / steps,  # process CPU time (all threads): comparable on a shared machine
         "setup_and_compile_s": setup_s,
         "tokens_per_s": tokens_per_s,
         "real_tokens_per_s": real_tokens / elapsed,
