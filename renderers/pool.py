@@ -45,7 +45,10 @@ class _WorkerProcess:
     """One worker subprocess and its pipes. Its pid is also its process-group id (new session)."""
 
     def __init__(self, config: dict[str, Any], log_path: str) -> None:
-        env = sandbox.scrubbed_env(config["work_root"], {"PYTHONPATH": _PACKAGE_PARENT, "PYTHONDONTWRITEBYTECODE": "1"})
+        # A private HOME/TMPDIR per worker: Chromium's profile and its crashpad handlers (which re-parent to init
+        # and start their own sessions) all name it on their command line, which is how kill() finds them.
+        self.home = tempfile.mkdtemp(prefix=f"h{config['slot']}-", dir=config["work_root"])
+        env = sandbox.scrubbed_env(self.home, {"PYTHONPATH": _PACKAGE_PARENT, "PYTHONDONTWRITEBYTECODE": "1"})
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "renderers.worker", json.dumps(config)],
@@ -118,12 +121,30 @@ class _WorkerProcess:
                 pass
         self.proc.wait()
         self._close_pipes()
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Kill stragglers that escaped the process tree (Chromium's crashpad handlers) and remove the home dir."""
+        try:
+            import psutil
+
+            marker = self.home + "/"
+            for proc in psutil.process_iter(["cmdline"]):
+                if any(marker in arg for arg in proc.info["cmdline"] or ()):
+                    try:
+                        proc.kill()
+                    except Exception:  # noqa: BLE001
+                        pass
+        except Exception:  # noqa: BLE001
+            pass
+        sandbox.remove_tree(self.home)
 
     def quit(self, timeout_s: float = 10.0) -> None:
         try:
             self.send({"cmd": "quit"})
             self.proc.wait(timeout=timeout_s)
             self._close_pipes()
+            self.sweep()
         except (OSError, subprocess.TimeoutExpired, ValueError):
             self.kill()
 

@@ -250,13 +250,24 @@ def test_crashed_chromium_is_relaunched_and_the_job_retried(hostile_pool):
     assert results[0].image().getpixel((640, 600)) == (0, 255, 0)
 
 
+def processes_mentioning(path: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(path in arg for arg in proc.info["cmdline"] or ()):
+            found.append(proc)
+    return found
+
+
 def test_closing_the_pool_leaves_no_process_or_file():
-    pool = RenderPool(num_workers=1, languages=["python", "svg"], timeout_s=TIMEOUT_S)
+    pool = RenderPool(num_workers=1, languages=["python", "html"], timeout_s=TIMEOUT_S)
     assert pool.submit(RenderJob("while True: pass", "python")).result().status == "timeout"
+    assert pool.submit(RenderJob("<p>hi</p>", "html")).result().ok
     family = [p for pid in pool.worker_pids() for p in [psutil.Process(pid), *psutil.Process(pid).children(True)]]
+    assert processes_mentioning(pool.work_root)  # Chromium (and its crashpad helpers) run from the pool's dirs
     pool.close()
     gone, alive = psutil.wait_procs(family, timeout=10)
     assert alive == []
+    assert processes_mentioning(pool.work_root) == []  # including helpers that re-parented to init
     assert not os.path.exists(pool.work_root)
 
 
