@@ -114,6 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.eval_every = 20
     else:
         config.num_steps = 5000
+        config.log_every = 10  # fetching metrics syncs host and device; not every step on a pod
         config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
         config.model.remat = "dots_no_batch"
         config.optimizer.learning_rate = 1e-5

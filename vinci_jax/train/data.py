@@ -83,15 +83,23 @@ def batch_shardings(batch: Mapping[str, Any], mesh: Mesh, *, accum: bool = False
 def to_global(batch: Mapping[str, Any], shardings: Mapping[str, Any]) -> dict[str, Any]:
     """Process-local numpy leaves -> global jax.Arrays (leaves already on device are passed through)."""
 
-    def put(leaf: Any, shd: NamedSharding) -> jax.Array:
+    def put(key: str, leaf: Any, shd: NamedSharding) -> jax.Array:
         if isinstance(leaf, jax.Array):
             return leaf
         leaf = np.asarray(leaf)
         if shd.spec == PartitionSpec():
-            return jax.device_put(leaf, shd)  # replicated: every process holds the same full value
+            if jax.process_count() > 1:
+                raise NotImplementedError(
+                    f"batch field {key!r} is replicated, but with {jax.process_count()} processes each host holds "
+                    "different rows; multi-host batches need every field split along the batch (see BATCH_AXES)"
+                )
+            return jax.device_put(leaf, shd)
         return jax.make_array_from_process_local_data(shd, leaf)
 
-    return {key: jax.tree.map(put, value, shardings[key]) for key, value in batch.items()}
+    return {
+        key: jax.tree.map(lambda leaf, shd, k=key: put(k, leaf, shd), value, shardings[key])
+        for key, value in batch.items()
+    }
 
 
 class BatchAssembler:

@@ -95,7 +95,8 @@ def make_grain_iterators(
         logging.warning("no %r split in %s: validation disabled", data.val_split, val_path)
     elif data.val_split:
         val_cfg = _sft_config(config, val_path, data.val_split, seed, shuffle=False)
-        make_val = lambda: VisionBatches(SFTLoader(val_cfg), vision_config, bucket)  # noqa: E731
+        processor = train.loader.featurizer.processor  # one tokenizer for both: building it is not free
+        make_val = lambda: VisionBatches(SFTLoader(val_cfg, processor), vision_config, bucket)  # noqa: E731
     return train, make_val
 
 
