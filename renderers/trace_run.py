@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -322,6 +322,7 @@ class TracePool:
         self._all: dict[int, _TraceProcess] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._dispatch = ThreadPoolExecutor(max(1, num_workers), thread_name_prefix="trace-dispatch")
         deadline = time.monotonic() + start_timeout_s
         try:
             for slot in range(max(1, num_workers)):
@@ -378,16 +379,8 @@ class TracePool:
         )
 
     def submit(self, *args: Any, **kwargs: Any) -> Future[TraceResult]:
-        future: Future[TraceResult] = Future()
-
-        def run() -> None:
-            try:
-                future.set_result(self.trace(*args, **kwargs))
-            except BaseException as err:  # noqa: BLE001
-                future.set_exception(err)
-
-        threading.Thread(target=run, daemon=True).start()
-        return future
+        """`trace(...)` on one of the pool's dispatcher threads (one per worker)."""
+        return self._dispatch.submit(self.trace, *args, **kwargs)
 
     def close(self) -> None:
         with self._lock:
@@ -395,6 +388,7 @@ class TracePool:
                 return
             self._closed = True
             procs = list(self._all.values())
+        self._dispatch.shutdown(wait=True)
         for proc in procs:
             proc.quit()
         sandbox.remove_tree(self.work_root)

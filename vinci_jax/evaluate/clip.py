@@ -22,5 +22,7 @@ class ClipScorer:
         inputs = self.processor(images=[a.convert("RGB"), b.convert("RGB")], return_tensors="pt")
         with torch.no_grad():
             feats = self.model.get_image_features(pixel_values=inputs["pixel_values"])
+        if not isinstance(feats, torch.Tensor):  # transformers >= 5: an output whose pooler_output is projected
+            feats = feats.pooler_output
         feats = torch.nn.functional.normalize(feats, dim=-1)
         return float(max(0.0, min(1.0, float((feats[0] * feats[1]).sum()))))

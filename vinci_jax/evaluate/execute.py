@@ -23,7 +23,7 @@ class Executor:
         self.num_workers = max(1, int(num_workers))
         self.timeout_s = float(timeout_s)
         self._trace_pool = None
-        self._render_pool: RenderPool | None = None
+        self._render_pools: dict[str, RenderPool] = {}
 
     def _traced(self):
         if self._trace_pool is None:
@@ -32,16 +32,17 @@ class Executor:
             self._trace_pool = TracePool(self.num_workers, timeout_s=self.timeout_s)
         return self._trace_pool
 
-    def _plain(self) -> RenderPool:
-        if self._render_pool is None:
-            self._render_pool = RenderPool(self.num_workers, languages=("svg", "latex"), timeout_s=self.timeout_s)
-        return self._render_pool
+    def _plain(self, language: str) -> RenderPool:
+        """One pool per language, so an SVG-only evaluation never pays for TeX format builds."""
+        if language not in self._render_pools:
+            self._render_pools[language] = RenderPool(self.num_workers, languages=(language,), timeout_s=self.timeout_s)
+        return self._render_pools[language]
 
     def submit(self, code: str, language: str, domain: str, options: Mapping[str, Any] | None = None) -> Future[Any]:
         if language in TRACED_LANGUAGES:
             kinds = TRACE_KINDS_BY_DOMAIN.get(domain, ())
             return self._traced().submit(code, language, kinds, dict(options or {}))
-        return self._plain().submit(RenderJob(code=code, language=language, options=dict(options or {})))
+        return self._plain(language).submit(RenderJob(code=code, language=language, options=dict(options or {})))
 
     def run(self, jobs: Sequence[tuple[Any, ...] | None]) -> list[RenderResult | None]:
         """Results in order for (code, language, domain[, options]) jobs; a None job (nothing to run) gives None."""
@@ -49,10 +50,10 @@ class Executor:
         return [None if f is None else f.result() for f in futures]
 
     def close(self) -> None:
-        for pool in (self._trace_pool, self._render_pool):
+        for pool in (self._trace_pool, *self._render_pools.values()):
             if pool is not None:
                 pool.close()
-        self._trace_pool = self._render_pool = None
+        self._trace_pool, self._render_pools = None, {}
 
     def __enter__(self) -> Executor:
         return self
