@@ -75,7 +75,7 @@ def reference_reward(model, prompt: str, response: str, target: Image.Image, ren
 PAIRS = [((336, 336), (500, 300)), ((640, 480), (640, 480)), ((1000, 600), (900, 700)), ((512, 1100), (300, 200))]
 
 
-@pytest.mark.parametrize("post_ln", [False, True])
+@pytest.mark.parametrize("post_ln", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_reward_matches_reference(tiny_dinov2, draw, highest_precision, post_ln):
     path, torch_model = tiny_dinov2
     feature = "cls_post_ln" if post_ln else "cls_pre_ln"

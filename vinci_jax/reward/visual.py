@@ -77,6 +77,25 @@ def decode_render(result: Any, max_pixels: int) -> tuple[Image.Image | None, str
         return None, "invalid_image"
 
 
+def _jitted(encoder: CropEncoder) -> tuple[Any, Any]:
+    """The jitted encode and score functions of an encoder, shared by every VisualReward that uses it."""
+    cached = getattr(encoder, "_reward_jitted", None)
+    if cached is not None:
+        return cached
+
+    def encode(params, crops):
+        return encoder.features(params, crops)
+
+    def score_chunk(params, crops, target_feats, pair, segment, weight, acc):
+        feats = encoder.features(params, crops)
+        sims = encoder.similarity(target_feats[pair], feats)
+        return acc.at[segment].add(sims * weight)
+
+    fns = (jax.jit(encode), jax.jit(score_chunk))
+    encoder._reward_jitted = fns  # type: ignore[attr-defined]  # lives and dies with the encoder
+    return fns
+
+
 class VisualReward:
     """The ViRL reward. `score(...)` takes renders made elsewhere (the ViRL loop's pool); `score_with_pool` renders."""
 
@@ -84,18 +103,7 @@ class VisualReward:
         self.config = config or RewardConfig()
         self.encoder = encoder if encoder is not None else build_encoder(self.config, mesh=mesh)
         self.mesh = mesh
-        encoder_ = self.encoder
-
-        def encode(params, crops):
-            return encoder_.features(params, crops)
-
-        def score_chunk(params, crops, target_feats, pair, segment, weight, acc):
-            feats = encoder_.features(params, crops)
-            sims = encoder_.similarity(target_feats[pair], feats)
-            return acc.at[segment].add(sims * weight)
-
-        self._encode = jax.jit(encode)
-        self._score_chunk = jax.jit(score_chunk)
+        self._encode, self._score_chunk = _jitted(self.encoder)
         self.totals = {"encoder_calls": 0, "target_crops_encoded": 0, "target_crops_saved": 0}
 
     @property
