@@ -1,0 +1,81 @@
+"""The model-family registry: selection by name or by a checkpoint's config.json, and each family's pieces."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vinci_jax.models import families
+from vinci_jax.models.qwen2_5_vl import Qwen25VLConfig, Qwen25VLForConditionalGeneration
+from vinci_jax.models.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+from vinci_jax.processing.processor import QwenProcessor
+from vinci_jax.processing.qwen3_vl import Qwen3VLProcessor
+
+
+def _config_dir(tmp_path, name, config):
+    path = tmp_path / name
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(config.to_hf()))
+    return path
+
+
+def test_resolve_by_name_by_checkpoint_and_default(tmp_path):
+    q3 = _config_dir(tmp_path, "q3", Qwen3VLConfig.tiny())
+    q25 = _config_dir(tmp_path, "q25", Qwen25VLConfig.tiny())
+    assert families.resolve_family("", q3).name == "qwen3_vl"
+    assert families.resolve_family(None, q25).name == "qwen2_5_vl"
+    assert families.resolve_family("qwen3_vl").name == "qwen3_vl"
+    assert families.resolve_family("qwen3_vl", q3).name == "qwen3_vl"
+    assert families.resolve_family().name == "qwen2_5_vl"
+    assert families.get_family("Qwen2.5-VL").name == "qwen2_5_vl"
+    with pytest.raises(ValueError, match="set it to 'qwen3_vl'"):
+        families.resolve_family("qwen2_5_vl", q3)
+    with pytest.raises(ValueError, match="unknown model family"):
+        families.get_family("llava")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    with pytest.raises(ValueError, match="'llava' is not a supported family"):
+        families.resolve_family("", tmp_path / "other")
+
+
+@pytest.mark.parametrize(
+    "name, config_cls, model_cls, processor_cls, patch",
+    [
+        ("qwen2_5_vl", Qwen25VLConfig, Qwen25VLForConditionalGeneration, QwenProcessor, 14),
+        ("qwen3_vl", Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, 16),
+    ],
+)
+def test_family_pieces(name, config_cls, model_cls, processor_cls, patch, tmp_path):
+    family = families.get_family(name)
+    config = family.preset("tiny")
+    assert isinstance(config, config_cls) and families.family_of_config(config) is family
+    assert family.preset(f"{name}_tiny") == config
+    path = _config_dir(tmp_path, name, config)
+    assert family.read_config(path) == config
+    small = config.replace(text=dataclasses.replace(config.text, vocab_size=512), image_token_id=500,
+                           vision_start_token_id=501)  # fmt: skip
+    model = family.build(small, rngs=nnx.Rngs(0), dtype=jnp.float32)
+    assert isinstance(model, model_cls) and families.family_of_model(model) is family
+    abstract = family.abstract_model(config)
+    names = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(abstract, nnx.Param))}
+    assert all(any(rule.match_nnx(n) for rule in family.rules(config)) for n in names)
+    image_processor = family.image_processor(min_pixels=32 * 32, max_pixels=64 * 64)
+    assert image_processor.patch_size == patch and image_processor.max_pixels == 64 * 64
+    assert family.processor_class is processor_cls
+
+    # host-side inputs: one image of 4x6 patches between text, the model runs on them
+    merged = 6
+    ids = np.asarray([[5, small.vision_start_token_id] + [small.image_token_id] * merged + [7, 8]])
+    grid = np.asarray([[1, 4, 6]])
+    positions, deltas = family.get_rope_index(ids, grid, config=small)
+    assert positions.shape == (3, 1, ids.shape[1]) and int(deltas[0, 0]) == positions.max() + 1 - ids.shape[1]
+    patch_dim = 3 * 2 * patch * patch
+    pixels = np.random.default_rng(0).normal(size=(24, patch_dim)).astype(np.float32)
+    vision = family.prepare_vision_inputs(grid, pixels, small.vision)
+    logits = model(jnp.asarray(ids), jnp.asarray(positions), vision_inputs=vision)
+    assert logits.shape == (1, ids.shape[1], 512) and bool(jnp.isfinite(logits).all())
