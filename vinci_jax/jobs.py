@@ -17,7 +17,7 @@ JobFn = Callable[[ml_collections.ConfigDict], None]
 JOBS: dict[str, tuple[str, str, str]] = {
     "demo": ("vinci_jax.demo", "run", "#2"),
     "sft": ("vinci_jax.train.sft", "run", "#7"),
-    "virl": ("vinci_jax.train.virl", "run", "#9"),
+    "virl": ("vinci_jax.rl.virl", "run", "#9"),
 }
 
 

@@ -5,9 +5,10 @@ device), because each micro-batch carries its own image layout (VisionInputs buc
 shape on all of them. The loss of a micro-batch is already divided by the *global* normaliser (total response
 tokens for token-mean), so the sum of micro-batch gradients is exactly the big-batch gradient.
 
-Sequences are prompt (left-padded) followed by the response (right-padded); `targets[b, t]` is the token at t + 1
-and `response_mask[b, t]` is 1 where that target is a response token. Log-probabilities are
-`log_softmax(logits / temperature)` at the targets, the same quantity the sampler returns.
+Sequences are prompt (left-padded) followed by the response (right-padded). Only the response window gets logits:
+hidden states at positions `response_start + j` predict `targets[b, j]`, and `response_mask[b, j]` marks real
+response tokens (see vinci_jax.rl.batch). Log-probabilities are `log_softmax(logits / temperature)` at the
+targets, the same quantity the sampler returns.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def target_logprobs(logits: jax.Array, targets: jax.Array, temperature: float) -
 
 def _forward_logprobs(split: SplitModel, params: Any, micro: dict[str, Any], temperature: float):
     model = split.merge(params)
-    logits = model(**{k: micro[k] for k in MODEL_KEYS if micro.get(k) is not None})
-    return target_logprobs(logits, micro["targets"], temperature)
+    hidden = model.hidden_states(**{k: micro[k] for k in MODEL_KEYS if micro.get(k) is not None})
+    window = jax.lax.dynamic_slice_in_dim(hidden, micro["response_start"], micro["targets"].shape[1], axis=1)
+    return target_logprobs(model.compute_logits(window), micro["targets"], temperature)
 
 
 def make_logprob_fn(split: SplitModel, temperature: float) -> Callable[[Any, dict[str, Any]], jax.Array]:

@@ -1,0 +1,140 @@
+"""ViRL: GRPO with rendered visual rewards (`python -m vinci_jax.launch --config configs/virl.py[:preset]`).
+
+Defaults are the released run's (shared/reference/virl.md): 256 prompts x 8 rollouts, lr 1e-6 constant, AdamW
+weight decay 0.01, grad clip 1.0, temperature 1.0, top-p 1.0, prompt <= 6144 and response <= 10240 tokens, PPO clip
+0.2 / 0.3 with dual clip 3.0, token-mean, no KL, checkpoint every 5 steps.
+
+Presets:
+  tiny           (default) random tiny Qwen2.5-VL on the synthetic corpus, offline reward; one CPU.
+  qwen2_5_vl_7b  VinciCoder-7B-style run from an SFT checkpoint or HF dir (`--config.model.init_from=...`).
+  qwen3_vl_8b    the released run's shape (Qwen3-VL-8B); needs the Qwen3-VL family.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+PRESETS = ("tiny", "qwen2_5_vl_7b", "qwen3_vl_8b")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    preset = common.parse_preset(arg, PRESETS, "tiny")
+    config = common.base_config("virl")
+    config.preset = preset
+    config.workdir = f"/tmp/vinci_jax/virl_{preset}"
+    config.num_steps = 164  # one epoch over ~42k prompts at 256 per step
+
+    config.model = ml_collections.ConfigDict(
+        {
+            "family": "qwen2_5_vl",
+            "preset": "tiny",  # random init from this preset when init_from and hf_dir are empty
+            "hf_dir": "",  # HF directory (weights + config)
+            "init_from": "",  # start from an SFT checkpoint (Orbax workdir/step) or HF directory
+            "dtype": "bfloat16",
+            "param_dtype": "float32",
+            "remat": "full",  # the released run trains with gradient checkpointing on
+            "freeze_vision": False,  # the released run trains the vision tower
+            "freeze_merger": False,
+            "freeze": "",
+        }
+    )
+    config.optimizer = ml_collections.ConfigDict(
+        {
+            "learning_rate": 1e-6,
+            "schedule": "constant",
+            "warmup_steps": 0,
+            "min_lr_ratio": 0.0,
+            "b1": 0.9,
+            "b2": 0.999,
+            "eps": 1e-8,
+            "weight_decay": 0.01,
+            "grad_clip": 1.0,
+            "mu_dtype": "",
+        }
+    )
+    config.data = ml_collections.ConfigDict(
+        {
+            "path": "/tmp/vinci_jax/synth",  # ArrayRecord corpus (build-synth / convert --rl output)
+            "split": "train",
+            "eval_split": "test",
+            "prompts_per_step": 256,
+            "max_prompt_len": 6144,
+            "domain_weights": "natural",  # natural | balanced | JSON {"chart": 2, ...}
+            "min_pixels": 512 * 512,
+            "max_pixels": 2048 * 2048,
+        }
+    )
+    config.rollout = ml_collections.ConfigDict(
+        {
+            "n": 8,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "top_k": 0,
+            "max_new_tokens": 10240,
+            "chunk_prompts": 32,  # prompts sampled per device call; their renders overlap the next chunk
+        }
+    )
+    config.algo = ml_collections.ConfigDict(
+        {
+            "advantage": "grpo",  # grpo | dr_grpo | rloo
+            "policy_loss": "ppo_clip",  # ppo_clip | reinforce
+            "clip_low": 0.2,
+            "clip_high": 0.3,
+            "dual_clip": 3.0,
+            "loss_agg": "token-mean",  # token-mean | seq-mean-token-mean | seq-mean-token-sum
+            "kl_coef": 0.0,  # > 0 adds a KL penalty to a frozen copy of the initial policy
+            "kl_estimator": "k3",
+            "filter_equal_groups": False,  # drop groups whose rewards are all equal (zero advantage)
+            "old_logprobs": "detached",  # detached (one on-policy update) | rollout (sampler's) | recomputed
+            "micro_batch_rows": 16,  # rollouts per gradient micro-batch
+        }
+    )
+    config.reward = ml_collections.ConfigDict(
+        {
+            "encoder": "dinov2",  # dinov2 (needs encoder_path) | offline-msssim-hist (weight-free)
+            "encoder_path": "",
+            "feature": "cls_pre_ln",
+            "compute_dtype": "float32",
+            "max_tiles": 12,
+            "format_weight": 0.1,
+            "visual_weight": 0.9,
+        }
+    )
+    config.render = ml_collections.ConfigDict({"num_workers": 0, "timeout_s": 10.0})  # 0 workers: CPU count
+    config.checkpoint = ml_collections.ConfigDict({"every_steps": 5, "keep": 3, "async_save": True})
+    config.eval = ml_collections.ConfigDict({"prompts": 64, "at_start": True, "every_steps": 0, "max_new_tokens": 0})
+    config.log_every = 1
+    config.panel_every = 5  # TensorBoard image panel (target beside rendered rollouts) every N steps; 0 disables
+    config.export_dir = ""  # write the final policy as an HF directory here
+    config.progress = True
+
+    if preset == "tiny":
+        config.num_steps = 4
+        config.model.dtype = "float32"  # bf16 is emulated (slow) on CPU
+        config.model.remat = "none"
+        config.optimizer.learning_rate = 1e-4
+        config.data.prompts_per_step = 4
+        config.data.max_prompt_len = 1024
+        config.data.min_pixels = 56 * 56
+        config.data.max_pixels = 112 * 112
+        config.rollout.n = 4
+        config.rollout.max_new_tokens = 48
+        config.rollout.chunk_prompts = 2
+        config.algo.micro_batch_rows = 8
+        config.reward.encoder = "offline-msssim-hist"
+        config.render.num_workers = 2
+        config.render.timeout_s = 10.0
+        config.checkpoint.every_steps = 2
+        config.eval.prompts = 4
+        config.eval.at_start = False
+        config.panel_every = 2
+    elif preset == "qwen2_5_vl_7b":
+        config.model.preset = "qwen2_5_vl_7b"
+        config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
+    elif preset == "qwen3_vl_8b":
+        config.model.family = "qwen3_vl"
+        config.model.preset = "qwen3_vl_8b"
+        config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
+    return config

@@ -1,0 +1,354 @@
+"""The ViRL job (`job: virl`): GRPO whose reward comes from rendering each sampled program.
+
+One step: next RL batch (prompts, images, targets) -> sample n rollouts per prompt in chunks while the renderer pool
+renders finished chunks -> reward on device -> group advantages -> one clipped policy-gradient update, micro-batched
+-> metrics (reward terms per domain, execution and format rates, lengths, clip fraction, entropy, KL, and the
+device / render-wait / update / wall seconds that show the overlap) -> checkpoint every `checkpoint.every_steps`.
+
+Resuming from WORKDIR restores params, optimizer state, step and the data iterator; sampling keys are derived from
+(seed, step), so the step after a resume is the step an uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from vinci_jax import sharding
+from vinci_jax.rl import algorithms as alg
+from vinci_jax.rl.batch import build_micro_batch
+from vinci_jax.rl.grpo_step import GRPOLossConfig, add_trees, make_apply_fn, make_grad_fn, make_logprob_fn
+from vinci_jax.rl.panels import write_panel
+from vinci_jax.rl.rollout import Rollouts, sample_render_score, summarize
+from vinci_jax.sampling import Sampler, SamplingParams
+from vinci_jax.train import checkpoint as ckpt_lib
+from vinci_jax.train import metrics as metrics_lib
+from vinci_jax.train import optimizer as opt_lib
+from vinci_jax.train import train_state as ts
+from vinci_jax.train.model import ModelFactory
+from vinci_jax.train.preemption import PreemptionWatcher
+
+
+def reward_config(config: ml_collections.ConfigDict) -> Any:
+    from vinci_jax.reward.config import RewardConfig
+
+    r = config.reward
+    return RewardConfig(
+        encoder=r.encoder,
+        encoder_path=r.encoder_path or None,
+        feature=r.feature,
+        compute_dtype=r.compute_dtype,
+        max_tiles=int(r.max_tiles),
+        term_weights=(("visual", float(r.visual_weight)), ("format", float(r.format_weight))),
+    )
+
+
+def loss_config(config: ml_collections.ConfigDict) -> GRPOLossConfig:
+    a = config.algo
+    return GRPOLossConfig(
+        policy_loss=a.policy_loss,
+        clip_low=float(a.clip_low),
+        clip_high=float(a.clip_high),
+        dual_clip=None if a.dual_clip in (None, 0, 0.0) else float(a.dual_clip),
+        loss_agg=a.loss_agg,
+        kl_coef=float(a.kl_coef),
+        kl_estimator=a.kl_estimator,
+        temperature=float(config.rollout.temperature),
+        old_logprobs=a.old_logprobs,
+    )
+
+
+def _domain_weights(value: str) -> Any:
+    return json.loads(value) if value.strip().startswith("{") else value
+
+
+class ViRLTrainer:
+    """Owns the policy, optimizer, renderer pool, reward and checkpoints of one ViRL run."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        from renderers import RenderPool
+        from vinci_jax.input_pipeline.rl import RLConfig, RLLoader
+        from vinci_jax.policy import load_processor
+        from vinci_jax.processing import ImageProcessor, QwenProcessor
+        from vinci_jax.reward.visual import VisualReward
+
+        self.config = config
+        self.workdir = Path(config.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.mesh = sharding.make_mesh(config.mesh.to_dict())
+        self.num_steps = int(config.num_steps)
+
+        base = load_processor(config.model.hf_dir or config.model.init_from or None)
+        image_processor = ImageProcessor(min_pixels=config.data.min_pixels, max_pixels=config.data.max_pixels)
+        self.processor = QwenProcessor(base.tokenizer, image_processor)
+        self.loader_config = RLConfig(
+            data_dir=config.data.path,
+            split=config.data.split,
+            prompts_per_batch=int(config.data.prompts_per_step),
+            max_prompt_len=int(config.data.max_prompt_len),
+            domain_weights=_domain_weights(config.data.domain_weights),
+            seed=int(config.seed),
+            num_epochs=None,
+            min_pixels=int(config.data.min_pixels),
+            max_pixels=int(config.data.max_pixels),
+        )
+        self.loader = RLLoader(self.loader_config, self.processor)
+
+        self.factory = ModelFactory(config.model, self.mesh, config.seed)
+        self.model_config = self.factory.abstract.config
+        graphdef, params_abstract, _ = self.factory.abstract_split()
+        params_abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params_abstract.to_pure_dict())
+        param_shardings = sharding.state_shardings(self.factory.abstract_split()[1], self.mesh).to_pure_dict()
+        self.optimizer, self.schedule, self.trainable = opt_lib.make_optimizer(
+            config.optimizer, self.num_steps, params_abstract, opt_lib.freeze_patterns(config.model)
+        )
+        self.state_shardings = ts.train_state_shardings(params_abstract, param_shardings, self.optimizer, self.mesh)
+        self.ckpt = ckpt_lib.CheckpointManager(
+            self.workdir / "checkpoints",
+            max_to_keep=int(config.checkpoint.keep),
+            save_interval_steps=int(config.checkpoint.every_steps),
+            async_save=bool(config.checkpoint.async_save),
+        )
+        abstract_state = ts.abstract_train_state(params_abstract, self.optimizer, self.state_shardings)
+        restored = self.ckpt.restore_latest(abstract_state)
+        if restored is not None:
+            self.state, self.start_step = restored.state, int(restored.step)
+            if restored.data_state is not None:
+                self.loader.set_state(restored.data_state)
+            logging.info("resumed ViRL from step %d in %s", self.start_step, self.workdir)
+        else:
+            self.state, self.start_step = self._fresh_state(), 0
+        self.split = ts.SplitModel(graphdef, params_abstract, self.factory.rest())
+        self.reference_params = self.state["params"] if config.algo.kl_coef > 0 else None
+
+        self.loss = loss_config(config)
+        with jax.set_mesh(self.mesh):
+            self.grad_fn = jax.jit(make_grad_fn(self.split, self.loss, self.trainable))
+            self.logprob_fn = jax.jit(make_logprob_fn(self.split, self.loss.temperature))
+            self.apply_fn = jax.jit(
+                make_apply_fn(self.optimizer, self.schedule),
+                donate_argnums=0,
+                out_shardings=(self.state_shardings, None),
+            )
+        workers = int(config.render.num_workers) or None
+        self.pool = RenderPool(num_workers=workers, timeout_s=float(config.render.timeout_s))
+        self.reward = VisualReward(reward_config(config), mesh=self.mesh)
+        self.metrics = metrics_lib.MetricsWriter(
+            self.workdir, total_steps=self.num_steps, start_step=self.start_step, progress=bool(config.progress)
+        )
+        self.stop_ids = (self.processor.im_end_token_id, self.processor.pad_token_id)
+
+    # ------------------------------------------------------------------------------------------------ setup
+    def _fresh_state(self) -> ts.TrainState:
+        init_from = self.config.model.init_from
+        if init_from:
+            from vinci_jax.policy import load_policy
+
+            model, _ = load_policy(init_from, mesh=self.mesh, dtype=jnp.dtype(self.config.model.param_dtype))
+            params = nnx.state(model, nnx.Param).to_pure_dict()
+        else:
+            params = self.factory.params()
+        with jax.set_mesh(self.mesh):
+            init = jax.jit(lambda p: ts.init_train_state(p, self.optimizer), out_shardings=self.state_shardings)
+            return init(params)
+
+    def policy(self) -> nnx.Module:
+        """The live policy as an nnx module over the current (sharded) parameters; no copy."""
+        return self.split.merge(self.state["params"])
+
+    def sampler(self) -> Sampler:
+        return Sampler(self.policy(), self.stop_ids, self.processor.pad_token_id)
+
+    def sampling_params(self, greedy: bool = False, max_new_tokens: int | None = None) -> SamplingParams:
+        r = self.config.rollout
+        return SamplingParams(
+            n=1 if greedy else int(r.n),
+            max_new_tokens=int(max_new_tokens or r.max_new_tokens),
+            temperature=float(r.temperature),
+            top_p=float(r.top_p),
+            top_k=int(r.top_k),
+            greedy=greedy,
+        )
+
+    # ------------------------------------------------------------------------------------------------ rollouts
+    def rollout(self, batch: Any, params: SamplingParams, key: jax.Array) -> Rollouts:
+        with jax.set_mesh(self.mesh):
+            return sample_render_score(
+                self.sampler(),
+                self.processor,
+                self.model_config,
+                batch.prompts,
+                batch.prompt_texts,
+                batch.target_images(),
+                list(batch.group_ids),
+                params,
+                key,
+                self.pool,
+                self.reward,
+                chunk_prompts=int(self.config.rollout.chunk_prompts),
+            )
+
+    def evaluate(self, split: str | None = None, prompts: int | None = None) -> dict[str, float]:
+        """Greedy rollouts on held-out prompts: mean reward, execution rate, format rate (and per domain)."""
+        import dataclasses
+
+        from vinci_jax.input_pipeline.rl import RLLoader
+
+        count = int(prompts or self.config.eval.prompts)
+        held_out = dataclasses.replace(
+            self.loader_config,
+            split=split or self.config.data.eval_split,
+            prompts_per_batch=count,
+            shuffle=False,
+            num_epochs=1,
+            domain_weights="natural",
+        )
+        batch = next(iter(RLLoader(held_out, self.processor)))
+        max_new = int(self.config.eval.max_new_tokens) or None
+        rollouts = self.rollout(batch, self.sampling_params(greedy=True, max_new_tokens=max_new), jax.random.key(0))
+        return summarize(rollouts, batch.domains)
+
+    # ------------------------------------------------------------------------------------------------ update
+    def _advantages(self, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = int(self.config.rollout.n)
+        estimator = alg.lookup(alg.ADVANTAGES, self.config.algo.advantage, "advantage estimator")
+        advantages = estimator(rewards, n)
+        keep = np.ones_like(rewards, bool)
+        if self.config.algo.filter_equal_groups:
+            keep = np.repeat(alg.informative_groups(rewards, n), n)
+        return advantages, keep
+
+    def _micro_batches(self, rollouts: Rollouts, advantages: np.ndarray, keep: np.ndarray):
+        rows_per = int(self.config.algo.micro_batch_rows)
+        offset = 0
+        for chunk in rollouts.chunks:
+            rows = [r for r in range(chunk.samples.tokens.shape[0]) if keep[offset + r]]
+            chunk_adv = advantages[offset : offset + chunk.samples.tokens.shape[0]]
+            for start in range(0, len(rows), rows_per):
+                yield build_micro_batch(
+                    rows[start : start + rows_per],
+                    chunk.prompts,
+                    chunk.raw,
+                    chunk.samples,
+                    chunk_adv,
+                    self.model_config.vision,
+                    self.processor.pad_token_id,
+                )
+            offset += chunk.samples.tokens.shape[0]
+
+    def _place(self, micro: dict[str, Any]) -> dict[str, Any]:
+        placed = dict(micro)
+        for key, value in micro.items():
+            if key in ("vision_inputs", "response_start") or value is None:
+                continue
+            names = (None, "batch", None) if key == "position_ids" else ("batch",) + (None,) * (value.ndim - 1)
+            placed[key] = jax.device_put(value, sharding.named_sharding(self.mesh, names, value.shape))
+        return placed
+
+    def update(self, rollouts: Rollouts) -> dict[str, float]:
+        advantages, keep = self._advantages(rollouts.rewards)
+        micro_batches = [self._place(m) for m in self._micro_batches(rollouts, advantages, keep)]
+        if not micro_batches:
+            return {"groups_kept": 0.0}
+        total_tokens = sum(float(m["response_mask"].sum()) for m in micro_batches)
+        sequences = sum(float((m["response_mask"].sum(axis=1) > 0).sum()) for m in micro_batches)
+        normaliser = jnp.float32(total_tokens if self.loss.loss_agg == "token-mean" else sequences)
+        grads = stats = None
+        with jax.set_mesh(self.mesh):
+            for micro in micro_batches:
+                if self.loss.old_logprobs == "recomputed":
+                    micro["old_logprobs"] = self.logprob_fn(self.state["params"], micro)
+                if self.reference_params is not None:
+                    micro["ref_logprobs"] = self.logprob_fn(self.reference_params, micro)
+                g, s = self.grad_fn(self.state["params"], micro, normaliser)
+                grads, stats = (g, s) if grads is None else (add_trees(grads, g), add_trees(stats, s))
+            self.state, applied = self.apply_fn(self.state, grads)
+        tokens = max(float(stats["tokens"]), 1.0)
+        out = {
+            "loss": float(stats["loss"]),
+            "grad_norm": float(applied["grad_norm"]),
+            "learning_rate": float(applied["learning_rate"]),
+            "entropy": float(stats["entropy_sum"]) / tokens,
+            "clip_fraction": float(stats["clipped_sum"]) / tokens,
+            "groups_kept": float(keep.sum()) / int(self.config.rollout.n),
+            "response_tokens": total_tokens,
+        }
+        if "kl_sum" in stats:
+            out["kl"] = float(stats["kl_sum"]) / tokens
+        return out
+
+    # ------------------------------------------------------------------------------------------------ loop
+    def train(self) -> dict[str, float]:
+        watcher = PreemptionWatcher()
+        key = jax.random.key(int(self.config.seed))
+        step = self.start_step
+        last: dict[str, float] = {}
+        try:
+            while step < self.num_steps:
+                began = time.perf_counter()
+                batch = next(self.loader)
+                rollouts = self.rollout(batch, self.sampling_params(), jax.random.fold_in(key, step))
+                update_began = time.perf_counter()
+                last = self.update(rollouts)
+                jax.block_until_ready(self.state["params"])
+                update_s = time.perf_counter() - update_began
+                step += 1
+                last |= summarize(rollouts, batch.domains)
+                last |= {
+                    "device_s": rollouts.device_s + update_s,
+                    "sample_s": rollouts.device_s,
+                    "render_wait_s": rollouts.render_wait_s,
+                    "update_s": update_s,
+                    "wall_s": time.perf_counter() - began,
+                }
+                self.metrics.write(step, last)
+                if self.config.panel_every and step % int(self.config.panel_every) == 0 and jax.process_index() == 0:
+                    write_panel(self.workdir / "panels" / f"step_{step:06d}.png", batch, rollouts)
+                if self.config.eval.every_steps and step % int(self.config.eval.every_steps) == 0:
+                    self.metrics.write(step, {f"eval/{k}": v for k, v in self.evaluate().items()})
+                self.ckpt.save(step, self.state, self.loader.get_state(), force=step == self.num_steps)
+                if watcher.requested or self.ckpt.reached_preemption(step):
+                    logging.warning("preemption notice: saving step %d and stopping", step)
+                    self.ckpt.save(step, self.state, self.loader.get_state(), force=True)
+                    break
+        finally:
+            watcher.restore()
+            self.ckpt.wait()
+        return last
+
+    def export(self, out_dir: str) -> None:
+        """Write the current policy as an HF directory (weights, config, tokenizer and processor files)."""
+        from vinci_jax.hf.qwen2_5_vl import export_qwen2_5_vl
+
+        model = self.policy()
+        export_qwen2_5_vl(model, out_dir)
+        self.processor.save_pretrained(out_dir)
+
+    def close(self) -> None:
+        self.ckpt.close()
+        self.metrics.close()
+        self.pool.close()
+
+
+def run(config: ml_collections.ConfigDict) -> None:
+    trainer = ViRLTrainer(config)
+    try:
+        if config.eval.at_start and trainer.start_step == 0:
+            print("[virl] held-out before:", json.dumps(trainer.evaluate()), flush=True)
+        last = trainer.train()
+        print("[virl] last step:", json.dumps(last), flush=True)
+        print("[virl] held-out after:", json.dumps(trainer.evaluate()), flush=True)
+        if config.export_dir:
+            trainer.export(config.export_dir)
+            print(f"[virl] exported the policy to {config.export_dir}", flush=True)
+    finally:
+        trainer.close()
