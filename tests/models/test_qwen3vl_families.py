@@ -79,3 +79,16 @@ def test_family_pieces(name, config_cls, model_cls, processor_cls, patch, tmp_pa
     vision = family.prepare_vision_inputs(grid, pixels, small.vision)
     logits = model(jnp.asarray(ids), jnp.asarray(positions), vision_inputs=vision)
     assert logits.shape == (1, ids.shape[1], 512) and bool(jnp.isfinite(logits).all())
+
+
+def test_from_model_config_and_processor_with(tmp_path):
+    family, config = families.from_model_config({"family": "qwen3_vl", "preset": "qwen3_vl_8b", "hf_dir": ""})
+    assert family.name == "qwen3_vl" and config == Qwen3VLConfig.qwen3_vl_8b()
+    q3 = _config_dir(tmp_path, "q3", Qwen3VLConfig.tiny())
+    family, config = families.from_model_config({"family": "", "preset": "tiny", "hf_dir": str(q3)})
+    assert family.name == "qwen3_vl" and config == Qwen3VLConfig.tiny()
+    family, config = families.from_model_config({"preset": "tiny"})
+    assert family.name == "qwen2_5_vl" and config == Qwen25VLConfig.tiny()
+    processor = families.get_family("qwen3_vl").processor_with(min_pixels=32 * 32, max_pixels=128 * 128)
+    assert isinstance(processor, Qwen3VLProcessor) and processor.image_processor.max_pixels == 128 * 128
+    assert processor.apply_chat_template([{"role": "user", "content": "hi"}]).startswith("<|im_start|>user\n")

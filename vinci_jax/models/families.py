@@ -10,7 +10,8 @@ Training, sampling and the HF tools ask the family for what they need instead of
     family.export(model, out_dir, dtype="bfloat16", source_dir=hf_dir)
     positions, deltas = family.get_rope_index(input_ids, image_grid_thw, attention_mask, config=config)
     vision_inputs = family.prepare_vision_inputs(image_grid_thw, pixel_values, config.vision, **layout)
-    processor = family.processor(hf_dir_or_None) ; image_processor = family.image_processor(max_pixels=...)
+    processor = family.processor(hf_dir_or_None) ; family.processor_with(tokenizer, min_pixels=.., max_pixels=..)
+    family, config = from_model_config(config.model)   # a run's model block: family / preset / hf_dir
 
 Both families share the model call signatures (`__call__`, `hidden_states`, `compute_logits`, `init_cache`,
 `forward_with_cache`), the KV cache, the host-side `VisionInputs` layout, the loader and the processor outputs.
@@ -147,6 +148,15 @@ class ModelFamily:
         base = _resolve(self.image_processor_path)()
         return dataclasses.replace(base, **overrides) if overrides else base
 
+    def processor_with(self, tokenizer: Any = None, **image_overrides: Any) -> Any:
+        """This family's processor around `tokenizer` (default: the offline Qwen tokenizer) and its image processor
+        with `image_overrides` (e.g. the data config's min_pixels / max_pixels)."""
+        if tokenizer is None:
+            from vinci_jax.processing import load_tokenizer
+
+            tokenizer = load_tokenizer(None)
+        return self.processor_class(tokenizer, self.image_processor(**image_overrides))
+
 
 def _qwen25_image_processor() -> Any:
     from vinci_jax.processing import ImageProcessor
@@ -227,6 +237,16 @@ def family_of_config(config: Any) -> ModelFamily:
 
 def family_of_model(model: Any) -> ModelFamily:
     return family_of_config(model.config)
+
+
+def from_model_config(model: Mapping[str, Any]) -> tuple[ModelFamily, Any]:
+    """(family, model config) for a run's `config.model` block: `hf_dir` (its config.json decides the family and
+    the shapes), else `family` (default qwen2_5_vl) with its size `preset` (e.g. "tiny", "8b", "qwen3_vl_8b")."""
+    hf_dir = model.get("hf_dir") or None
+    family = resolve_family(model.get("family") or "", hf_dir)
+    if hf_dir:
+        return family, family.read_config(hf_dir)
+    return family, family.preset(str(model.get("preset") or "tiny"))
 
 
 def resolve_family(name: str | None = "", hf_dir: str | os.PathLike | None = None) -> ModelFamily:
