@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -92,3 +93,17 @@ def test_from_model_config_and_processor_with(tmp_path):
     processor = families.get_family("qwen3_vl").processor_with(min_pixels=32 * 32, max_pixels=128 * 128)
     assert isinstance(processor, Qwen3VLProcessor) and processor.image_processor.max_pixels == 128 * 128
     assert processor.apply_chat_template([{"role": "user", "content": "hi"}]).startswith("<|im_start|>user\n")
+
+
+@pytest.mark.parametrize("name", ["qwen2_5_vl", "qwen3_vl"])
+def test_freeze_groups_split_the_vision_tower_from_its_mergers(name):
+    family = families.get_family(name)
+    paths = [
+        "/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(family.abstract_model(family.preset("tiny"))))
+    ]
+    vision = {p for p in paths if re.match(family.freeze_groups["vision"], p)}
+    merger = {p for p in paths if re.match(family.freeze_groups["merger"], p)}
+    visual = {p for p in paths if p.startswith("visual/")}
+    assert vision and merger and not vision & merger and vision | merger == visual
+    assert all("merger" in p for p in merger) and not any("merger" in p for p in vision)
+    assert any("blocks/0/attn/qkv" in p for p in vision)

@@ -50,6 +50,11 @@ class ModelFamily:
     processor_class_path: str
     image_processor_path: str  # zero-argument factory (keyword overrides allowed) of the default ImageProcessor
     presets: tuple[str, ...]
+    # parameter-path regexes ('/'-separated NNX paths) of the trainers' freeze groups: the vision tower without its
+    # mergers (ms-swift's "vit"), and the mergers that project into the text width (its "aligner")
+    freeze_groups: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: {"vision": r"^visual/(?!merger/)", "merger": r"^visual/merger/"}
+    )
     prepare_vision_inputs_path: str = "vinci_jax.models.qwen2_5_vl.vision_inputs:prepare_vision_inputs"
 
     # -- classes --
@@ -188,6 +193,10 @@ FAMILIES: dict[str, ModelFamily] = {
         processor_class_path="vinci_jax.processing.qwen3_vl:Qwen3VLProcessor",
         image_processor_path="vinci_jax.processing.qwen3_vl:qwen3_vl_image_processor",
         presets=("tiny", "2b", "4b", "8b", "32b"),
+        freeze_groups={
+            "vision": r"^visual/(?!merger/|deepstack_merger_list/)",
+            "merger": r"^visual/(merger|deepstack_merger_list)/",
+        },
     ),
 }
 DEFAULT_FAMILY = "qwen2_5_vl"
