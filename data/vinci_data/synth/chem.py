@@ -1,4 +1,4 @@
-"""RDKit molecule drawings from a list of common SMILES, drawn with RDKit and shown through matplotlib.
+"""RDKit molecule drawings from a list of common SMILES, drawn by RDKit's Cairo drawer into a PNG file.
 
 Difficulty follows molecule size (small, medium, large) and adds highlighted atoms and a legend at level 2.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from vinci_data.synth.common import Domain, Spec, edited, words
+from vinci_data.synth.common import Domain, Spec, edited
 
 # (name, SMILES) grouped by size; all parse with RDKit.
 SMALL: tuple[tuple[str, str], ...] = (
@@ -66,6 +66,13 @@ HIGHLIGHTS: tuple[tuple[str, tuple[float, float, float]], ...] = (
     ("green", (0.6, 1.0, 0.6)),
 )
 
+TINTS: tuple[tuple[float, float, float, float], ...] = (
+    (1.0, 0.98, 0.88, 1.0),
+    (1.0, 0.93, 0.95, 1.0),
+    (0.9, 0.97, 1.0, 1.0),
+    (0.92, 1.0, 0.92, 1.0),
+)
+
 
 def sample(rng: random.Random, difficulty: int) -> Spec:
     name, smiles = rng.choice(LEVELS[difficulty])
@@ -77,24 +84,25 @@ def sample(rng: random.Random, difficulty: int) -> Spec:
         "highlight_colour": rng.randrange(len(HIGHLIGHTS)),
         "legend": name if difficulty >= 2 or rng.random() < 0.3 else "",
         "bond_width": rng.choice((1.5, 2.0, 3.0)),
-        "title": words(rng, 2) if difficulty >= 2 and rng.random() < 0.5 else "",
+        "tinted": difficulty >= 2 and rng.random() < 0.5,
     }
 
 
 def to_code(spec: Spec) -> str:
+    """RDKit's Cairo drawer writing a PNG (the renderer captures written images; no matplotlib needed)."""
     size = spec["size"]
     rgb = HIGHLIGHTS[spec["highlight_colour"]][1]
     lines = [
-        "import io",
-        "import matplotlib.pyplot as plt",
-        "from PIL import Image",
         "from rdkit import Chem",
         "from rdkit.Chem.Draw import rdMolDraw2D",
         "",
         f"mol = Chem.MolFromSmiles({spec['smiles']!r})",
         f"drawer = rdMolDraw2D.MolDraw2DCairo({size}, {size})",
-        f"drawer.drawOptions().bondLineWidth = {spec['bond_width']}",
+        "options = drawer.drawOptions()",
+        f"options.bondLineWidth = {spec['bond_width']}",
     ]
+    if spec["tinted"]:
+        lines.append(f"options.setBackgroundColour({TINTS[spec['highlight_colour']]})")
     if spec["highlight"]:
         lines.append(f"atoms = {spec['highlight']}")
         lines.append(f"colours = {{i: {rgb} for i in atoms}}")
@@ -103,17 +111,7 @@ def to_code(spec: Spec) -> str:
         )
     else:
         lines.append(f"drawer.DrawMolecule(mol, legend={spec['legend']!r})")
-    lines += [
-        "drawer.FinishDrawing()",
-        "image = Image.open(io.BytesIO(drawer.GetDrawingText()))",
-        "",
-        f"fig, ax = plt.subplots(figsize=({size / 100}, {size / 100}))",
-        "ax.imshow(image)",
-        "ax.axis('off')",
-    ]
-    if spec["title"]:
-        lines.append(f"ax.set_title({spec['title']!r})")
-    lines += ["plt.tight_layout()", "plt.show()"]
+    lines += ["drawer.FinishDrawing()", "drawer.WriteDrawingText('molecule.png')"]
     return "\n".join(lines) + "\n"
 
 
@@ -142,8 +140,8 @@ def _missing_element(spec: Spec, rng: random.Random) -> str:
     def edit(s: Spec) -> None:
         if s["legend"]:
             s["legend"] = ""
-        elif s["title"]:
-            s["title"] = ""
+        elif s["tinted"]:
+            s["tinted"] = False
         else:
             s["bond_width"] = 0.5 if s["bond_width"] > 1 else 4.0
             s["legend"] = ""
