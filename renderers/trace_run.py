@@ -37,6 +37,9 @@ from renderers.types import RenderResult
 TRACE_KINDS = {"python": ("matplotlib", "rdkit"), "html": ("html",)}
 TRACE_FILE = ".vinci_trace.json"
 MAX_TRACE_BYTES = 8 << 20
+TRACE_UID_BLOCKS = (getattr(sandbox, "POOL_UID_BASE", sandbox.JOB_UID_BASE + 65_536) - sandbox.JOB_UID_BASE) // (
+    sandbox.UIDS_PER_POOL
+)
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TEXT_BLOCKS_JS = """() => {
@@ -220,7 +223,10 @@ def _send(out: Any, header: dict[str, Any], payload: bytes = b"") -> None:
 
 class _TraceProcess:
     def __init__(self, config: dict[str, Any]) -> None:
-        env = sandbox.scrubbed_env(config["work_root"], {"PYTHONPATH": _PACKAGE_PARENT, "PYTHONDONTWRITEBYTECODE": "1"})
+        # A private HOME per worker: Chromium and its crashpad handlers (which leave the process tree) name it on
+        # their command lines, which is how sweep() finds them.
+        self.home = tempfile.mkdtemp(prefix=f"h{config['slot']}-", dir=config["work_root"])
+        env = sandbox.scrubbed_env(self.home, {"PYTHONPATH": _PACKAGE_PARENT, "PYTHONDONTWRITEBYTECODE": "1"})
         self.log = open(os.path.join(config["work_root"], f"trace-{config['slot']}.log"), "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "renderers.trace_run", json.dumps(config)],
@@ -279,12 +285,30 @@ class _TraceProcess:
         self.proc.kill()
         self.proc.wait()
         self.log.close()
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Kill processes that escaped the tree but carry this worker's home on their command line."""
+        try:
+            import psutil
+
+            marker = self.home + "/"
+            for proc in psutil.process_iter(["cmdline"]):
+                if any(marker in arg for arg in proc.info["cmdline"] or ()):
+                    try:
+                        proc.kill()
+                    except Exception:  # noqa: BLE001 - already gone
+                        pass
+        except Exception:  # noqa: BLE001
+            pass
+        sandbox.remove_tree(self.home)
 
     def quit(self) -> None:
         try:
             self.send({"cmd": "quit"})
             self.proc.wait(timeout=10)
             self.log.close()
+            self.sweep()
         except (OSError, subprocess.TimeoutExpired, ValueError):
             self.kill()
 
@@ -310,9 +334,11 @@ class TracePool:
         self.kill_grace_s = float(kill_grace_s)
         self.limits = limits or sandbox.Limits(cpu_s=int(self.timeout_s) + 2)
         self.max_pixels = max_pixels
-        # job uids from the same per-pool blocks as RenderPool, so killing a uid never reaches another pool's jobs
+        # Job uids: a block of UIDS_PER_POOL below the render pools' range (sandbox.POOL_UID_BASE), so killing a
+        # trace job's uid never reaches a RenderPool's jobs (nor, but for a 1-in-TRACE_UID_BLOCKS clash between
+        # processes, another trace pool's).
         _POOL_COUNTER[0] += 1
-        block = (os.getpid() * 131 + _POOL_COUNTER[0]) % sandbox.UID_BLOCKS
+        block = (os.getpid() * 131 + _POOL_COUNTER[0]) % TRACE_UID_BLOCKS
         self.uid_base = sandbox.JOB_UID_BASE + block * sandbox.UIDS_PER_POOL
         if num_workers > sandbox.UIDS_PER_POOL:
             raise ValueError(f"num_workers={num_workers} exceeds {sandbox.UIDS_PER_POOL} per pool")
