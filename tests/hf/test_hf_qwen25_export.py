@@ -103,8 +103,17 @@ def test_orbax_checkpoints_export_like_the_model(untied, tmp_path):
     manager.wait_until_finished()
     (managed / "config.json").write_text(config_json)
 
+    # the trainer's layout: WORKDIR/checkpoints/<step>/state = {params, opt_state, step}, config.json in WORKDIR
+    workdir = tmp_path / "workdir"
+    params = state.to_pure_dict()
+    train_state = {"params": params, "opt_state": ({"mu": params, "nu": params}, {}), "step": jnp.int32(7)}
+    trainer = ocp.CheckpointManager(workdir / "checkpoints", item_names=("state",))
+    trainer.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(train_state)))
+    trainer.wait_until_finished()
+    (workdir / "config.json").write_text(config_json)
+
     original = read_tensors(untied)
-    for src in (std, managed):
+    for src in (std, managed, workdir):
         out = export(src, tmp_path / f"out_{src.name}", dtype="float32")
         assert_same_tensors(original, read_tensors(out))
 

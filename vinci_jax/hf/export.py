@@ -7,17 +7,21 @@ Orbax layouts accepted as SRC (the model's `nnx.state(...)` saved by `ocp.Standa
     SRC/<step>/<item>/        a CheckpointManager root: the latest step is used (or `step=`); config.json in
                               SRC/<step>/<item>, SRC/<step> or SRC
     SRC/<item>/               one step of a CheckpointManager
+    SRC/checkpoints/<step>/.. a training WORKDIR (vinci_jax.train layout: items `state` + `data_iter`, where
+                              state = {"params": ..., "opt_state": ..., "step": ...}); config.json in SRC works
 
 When a step holds several items (e.g. `model` and `opt_state`), or an item holds a larger tree (e.g.
 `{"params": state, "opt_state": ...}`), the subtree whose paths the Qwen2.5-VL table maps best is exported
 (optimizer moments mirror the parameter paths, so ties go to the shortest prefix, then to items named
-model/params/state). Only parameters are written; other leaves of the chosen subtree are ignored.
+model/params/state). Only that subtree is read from disk (partial restore, as host numpy arrays), and only
+parameters are written.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +89,21 @@ def _best_prefix(paths: list[str], rules: list[Rule]) -> tuple[int, str]:
     return best, min((p for p, n in counts.items() if n == best), key=len)
 
 
+def _only_subtree(tree: Any, parts: list[str]) -> Any:
+    """`tree` cut down to the branch at `parts` (so only the parameters are read, not optimizer moments).
+
+    Falls back to the whole tree when the branch passes through a non-dict container.
+    """
+    node = tree
+    for part in parts:
+        if not isinstance(node, Mapping) or part not in node:
+            return tree
+        node = node[part]
+    for part in reversed(parts):
+        node = {part: node}
+    return node
+
+
 def _item_tree_metadata(item: Path) -> Any:
     import orbax.checkpoint as ocp
 
@@ -99,6 +118,8 @@ def restore_orbax_params(
     import orbax.checkpoint as ocp
 
     root = Path(src)
+    if (root / "checkpoints").is_dir() and not _is_orbax_item(root):
+        root = root / "checkpoints"  # a training WORKDIR
     items, config_dirs = _orbax_items(root, step)
     if not items:
         raise FileNotFoundError(f"{root} holds no Orbax checkpoint (no _METADATA in it, its steps or items)")
@@ -118,9 +139,11 @@ def restore_orbax_params(
         ranked.append((-count, len(prefix), preference, item.name, item, prefix))
     _, _, _, _, item, prefix = min(ranked)
 
-    metadata = _item_tree_metadata(item)
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-    tree = ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    target = _only_subtree(_item_tree_metadata(item), prefix.split(".") if prefix else [])
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+    tree = ocp.PyTreeCheckpointer().restore(
+        item, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
+    )
     start = f"{prefix}." if prefix else ""
     flat = {k[len(start) :]: v for k, v in _flat_tree(tree).items() if k.startswith(start)}
 
