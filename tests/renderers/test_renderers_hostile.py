@@ -144,6 +144,14 @@ def corpus(server: str, secret_path: str, tmp_outside: str, host_tmp_marker: str
             {"ok"},
         ),
         "latex-input-outside": (RenderJob(f"\\input{{{secret_path}}}\n", "latex"), {"error"}),
+        "latex-openout-outside": (
+            RenderJob(
+                f"\\newwrite\\f\\immediate\\openout\\f={host_tmp_marker}-out.tex\\immediate\\write\\f{{x}}"
+                "\\immediate\\closeout\\f\n$x$",
+                "latex",
+            ),
+            {"error"},
+        ),
         "latex-endless-loop": (RenderJob(r"\def\x{\x}\x", "latex"), {"timeout"}),
         "svg-external-entity": (RenderJob(entity_svg, "svg"), {"error"}),
         "svg-file-and-url-href": (RenderJob(href_svg, "svg"), {"ok"}),
@@ -189,7 +197,8 @@ def test_hostile_corpus_is_contained_and_the_pool_keeps_serving(hostile_pool, se
     )
     assert "entit" in futures["svg-external-entity"].result().error
     assert not os.path.exists(tmp_outside)
-    assert not os.path.exists(host_tmp_marker) and not os.path.exists(host_tmp_marker + "-tex")
+    for suffix in ("", "-tex", "-out.tex"):
+        assert not os.path.exists(host_tmp_marker + suffix), suffix
     assert _Recorder.hits == [], f"the sandbox let requests through: {_Recorder.hits}"
 
     # Nothing left behind: no job processes, no job dirs.
