@@ -230,3 +230,55 @@ def test_hf_round_trip_is_exact(case, tmp_path):
         assert {k: v for k, v in exported[sub].items() if k != "dtype"} == {
             k: v for k, v in saved[sub].items() if k in exported[sub]
         }
+
+
+@pytest.mark.slow
+def test_remat_gives_the_same_gradients(case):
+    name, _, _, model, batch = case
+    if name != "untied_deepstack_0_2":
+        pytest.skip("one checkpoint is enough for remat")
+    graphdef, state = nnx.split(model)
+    model = nnx.merge(graphdef, state)  # a copy whose remat policy we may flip
+    cfg = model.config
+    pos, _ = get_rope_index(
+        batch.input_ids, batch.image_grid_thw, batch.attention_mask, image_token_id=cfg.image_token_id
+    )
+    vis = jax.tree.map(jnp.asarray, prepare_vision_inputs(batch.image_grid_thw, batch.pixel_values, cfg.vision))
+    args = jnp.asarray(batch.input_ids), jnp.asarray(pos), jnp.asarray(batch.attention_mask)
+
+    def loss(m):
+        return jnp.mean(m(*args, vision_inputs=vis) ** 2)
+
+    plain = nnx.jit(nnx.grad(loss))(model)
+    model.model.remat_policy = "full"
+    rematted = nnx.jit(nnx.grad(loss))(model)
+    diffs = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), plain, rematted)
+    assert max(jax.tree.leaves(diffs)) < 1e-6
+    # gradients reach the DeepStack mergers through the decoder
+    assert float(jnp.max(jnp.abs(plain["visual"]["deepstack_merger_list"][0]["linear_fc1"]["kernel"][...]))) > 0
+
+
+@pytest.mark.slow
+def test_bfloat16_error_is_no_worse_than_transformers_own(case):
+    """In bfloat16 our logits stay as close to the float32 reference as transformers' bfloat16 run does."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    name, path, hf, model, batch = case
+    if name != "untied_deepstack_0_2":
+        pytest.skip("one checkpoint is enough for the bfloat16 check")
+    cfg = model.config
+    ref = torch_logits(hf, batch, cfg.image_token_id)
+    hf16 = Qwen3VLForConditionalGeneration.from_pretrained(path, dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        hf_bf16 = hf16(
+            input_ids=torch.from_numpy(batch.input_ids),
+            attention_mask=torch.from_numpy(batch.attention_mask),
+            pixel_values=torch.from_numpy(batch.pixel_values).bfloat16(),
+            image_grid_thw=torch.from_numpy(batch.image_grid_thw),
+            mm_token_type_ids=torch.from_numpy((batch.input_ids == cfg.image_token_id).astype(np.int64)),
+        ).logits.float().numpy()  # fmt: skip
+    ours_bf16 = jax_logits(load_qwen3_vl(path, dtype=jnp.bfloat16), batch)
+    real = batch.attention_mask.astype(bool)
+    theirs = np.abs(hf_bf16 - ref)[real].max()
+    ours = np.abs(ours_bf16 - ref)[real].max()
+    assert 0 < ours <= 2 * theirs, (ours, theirs)

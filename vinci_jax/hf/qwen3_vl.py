@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -91,11 +92,15 @@ def read_config(hf_dir: str | os.PathLike) -> Qwen3VLConfig:
     return Qwen3VLConfig.from_hf(json.loads(path.read_text()))
 
 
-def abstract_model(config: Qwen3VLConfig, dtype: Any = jnp.float32, param_dtype: Any = None) -> nnx.Module:
+def abstract_model(
+    config: Qwen3VLConfig, dtype: Any = jnp.float32, param_dtype: Any = None, remat_policy: str = "none"
+) -> nnx.Module:
     """The model's shapes without allocating it (`nnx.eval_shape`)."""
     param_dtype = dtype if param_dtype is None else param_dtype
     return nnx.eval_shape(
-        lambda: Qwen3VLForConditionalGeneration(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype)
+        lambda: Qwen3VLForConditionalGeneration(
+            config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype, remat_policy=remat_policy
+        )
     )
 
 
@@ -106,11 +111,15 @@ def load_qwen3_vl(
     dtype: Any = jnp.float32,
     param_dtype: Any = None,
     config: Qwen3VLConfig | None = None,
+    remat_policy: str = "none",
 ) -> Qwen3VLForConditionalGeneration:
-    """Load an HF Qwen3-VL checkpoint dir; parameters in `param_dtype` (default `dtype`) placed over `mesh`."""
+    """Load an HF Qwen3-VL checkpoint dir; parameters in `param_dtype` (default `dtype`) placed over `mesh`.
+
+    `dtype` is the compute dtype; `remat_policy` as in the model. Tensors stream one at a time onto their logical
+    shardings (see hf.loader)."""
     config = config or read_config(hf_dir)
     param_dtype = dtype if param_dtype is None else param_dtype
-    target = abstract_model(config, dtype, param_dtype)
+    target = abstract_model(config, dtype, param_dtype, remat_policy)
     ignore = ["lm_head.weight"] if config.tie_word_embeddings else []
     return load_model(hf_dir, target, qwen3_vl_rules(config), mesh=mesh, dtype=param_dtype, ignore_hf=ignore)
 
@@ -149,7 +158,13 @@ def export_qwen3_vl(
         if not isinstance(model, Qwen3VLForConditionalGeneration):
             raise ValueError("exporting an nnx.State needs config=")
         config = model.config
+    rules = qwen3_vl_rules(config)
+    if jax.process_count() > 1 and jax.process_index() != 0:
+        # every process takes part in gathering sharded parameters; only process 0 writes files
+        for _ in iter_hf_tensors(model, rules):
+            pass
+        return Path(out_dir)
     return write_hf_dir(
-        iter_hf_tensors(model, qwen3_vl_rules(config)), config, out_dir, dtype=dtype, source_dir=source_dir,
+        iter_hf_tensors(model, rules), config, out_dir, dtype=dtype, source_dir=source_dir,
         max_shard_bytes=max_shard_bytes,
     )  # fmt: skip

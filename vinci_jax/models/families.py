@@ -5,7 +5,7 @@ Training, sampling and the HF tools ask the family for what they need instead of
 
     family = resolve_family(name="", hf_dir="/ckpt/Qwen3-VL-8B-Instruct")   # or get_family("qwen3_vl")
     config = family.read_config(hf_dir)           # or family.preset("8b") / family.config_from_hf(dict)
-    model = family.build(config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.float32, remat=False)
+    model = family.build(config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.float32, remat_policy="full")
     model = family.load(hf_dir, mesh=mesh, dtype=jnp.bfloat16, param_dtype=jnp.float32)
     family.export(model, out_dir, dtype="bfloat16", source_dir=hf_dir)
     positions, deltas = family.get_rope_index(input_ids, image_grid_thw, attention_mask, config=config)
@@ -84,13 +84,15 @@ class ModelFamily:
         return isinstance(config, self.config_class)
 
     # -- models --
-    def build(self, config: Any, *, rngs: Any, dtype: Any = None, param_dtype: Any = None, remat: bool = False) -> Any:
+    def build(
+        self, config: Any, *, rngs: Any, dtype: Any = None, param_dtype: Any = None, remat_policy: str = "none"
+    ) -> Any:
+        """A randomly initialised model (remat_policy: none | full | dots | dots_no_batch, per decoder layer)."""
         import jax.numpy as jnp
 
         dtype = jnp.float32 if dtype is None else dtype
         param_dtype = dtype if param_dtype is None else param_dtype
-        kwargs = {"remat": True} if remat else {}
-        return self.model_class(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, **kwargs)
+        return self.model_class(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, remat_policy=remat_policy)
 
     def abstract_model(self, config: Any, dtype: Any = None, param_dtype: Any = None) -> Any:
         import jax.numpy as jnp

@@ -25,6 +25,7 @@ from vinci_jax.models.qwen2_5_vl.modeling import (
     BATCH_SEQ_EMBED,
     CACHE_AXES,
     MLP,
+    REMAT_POLICIES,
     Embed,
     KVCache,
     Linear,
@@ -118,9 +119,7 @@ class DecoderLayer(nnx.Module):
         return sharding.constrain(x, BATCH_SEQ_EMBED), k_cache, v_cache
 
 
-@nnx.remat
-def _remat_layer(layer: DecoderLayer, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
-    """A decoder layer whose activations are recomputed in the backward pass (saves memory in training)."""
+def _call_layer(layer: DecoderLayer, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
     return layer(x, cos, sin, mask)
 
 
@@ -150,9 +149,13 @@ class _Deepstack:
 class Qwen3Model(nnx.Module):
     """Token embedding, decoder layers, final norm (HF's `model.language_model`)."""
 
-    def __init__(self, config: Qwen3TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, remat: bool = False):
+    def __init__(
+        self, config: Qwen3TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, remat_policy: str = "none"
+    ):
+        if remat_policy != "none" and remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"remat_policy {remat_policy!r} is not 'none' or one of {sorted(REMAT_POLICIES)}")
         self.config = config
-        self.remat = remat
+        self.remat_policy = remat_policy
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.embed_tokens = Embed(config.vocab_size, config.hidden_size, rngs=rngs, **kw)
         self.layers = nnx.List([DecoderLayer(config, rngs=rngs, **kw) for _ in range(config.num_hidden_layers)])
@@ -164,8 +167,11 @@ class Qwen3Model(nnx.Module):
     ) -> jax.Array:
         cos, sin = mrope_cos_sin(position_ids, self.config, self.dtype)
         x = sharding.constrain(embeds, BATCH_SEQ_EMBED)
+        call = _call_layer
+        if self.remat_policy != "none":
+            call = nnx.remat(_call_layer, policy=REMAT_POLICIES[self.remat_policy])
         for i, layer in enumerate(self.layers):
-            x = _remat_layer(layer, x, cos, sin, mask) if self.remat else layer(x, cos, sin, mask)
+            x = call(layer, x, cos, sin, mask)
             if deepstack is not None:
                 x = deepstack.after_layer(i, x)
         return self.norm(x)
@@ -180,6 +186,8 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
     model(input_ids, position_ids, attention_mask=None, segment_ids=None, pixel_values=None, vision_inputs=None)
     -> logits [B, L, vocab]. `vision_inputs` come from the shared `prepare_vision_inputs` called with this model's
     `config.vision` (see vision.py); `position_ids` [3, B, L] from `vinci_jax.models.qwen3_vl.rope_index`.
+    `remat_policy` ("none", "full", "dots", "dots_no_batch") recomputes each decoder layer's activations in the
+    backward pass under that `jax.checkpoint_policies` policy; `model.model.remat_policy` may be set after loading.
     """
 
     def __init__(
@@ -189,13 +197,13 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
         rngs: nnx.Rngs,
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
-        remat: bool = False,
+        remat_policy: str = "none",
     ):
         self.config = config
         self.dtype = dtype
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.visual = Qwen3VisionTransformer(config.vision, rngs=rngs, **kw)
-        self.model = Qwen3Model(config.text, rngs=rngs, remat=remat, **kw)
+        self.model = Qwen3Model(config.text, rngs=rngs, remat_policy=remat_policy, **kw)
         text = config.text
         self.lm_head = (
             None
