@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -115,6 +115,40 @@ def _read_trace(job_dir: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def trace_python(
+    code: str,
+    options: Mapping[str, Any],
+    job_dir: str,
+    limits: sandbox.Limits,
+    uid: int | None,
+    timeout_s: float,
+    kinds: Sequence[str],
+    namespaces: bool | None = None,
+) -> tuple[str, bytes | None, str, dict[str, Any] | None]:
+    """lang_python.render_python with tracers installed in the sandboxed job child; + the trace it wrote."""
+    from renderers import lang_python
+
+    original = lang_python.run_job_code
+    try:  # the forked job child looks run_job_code up in lang_python, so it runs the traced version
+        lang_python.run_job_code = functools.partial(_traced_run_job_code, kinds=tuple(kinds), original=original)
+        kwargs = {} if namespaces is None else {"namespaces": namespaces}
+        status, png, error = lang_python.render_python(code, options, job_dir, limits, uid, timeout_s, **kwargs)
+        return status, png, error, _read_trace(job_dir)
+    finally:
+        lang_python.run_job_code = original
+
+
+def trace_html_page(renderer: Any) -> dict[str, Any] | None:
+    """Text blocks of the page an HtmlRenderer has just rendered (None when it holds no page)."""
+    page = getattr(renderer, "_page", None)
+    if page is None:
+        return None
+    try:
+        return {"html": page.evaluate(TEXT_BLOCKS_JS)}
+    except Exception as err:  # noqa: BLE001 - the picture stands even if the page cannot be read
+        return {"html": {"error": f"{type(err).__name__}: {err}"[:300]}}
+
+
 class TraceWorker:
     """The worker side: sandboxed python jobs with tracers, Chromium pages read for their text blocks."""
 
@@ -141,16 +175,10 @@ class TraceWorker:
         timeout_s = float(request["timeout_s"])
         kinds = tuple(k for k in request.get("trace", ()) if k in TRACE_KINDS.get(language, ()))
         if language == "python":
-            from renderers import lang_python
-
-            original = lang_python.run_job_code
             job_dir = sandbox.make_job_dir(self.job_root, self.uid)
-            try:  # the forked job child looks run_job_code up in lang_python, so it runs the traced version
-                lang_python.run_job_code = functools.partial(_traced_run_job_code, kinds=kinds, original=original)
-                status, png, error = lang_python.render_python(code, options, job_dir, self.limits, self.uid, timeout_s)
-                return status, png, error, _read_trace(job_dir)
+            try:
+                return trace_python(code, options, job_dir, self.limits, self.uid, timeout_s, kinds)
             finally:
-                lang_python.run_job_code = original
                 sandbox.remove_tree(job_dir)
         if language == "html":
             if self.html is None:
@@ -159,12 +187,7 @@ class TraceWorker:
                 self.html = HtmlRenderer()
                 self.html.start()
             status, png, error = self.html.render(code, options, timeout_s, self.max_pixels)
-            trace = None
-            if status == "ok" and "html" in kinds and self.html._page is not None:
-                try:
-                    trace = {"html": self.html._page.evaluate(TEXT_BLOCKS_JS)}
-                except Exception as err:  # noqa: BLE001 - the picture stands even if the page cannot be read
-                    trace = {"html": {"error": f"{type(err).__name__}: {err}"[:300]}}
+            trace = trace_html_page(self.html) if status == "ok" and "html" in kinds else None
             return status, png, error, trace
         return "unsupported", None, f"traced renders support python and html, not {language!r}", None
 
