@@ -3,6 +3,11 @@
 Needs torch + transformers (dev dependencies). Nothing is downloaded: weights come from transformers' own
 initialisation under a fixed torch seed (norms and biases perturbed so the name mapping is really exercised), then
 `save_pretrained`.
+
+    python -m vinci_jax.models.qwen3_vl.testing OUT_DIR [--tie] [--seed N]
+
+writes a tiny checkpoint with the real Qwen vocabulary plus the Qwen3-VL processor files (offline tokenizer, chat
+template, preprocessor config), i.e. a directory that `python -m vinci_jax.hf check|export`, SFT and ViRL accept.
 """
 
 from __future__ import annotations
@@ -81,3 +86,30 @@ def save_tiny_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, **config_
                 param.add_(0.1 * torch.randn_like(param))
     model.save_pretrained(out_dir)
     return Path(out_dir)
+
+
+def save_tiny_checkpoint_with_processor(out_dir: str | os.PathLike, *, seed: int = 0, tie: bool = False) -> Path:
+    """A real-vocabulary tiny checkpoint plus the Qwen3-VL processor files (offline tokenizer)."""
+    from vinci_jax.processing.qwen3_vl import Qwen3VLProcessor
+
+    path = save_tiny_checkpoint(out_dir, seed=seed, real_vocab=True, tie_word_embeddings=tie)
+    Qwen3VLProcessor().save_pretrained(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m vinci_jax.models.qwen3_vl.testing", description=__doc__)
+    parser.add_argument("out_dir")
+    parser.add_argument("--tie", action="store_true", help="tie the LM head to the token embedding")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    path = save_tiny_checkpoint_with_processor(args.out_dir, seed=args.seed, tie=args.tie)
+    print(json.dumps({"written": str(path), "model_type": "qwen3_vl"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
