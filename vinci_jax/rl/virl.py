@@ -19,16 +19,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import logging
 from flax import nnx
 
 from vinci_jax import sharding
-from vinci_jax.rl import algorithms as alg
-from vinci_jax.rl.batch import build_micro_batch
-from vinci_jax.rl.grpo_step import GRPOLossConfig, add_trees, make_apply_fn, make_grad_fn, make_logprob_fn
+from vinci_jax.rl.grpo_step import GRPOLossConfig
 from vinci_jax.rl.panels import write_panel
 from vinci_jax.rl.rollout import Rollouts, sample_render_score, summarize
+from vinci_jax.rl.updater import GRPOUpdater
 from vinci_jax.sampling import Sampler, SamplingParams
 from vinci_jax.train import checkpoint as ckpt_lib
 from vinci_jax.train import metrics as metrics_lib
@@ -128,17 +126,25 @@ class ViRLTrainer:
         else:
             self.state, self.start_step = self._fresh_state(), 0
         self.split = ts.SplitModel(graphdef, params_abstract, self.factory.rest())
-        self.reference_params = self.state["params"] if config.algo.kl_coef > 0 else None
-
-        self.loss = loss_config(config)
-        with jax.set_mesh(self.mesh):
-            self.grad_fn = jax.jit(make_grad_fn(self.split, self.loss, self.trainable))
-            self.logprob_fn = jax.jit(make_logprob_fn(self.split, self.loss.temperature))
-            self.apply_fn = jax.jit(
-                make_apply_fn(self.optimizer, self.schedule),
-                donate_argnums=0,
-                out_shardings=(self.state_shardings, None),
-            )
+        reference = None
+        if config.algo.kl_coef > 0:  # a frozen copy: the train state's buffers are donated every step
+            reference = jax.tree.map(jnp.copy, self.state["params"])
+        self.updater = GRPOUpdater(
+            self.split,
+            self.optimizer,
+            self.schedule,
+            self.trainable,
+            loss_config(config),
+            self.mesh,
+            group_size=int(config.rollout.n),
+            advantage=config.algo.advantage,
+            filter_equal_groups=bool(config.algo.filter_equal_groups),
+            micro_batch_rows=int(config.algo.micro_batch_rows),
+            vision_config=self.model_config.vision,
+            pad_token_id=self.processor.pad_token_id,
+            state_shardings=self.state_shardings,
+            reference_params=reference,
+        )
         workers = int(config.render.num_workers) or None
         self.pool = RenderPool(num_workers=workers, timeout_s=float(config.render.timeout_s))
         self.reward = VisualReward(reward_config(config), mesh=self.mesh)
@@ -217,75 +223,6 @@ class ViRLTrainer:
         rollouts = self.rollout(batch, self.sampling_params(greedy=True, max_new_tokens=max_new), jax.random.key(0))
         return summarize(rollouts, batch.domains)
 
-    # ------------------------------------------------------------------------------------------------ update
-    def _advantages(self, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = int(self.config.rollout.n)
-        estimator = alg.lookup(alg.ADVANTAGES, self.config.algo.advantage, "advantage estimator")
-        advantages = estimator(rewards, n)
-        keep = np.ones_like(rewards, bool)
-        if self.config.algo.filter_equal_groups:
-            keep = np.repeat(alg.informative_groups(rewards, n), n)
-        return advantages, keep
-
-    def _micro_batches(self, rollouts: Rollouts, advantages: np.ndarray, keep: np.ndarray):
-        rows_per = int(self.config.algo.micro_batch_rows)
-        offset = 0
-        for chunk in rollouts.chunks:
-            rows = [r for r in range(chunk.samples.tokens.shape[0]) if keep[offset + r]]
-            chunk_adv = advantages[offset : offset + chunk.samples.tokens.shape[0]]
-            for start in range(0, len(rows), rows_per):
-                yield build_micro_batch(
-                    rows[start : start + rows_per],
-                    chunk.prompts,
-                    chunk.raw,
-                    chunk.samples,
-                    chunk_adv,
-                    self.model_config.vision,
-                    self.processor.pad_token_id,
-                )
-            offset += chunk.samples.tokens.shape[0]
-
-    def _place(self, micro: dict[str, Any]) -> dict[str, Any]:
-        placed = dict(micro)
-        for key, value in micro.items():
-            if key in ("vision_inputs", "response_start") or value is None:
-                continue
-            names = (None, "batch", None) if key == "position_ids" else ("batch",) + (None,) * (value.ndim - 1)
-            placed[key] = jax.device_put(value, sharding.named_sharding(self.mesh, names, value.shape))
-        return placed
-
-    def update(self, rollouts: Rollouts) -> dict[str, float]:
-        advantages, keep = self._advantages(rollouts.rewards)
-        micro_batches = [self._place(m) for m in self._micro_batches(rollouts, advantages, keep)]
-        if not micro_batches:
-            return {"groups_kept": 0.0}
-        total_tokens = sum(float(m["response_mask"].sum()) for m in micro_batches)
-        sequences = sum(float((m["response_mask"].sum(axis=1) > 0).sum()) for m in micro_batches)
-        normaliser = jnp.float32(total_tokens if self.loss.loss_agg == "token-mean" else sequences)
-        grads = stats = None
-        with jax.set_mesh(self.mesh):
-            for micro in micro_batches:
-                if self.loss.old_logprobs == "recomputed":
-                    micro["old_logprobs"] = self.logprob_fn(self.state["params"], micro)
-                if self.reference_params is not None:
-                    micro["ref_logprobs"] = self.logprob_fn(self.reference_params, micro)
-                g, s = self.grad_fn(self.state["params"], micro, normaliser)
-                grads, stats = (g, s) if grads is None else (add_trees(grads, g), add_trees(stats, s))
-            self.state, applied = self.apply_fn(self.state, grads)
-        tokens = max(float(stats["tokens"]), 1.0)
-        out = {
-            "loss": float(stats["loss"]),
-            "grad_norm": float(applied["grad_norm"]),
-            "learning_rate": float(applied["learning_rate"]),
-            "entropy": float(stats["entropy_sum"]) / tokens,
-            "clip_fraction": float(stats["clipped_sum"]) / tokens,
-            "groups_kept": float(keep.sum()) / int(self.config.rollout.n),
-            "response_tokens": total_tokens,
-        }
-        if "kl_sum" in stats:
-            out["kl"] = float(stats["kl_sum"]) / tokens
-        return out
-
     # ------------------------------------------------------------------------------------------------ loop
     def train(self) -> dict[str, float]:
         watcher = PreemptionWatcher()
@@ -298,7 +235,7 @@ class ViRLTrainer:
                 batch = next(self.loader)
                 rollouts = self.rollout(batch, self.sampling_params(), jax.random.fold_in(key, step))
                 update_began = time.perf_counter()
-                last = self.update(rollouts)
+                self.state, last = self.updater.update(self.state, rollouts)
                 jax.block_until_ready(self.state["params"])
                 update_s = time.perf_counter() - update_began
                 step += 1

@@ -1,0 +1,126 @@
+"""One GRPO policy update from a step's rollouts: advantages, micro-batches, accumulated gradients, apply.
+
+Kept apart from the ViRL job so that a small loop (tests, the toy run, a future async trainer) can drive the same
+update without the data pipeline or checkpointing around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from vinci_jax import sharding
+from vinci_jax.rl import algorithms as alg
+from vinci_jax.rl.batch import build_micro_batch
+from vinci_jax.rl.grpo_step import GRPOLossConfig, add_trees, make_apply_fn, make_grad_fn, make_logprob_fn
+from vinci_jax.rl.rollout import Rollouts
+from vinci_jax.train import train_state as ts
+
+
+class GRPOUpdater:
+    """Turns rollouts into one optimizer step on a train state {params, opt_state, step}."""
+
+    def __init__(
+        self,
+        split: ts.SplitModel,
+        optimizer: Any,
+        schedule: Any,
+        trainable: Any,
+        loss: GRPOLossConfig,
+        mesh: Mesh,
+        *,
+        group_size: int,
+        advantage: str = "grpo",
+        filter_equal_groups: bool = False,
+        micro_batch_rows: int = 16,
+        vision_config: Any,
+        pad_token_id: int,
+        state_shardings: Any = None,
+        reference_params: Any = None,
+    ):
+        self.loss, self.mesh = loss, mesh
+        self.group_size, self.micro_batch_rows = int(group_size), int(micro_batch_rows)
+        self.estimator = alg.lookup(alg.ADVANTAGES, advantage, "advantage estimator")
+        self.filter_equal_groups = filter_equal_groups
+        self.vision_config, self.pad_token_id = vision_config, pad_token_id
+        self.reference_params = reference_params if loss.kl_coef > 0 else None
+        if loss.kl_coef > 0 and reference_params is None:
+            raise ValueError("kl_coef > 0 needs reference_params (the frozen initial policy)")
+        with jax.set_mesh(mesh):
+            self.grad_fn = jax.jit(make_grad_fn(split, loss, trainable))
+            self.logprob_fn = jax.jit(make_logprob_fn(split, loss.temperature))
+            self.apply_fn = jax.jit(
+                make_apply_fn(optimizer, schedule), donate_argnums=0, out_shardings=(state_shardings, None)
+            )
+
+    def advantages(self, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(advantage per rollout, rows kept); groups of all-equal rewards are dropped when filtering is on."""
+        advantages = self.estimator(rewards, self.group_size)
+        keep = np.ones_like(rewards, bool)
+        if self.filter_equal_groups:
+            keep = np.repeat(alg.informative_groups(rewards, self.group_size), self.group_size)
+        return advantages, keep
+
+    def micro_batches(self, rollouts: Rollouts, advantages: np.ndarray, keep: np.ndarray) -> Iterator[dict]:
+        offset = 0
+        for chunk in rollouts.chunks:
+            count = chunk.samples.tokens.shape[0]
+            rows = [r for r in range(count) if keep[offset + r]]
+            for start in range(0, len(rows), self.micro_batch_rows):
+                yield build_micro_batch(
+                    rows[start : start + self.micro_batch_rows],
+                    chunk.prompts,
+                    chunk.raw,
+                    chunk.samples,
+                    advantages[offset : offset + count],
+                    self.vision_config,
+                    self.pad_token_id,
+                )
+            offset += count
+
+    def _place(self, micro: dict[str, Any]) -> dict[str, Any]:
+        """Rows over the batch axes of the mesh; image inputs and scalars replicated."""
+        placed = dict(micro)
+        for key, value in micro.items():
+            if key in ("vision_inputs", "response_start") or value is None:
+                continue
+            names = (None, "batch", None) if key == "position_ids" else ("batch",) + (None,) * (value.ndim - 1)
+            placed[key] = jax.device_put(value, sharding.named_sharding(self.mesh, names, value.shape))
+        return placed
+
+    def update(self, state: ts.TrainState, rollouts: Rollouts) -> tuple[ts.TrainState, dict[str, float]]:
+        advantages, keep = self.advantages(rollouts.rewards)
+        micro_batches = [self._place(m) for m in self.micro_batches(rollouts, advantages, keep)]
+        if not micro_batches:
+            return state, {"groups_kept": 0.0}
+        total_tokens = sum(float(m["response_mask"].sum()) for m in micro_batches)
+        sequences = sum(float((m["response_mask"].sum(axis=1) > 0).sum()) for m in micro_batches)
+        normaliser = jnp.float32(total_tokens if self.loss.loss_agg == "token-mean" else sequences)
+        grads = stats = None
+        with jax.set_mesh(self.mesh):
+            for micro in micro_batches:
+                if self.loss.old_logprobs == "recomputed":
+                    micro["old_logprobs"] = self.logprob_fn(state["params"], micro)
+                if self.reference_params is not None:
+                    micro["ref_logprobs"] = self.logprob_fn(self.reference_params, micro)
+                g, s = self.grad_fn(state["params"], micro, normaliser)
+                grads, stats = (g, s) if grads is None else (add_trees(grads, g), add_trees(stats, s))
+            state, applied = self.apply_fn(state, grads)
+        tokens = max(float(stats["tokens"]), 1.0)
+        out = {
+            "loss": float(stats["loss"]),
+            "grad_norm": float(applied["grad_norm"]),
+            "learning_rate": float(applied["learning_rate"]),
+            "entropy": float(stats["entropy_sum"]) / tokens,
+            "clip_fraction": float(stats["clipped_sum"]) / tokens,
+            "groups_kept": float(keep.sum()) / self.group_size,
+            "response_tokens": total_tokens,
+        }
+        if "kl_sum" in stats:
+            out["kl"] = float(stats["kl_sum"]) / tokens
+        return state, out
