@@ -112,6 +112,8 @@ class SFTFeaturizer:
             "positions": positions[:, 0, :].T.astype(np.int32).copy(),  # [L, 3]: packed along the token axis
             "pixel_values": out["pixel_values"].astype(np.float32),
             "image_grid_thw": grid.astype(np.int32),
+            # one byte per patch: lets the packer enforce the row's patch budget without copying the patches
+            "patch_slots": np.zeros(len(out["pixel_values"]), np.int8),
         }
 
     def __call__(self, raw: bytes) -> dict[str, np.ndarray] | None:
@@ -146,16 +148,23 @@ class SFTFeaturizer:
 _TOKEN_FIELDS = ("input_ids", "targets", "loss_mask", "positions")
 
 
-def _finish_packed(rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Grain's packed fields -> the batch layout of BATCH_FIELDS."""
+def collate_packed(rows: Sequence[Mapping[str, Any]], config: SFTConfig) -> dict[str, np.ndarray]:
+    """Packed rows -> the batch layout of BATCH_FIELDS; each row's image patches are written once, in place."""
+    dim = next((p.shape[-1] for row in rows for p in row["pixel_values"]), 0) or 3 * 2 * 14 * 14
+    pixel_values = np.zeros((len(rows), config.row_patches, dim), np.float32)
+    for r, row in enumerate(rows):
+        offset = 0
+        for patches in row["pixel_values"]:
+            pixel_values[r, offset : offset + len(patches)] = patches
+            offset += len(patches)
     return {
-        "input_ids": rows["input_ids"].astype(np.int32, copy=False),
-        "targets": rows["targets"].astype(np.int32, copy=False),
-        "loss_mask": rows["loss_mask"].astype(np.float32, copy=False),
-        "segment_ids": rows["input_ids_segment_ids"].astype(np.int32, copy=False),
-        "position_ids": np.ascontiguousarray(rows["positions"].transpose(2, 0, 1)).astype(np.int32, copy=False),
-        "pixel_values": rows["pixel_values"].astype(np.float32, copy=False),
-        "image_grid_thw": rows["image_grid_thw"].astype(np.int32, copy=False),
+        "input_ids": np.stack([row["input_ids"] for row in rows]).astype(np.int32, copy=False),
+        "targets": np.stack([row["targets"] for row in rows]).astype(np.int32, copy=False),
+        "loss_mask": np.stack([row["loss_mask"] for row in rows]).astype(np.float32, copy=False),
+        "segment_ids": np.stack([row["input_ids_segment_ids"] for row in rows]).astype(np.int32, copy=False),
+        "position_ids": np.ascontiguousarray(np.stack([row["positions"] for row in rows]).transpose(2, 0, 1)),
+        "pixel_values": pixel_values,
+        "image_grid_thw": np.stack([row["image_grid_thw"] for row in rows]).astype(np.int32, copy=False),
     }
 
 
@@ -215,14 +224,15 @@ def build_sft_dataset(
                 "targets": length,
                 "loss_mask": length,
                 "positions": length,
-                "pixel_values": config.row_patches,
+                "patch_slots": config.row_patches,
                 "image_grid_thw": config.images_per_row,
             },
             num_packing_bins=rows,
             shuffle_bins=False,
-            meta_features=("targets", "loss_mask", "positions", "pixel_values", "image_grid_thw"),
+            # pixel_values is not in length_struct: the packer hands each row the list of its samples' patches
+            meta_features=("targets", "loss_mask", "positions", "patch_slots", "image_grid_thw", "pixel_values"),
         )
-        iter_ds = iter_ds.batch(rows, drop_remainder=True).map(_finish_packed)
+        iter_ds = iter_ds.batch(rows, drop_remainder=True, batch_fn=lambda packed: collate_packed(packed, config))
     else:
         iter_ds = iter_ds.batch(rows, drop_remainder=True, batch_fn=lambda samples: pad_batch(samples, config))
     if config.worker_count:
