@@ -18,7 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--mutations",
+        action="store_true",
+        help="instead: score the flawed code of refine records, mean metrics per (domain, mutation)",
+    )
     args = parser.parse_args(argv)
+    if args.mutations:
+        return _mutations(args)
 
     from vinci_jax.evaluate.evaluator import EvalConfig, Evaluator
     from vinci_jax.evaluate.loaders import load_synthetic
@@ -46,6 +53,35 @@ def main(argv: list[str] | None = None) -> int:
     report["samples_per_s"] = round(len(samples) / total, 3) if total else None
     report["metric_min_over_domains"] = {k: min(v) for k, v in metrics.items() if None not in v}
     print(json.dumps(report))
+    return 0
+
+
+def _mutations(args: argparse.Namespace) -> int:
+    """Metric sensitivity: each synthetic mutation (wrong colour, missing element, ...) should lower the metric
+    components it is about and leave the others near 1."""
+    from collections import defaultdict
+
+    from vinci_data.records import read_records
+
+    from vinci_jax.evaluate.evaluator import EvalConfig, Evaluator
+    from vinci_jax.evaluate.loaders import records_to_sample
+
+    records = [r for r in read_records(args.data, args.split) if r.task == "refine" and r.meta.get("flawed_code")]
+    records = records[: args.limit]
+    if not records:
+        print(f"error: no refine records in split {args.split!r} of {args.data!r}")
+        return 2
+    samples = [records_to_sample(r) for r in records]
+    with Evaluator(EvalConfig(num_workers=args.workers)) as evaluator:
+        result = evaluator.evaluate("synthetic", samples, [r.meta["flawed_code"] for r in records])
+    groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for record, row in zip(records, result.rows, strict=True):
+        for name, value in row["metrics"].items():
+            if value is not None:
+                groups[f"{record.domain}/{record.meta.get('mutation')}"][name].append(value)
+    table = {k: {"n": len(v["execution"])} | {m: round(sum(x) / len(x), 3) for m, x in v.items()}
+             for k, v in sorted(groups.items())}  # fmt: skip
+    print(json.dumps({"records": len(records), "by_mutation": table}))
     return 0
 
 
