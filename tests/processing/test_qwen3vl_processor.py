@@ -34,7 +34,7 @@ def image(seed: int, height: int, width: int, mode: str = "RGB") -> Image.Image:
 def saved_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("qwen3vl_processor")
     # small max_pixels so the test images hit both resize limits without megapixel arrays
-    Qwen3VLProcessor(load_tokenizer(None), qwen3_vl_image_processor(max_pixels=32 * 32 * 64)).save_pretrained(directory)
+    Qwen3VLProcessor(image_processor=qwen3_vl_image_processor(max_pixels=32 * 32 * 64)).save_pretrained(directory)
     return directory
 
 
@@ -149,3 +149,12 @@ def test_template_drops_are_errors_not_silent(ours):
         ours([{"role": "assistant", "content": "<image>"}], [image(0, 32, 32)])
     with pytest.raises(ValueError, match="role"):
         ours([{"role": "tool", "content": "x"}])
+
+
+def test_offline_tokenizer_has_qwen3_added_tokens_without_touching_qwen25s(ours, reference):
+    text = "<think>\nplan</think>\n\n<tool_response>ok</tool_response>"
+    ids = ours.tokenizer(text)["input_ids"]
+    assert ids == reference.tokenizer(text)["input_ids"]  # the saved files carry them too
+    assert [i for i in ids if i >= 151665] == [151667, 151668, 151665, 151666]
+    assert ours.decode(ids, skip_special_tokens=True) == text  # not special, like the released tokenizer
+    assert len(load_tokenizer(None)) == 151665  # the shared Qwen2.5 tokenizer is not mutated

@@ -44,7 +44,7 @@ class QwenProcessor:
     processor_class: str = "Qwen2_5_VLProcessor"
 
     def __init__(self, tokenizer: PreTrainedTokenizerFast | None = None, image_processor: ImageProcessor | None = None):
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(None)
+        self.tokenizer = tokenizer if tokenizer is not None else self.default_tokenizer()
         self.image_processor = image_processor if image_processor is not None else self.default_image_processor()
         vocab = self.tokenizer.get_vocab()
         missing = [t for t in (IM_START, IM_END, IMAGE_PAD, VISION_START, VISION_END) if t not in vocab]
@@ -136,6 +136,11 @@ class QwenProcessor:
     # ---- family hooks ---------------------------------------------------------------------------------------
 
     @classmethod
+    def default_tokenizer(cls) -> PreTrainedTokenizerFast:
+        """The offline tokenizer of this family (used when no checkpoint directory gives one)."""
+        return load_tokenizer(None)
+
+    @classmethod
     def default_image_processor(cls) -> ImageProcessor:
         return ImageProcessor()
 
@@ -161,7 +166,7 @@ class QwenProcessor:
     def from_pretrained(cls, directory: str | os.PathLike[str] | None = None) -> QwenProcessor:
         """Processor of an HF checkpoint directory; None gives the offline tokenizer and default image settings."""
         if directory is None:
-            return cls(load_tokenizer(None), cls.default_image_processor())
+            return cls(cls.default_tokenizer(), cls.default_image_processor())
         return cls(load_tokenizer(directory), ImageProcessor.from_pretrained(directory))
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:

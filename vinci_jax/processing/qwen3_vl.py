@@ -10,13 +10,18 @@ the assistant spans the SFT labels need; anything the template would silently dr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from tokenizers import AddedToken
+from transformers import PreTrainedTokenizerFast
 
 from vinci_jax.processing.chat_template import ImageSlot, RenderedChat, message_segments
 from vinci_jax.processing.image_processor import ImageProcessor
 from vinci_jax.processing.processor import QwenProcessor
 from vinci_jax.processing.special_tokens import IM_END, IM_START, IMAGE_PAD, VISION_END, VISION_START
+from vinci_jax.processing.tokenizer import load_tokenizer_uncached, offline_tokenizer_dir
 
 QWEN3_VL_IMAGE_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 QWEN3_VL_IMAGE_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -38,6 +43,23 @@ def qwen3_vl_image_processor(
         image_std=QWEN3_VL_IMAGE_STD,
         extra_config={"processor_class": "Qwen3VLProcessor"},
     )
+
+
+# Added after Qwen2.5's (ids 151665..151668), not special: they survive decoding with skip_special_tokens=True.
+QWEN3_ADDED_TOKENS: tuple[str, ...] = ("<tool_response>", "</tool_response>", "<think>", "</think>")
+
+
+@functools.lru_cache(maxsize=1)
+def qwen3_vl_tokenizer() -> PreTrainedTokenizerFast:
+    """The offline Qwen tokenizer with Qwen3's added tokens (a separate instance: the shared Qwen2.5 one is never
+    mutated). Checkpoint directories bring their own tokenizer files instead."""
+    tokenizer = load_tokenizer_uncached(str(offline_tokenizer_dir()))
+    first = len(tokenizer)
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN3_ADDED_TOKENS])
+    ids = tokenizer.convert_tokens_to_ids(list(QWEN3_ADDED_TOKENS))
+    if ids != list(range(first, first + len(QWEN3_ADDED_TOKENS))) or first != 151665:
+        raise RuntimeError(f"Qwen3 added tokens got ids {ids} (vocabulary {first}); expected 151665..151668")
+    return tokenizer
 
 
 # The chat template released with Qwen/Qwen3-VL-{2B,4B,8B,32B}-Instruct (saved next to the tokenizer so
@@ -163,6 +185,10 @@ class Qwen3VLProcessor(QwenProcessor):
 
     chat_template = QWEN3_VL_CHAT_TEMPLATE
     processor_class = "Qwen3VLProcessor"
+
+    @classmethod
+    def default_tokenizer(cls) -> PreTrainedTokenizerFast:
+        return qwen3_vl_tokenizer()
 
     @classmethod
     def default_image_processor(cls) -> ImageProcessor:
