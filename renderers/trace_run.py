@@ -13,6 +13,7 @@ after the child has exited. Wire format as renderers.worker: one JSON line in, o
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -373,6 +374,7 @@ class TracePool:
         self._closed = False
         self._dispatch = ThreadPoolExecutor(max(1, num_workers), thread_name_prefix="trace-dispatch")
         deadline = time.monotonic() + start_timeout_s
+        atexit.register(self.close)
         try:
             for slot in range(max(1, num_workers)):
                 self._all[slot] = self._spawn(slot)
@@ -441,6 +443,7 @@ class TracePool:
         for proc in procs:
             proc.quit()
         sandbox.remove_tree(self.work_root)
+        atexit.unregister(self.close)
 
     def __enter__(self) -> TracePool:
         return self

@@ -164,3 +164,20 @@ def test_gold_answers_of_the_built_synthetic_corpus_score_perfectly(tmp_path):
     assert summary["execution_rate"] == 1.0 and len(summary["by_domain"]) >= 3
     for name, value in summary["metrics"].items():
         assert value == pytest.approx(1.0, abs=1e-5), name
+
+
+def test_read_predictions_code_response_and_unknown_ids(tmp_path):
+    from vinci_jax.evaluate import make_sample, read_predictions
+
+    samples = [make_sample("unisvg", "svg", i, None, SVG) for i in ("a", "b", "c")]
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (
+        {"id": "a", "code": "<svg/>"},
+        {"id": "b", "response": "```python\nx\n```\n```svg\n<svg id='b'/>\n```"},
+        {"id": "zzz", "code": "cut by --limit"},
+    )))  # fmt: skip
+    codes, unknown = read_predictions(str(path), samples)
+    assert codes == ["<svg/>", "<svg id='b'/>\n", None] and unknown == ["zzz"]
+    path.write_text(json.dumps({"id": "nope", "code": ""}))
+    with pytest.raises(ValueError, match="no prediction id matches"):
+        read_predictions(str(path), samples)

@@ -51,10 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     responses = None
     if args.predictions:
         try:
-            codes = read_predictions(args.predictions, samples)
+            codes, unknown = read_predictions(args.predictions, samples)
         except (OSError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        if unknown:
+            print(f"warning: {len(unknown)} predictions name no evaluated sample (e.g. {unknown[:3]})", file=sys.stderr)
     else:
         from vinci_jax.policy import load_policy
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from renderers import extract_code
 from vinci_jax.evaluate.evaluator import EvalConfig, EvalResult, Evaluator
 from vinci_jax.evaluate.generation import codes_from_responses, generate_responses
 from vinci_jax.evaluate.loaders import records_to_sample
@@ -53,28 +54,35 @@ def evaluate_policy(
     return result.summary
 
 
-def read_predictions(path: str, samples: Sequence[EvalSample]) -> list[str | None]:
+def read_predictions(path: str, samples: Sequence[EvalSample]) -> tuple[list[str | None], list[str]]:
     """A JSONL of {"id", "code"} (verbatim code) or {"id", "response"} (fenced code is extracted) per sample.
 
-    Samples without a prediction get None (counted as "no_code"); ids not in the suite are an error.
+    Returns (code per sample, ids in the file that name no sample). Samples without a prediction get None (scored as
+    "no_code"); unknown ids are returned (e.g. samples cut by --limit); a file that matches no sample is an error.
     """
     by_id: dict[str, str | None] = {}
+    unknown: list[str] = []
     language = {s.id: s.language for s in samples}
     with open(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{path}:{n}: not a JSON object ({err})") from err
             sample_id = str(row.get("id"))
             if sample_id not in language:
-                raise ValueError(f"{path}:{n}: prediction id {sample_id!r} is not a sample of this suite")
-            if "code" in row:
+                unknown.append(sample_id)
+            elif "code" in row:
                 by_id[sample_id] = row["code"]
             elif "response" in row:
-                by_id[sample_id] = codes_from_responses([s for s in samples if s.id == sample_id], [row["response"]])[0]
+                by_id[sample_id] = extract_code(str(row["response"]), language[sample_id])
             else:
                 raise ValueError(f"{path}:{n}: a prediction needs a `code` or a `response` field")
-    return [by_id.get(s.id) for s in samples]
+    if unknown and not by_id:
+        raise ValueError(f"{path}: no prediction id matches a sample of this suite (first ids: {unknown[:3]})")
+    return [by_id.get(s.id) for s in samples], unknown
 
 
 def evaluate_codes(suite: str, samples: Sequence[EvalSample], codes: Sequence[str | None],

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         # warm-up: one sample per domain starts every pool and compiles the similarity once
         warm = [next(s for s in samples if s.domain == d) for d in domains]
         evaluator.evaluate("synthetic", warm, [s.gold_code for s in warm])
-        evaluator._gold_cache.clear()
+        evaluator.clear_gold_cache()
         report["startup_s"] = round(time.monotonic() - started, 2)
         total, metrics = 0.0, {}
         for domain in domains:

@@ -92,6 +92,10 @@ class Evaluator:
         self._gold_cache: dict[tuple[str, ...], Any] = {}
 
     # ---------------------------------------------------------------- helpers
+    def clear_gold_cache(self) -> None:
+        """Forget gold renders/traces (they are kept across evaluate() calls on the same samples)."""
+        self._gold_cache.clear()
+
     def reward(self):
         if self._reward is None:
             from vinci_jax.reward.config import ENCODER_DINOV2, ENCODER_OFFLINE, RewardConfig
