@@ -45,7 +45,8 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
 def _gallery(rows: Sequence[Mapping[str, Any]], files: Mapping[str, tuple[str | None, str | None]], title: str) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title><style>"
-        "body{font-family:sans-serif;margin:1em}.row{display:flex;gap:1em;border-bottom:1px solid #ccc;padding:.5em 0}"
+        "body{font-family:sans-serif;margin:1em}h3{margin:.6em 0 .2em}"
+        ".row{display:flex;gap:1em;border-bottom:1px solid #ccc;padding:0 0 .5em 0}"
         ".row img{max-width:360px;max-height:300px;border:1px solid #ddd}.fail{color:#b00}"
         "pre{max-width:900px;overflow:auto;background:#f6f6f6;padding:.5em}td{padding:0 .5em}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
@@ -55,8 +56,7 @@ def _gallery(rows: Sequence[Mapping[str, Any]], files: Mapping[str, tuple[str | 
         scores = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in row["metrics"].items())
         status = html.escape(row["status"]) + (f": {html.escape(row['error'])}" if row.get("error") else "")
         parts.append(
-            "<div class='row'>"
-            f"<div><b>{html.escape(row['id'])}</b> ({html.escape(row['domain'])})<br>"
+            f"<h3>{html.escape(row['id'])} ({html.escape(row['domain'])})</h3><div class='row'><div>"
             + (f"<img src='{target}' alt='target'>" if target else "<i>no target</i>")
             + "<br>target</div><div>"
             + (f"<img src='{pred}' alt='prediction'>" if pred else f"<p class='fail'>{status}</p>")
