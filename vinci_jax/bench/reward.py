@@ -135,7 +135,8 @@ def _end_to_end(args, workdir: str, torch_model) -> dict[str, Any]:
     responses = ["```python\nimport matplotlib\n```"] * n
     target_images = [targets[i // args.group_size] for i in range(n)]
     group_ids = [i // args.group_size for i in range(n)]
-    config = RewardConfig(encoder_path=workdir, compute_dtype=args.dtype, crop_buckets=(args.batch, 4 * args.batch))
+    buckets = tuple(2**i for i in range(int(np.log2(4 * args.batch)) + 1))  # powers of two: little padding
+    config = RewardConfig(encoder_path=workdir, compute_dtype=args.dtype, crop_buckets=buckets)
     reward = VisualReward(config, encoder=Dinov2Encoder.from_pretrained(workdir, compute_dtype=args.dtype))
     run = lambda: reward.score(prompts, responses, target_images, renders, group_ids)  # noqa: E731
     batch = run()  # warm-up: compiles every bucket it uses

@@ -36,7 +36,7 @@ class RewardConfig:
     term_weights: tuple[tuple[str, float], ...] = (("visual", 0.9), ("format", 0.1))
     fold_alignment_into_format: bool = True  # released: the code block must be in the prompt's language
     max_render_pixels: int = 83_000_000
-    crop_buckets: tuple[int, ...] = (8, 16, 32, 64)  # padded batch sizes of the encoder; bigger work is chunked
+    crop_buckets: tuple[int, ...] = (4, 8, 16, 32, 64)  # padded batch sizes of the encoder; bigger work is chunked
     host_threads: int = 4  # threads for PIL decoding-free work (resize + tiling) on the host
 
     def __post_init__(self) -> None:
