@@ -282,3 +282,35 @@ def test_bfloat16_error_is_no_worse_than_transformers_own(case):
     theirs = np.abs(hf_bf16 - ref)[real].max()
     ours = np.abs(ours_bf16 - ref)[real].max()
     assert 0 < ours <= 2 * theirs, (ours, theirs)
+
+
+@pytest.mark.slow
+def test_released_head_and_position_shapes_match_transformers(tmp_path):
+    """head_dim 128 with the released mrope_section (24, 20, 20), the 48x48 position table resampled to large
+    grids, three DeepStack levels."""
+    from transformers import Qwen3VLConfig as HFConfig
+    from transformers import Qwen3VLForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = HFConfig(
+        text_config=dict(
+            hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=128, vocab_size=1000, bos_token_id=900, eos_token_id=901, initializer_range=0.05,
+            rope_parameters=dict(rope_type="default", rope_theta=5e6, mrope_section=[24, 20, 20], mrope_interleaved=True),
+        ),
+        vision_config=dict(
+            depth=4, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=256,
+            num_position_embeddings=2304, deepstack_visual_indexes=[0, 1, 3], initializer_range=0.05,
+        ),
+        image_token_id=950, video_token_id=951, vision_start_token_id=952, vision_end_token_id=953,
+    )  # fmt: skip
+    hf = Qwen3VLForConditionalGeneration(config).eval()
+    hf.save_pretrained(tmp_path)
+    model = load_qwen3_vl(tmp_path)
+    batch = random_batch(
+        model.config, 0, grids=((1, 28, 40), (1, 64, 16), (1, 8, 6)), rows=((30, 0, 20, 1, 4), (3, 2, 6))
+    )
+    ref = torch_logits(hf, batch, model.config.image_token_id)
+    ours = jax_logits(model, batch)
+    real = batch.attention_mask.astype(bool)
+    np.testing.assert_allclose(ours[real], ref[real], atol=1e-4, rtol=0)
