@@ -296,7 +296,9 @@ def test_released_head_and_position_shapes_match_transformers(tmp_path):
         text_config=dict(
             hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
             head_dim=128, vocab_size=1000, bos_token_id=900, eos_token_id=901, initializer_range=0.05,
-            rope_parameters=dict(rope_type="default", rope_theta=5e6, mrope_section=[24, 20, 20], mrope_interleaved=True),
+            rope_parameters=dict(
+                rope_type="default", rope_theta=5e6, mrope_section=[24, 20, 20], mrope_interleaved=True
+            ),
         ),
         vision_config=dict(
             depth=4, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=256,
