@@ -158,7 +158,9 @@ class _Stats:
         self.nested[table][key] += n
 
     def as_dict(self) -> dict[str, Any]:
-        return {table: dict(sorted(counter.items())) for table, counter in sorted(self.nested.items())}
+        tables = {"redrawn": {}, "dropped": {}, "mutations": {}}  # present even when empty, for readers of stats.json
+        tables.update({table: dict(sorted(counter.items())) for table, counter in sorted(self.nested.items())})
+        return dict(sorted(tables.items()))
 
 
 def _render_round(
