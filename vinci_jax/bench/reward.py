@@ -41,12 +41,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _time(fn, iters: int) -> float:
-    fn()  # warm-up (compilation for JAX)
-    start = time.perf_counter()
+def _interleaved(first, second, iters: int) -> tuple[float, float]:
+    """Median seconds per call of two functions timed in alternation (after one warm-up call each).
+
+    Alternating rounds keep a shared, noisy machine from favouring whichever framework ran during a quiet spell.
+    """
+    first(), second()
+    a, b = [], []
     for _ in range(iters):
-        fn()
-    return (time.perf_counter() - start) / iters
+        start = time.perf_counter()
+        first()
+        a.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        second()
+        b.append(time.perf_counter() - start)
+    return float(np.median(a)), float(np.median(b))
 
 
 def _pictures(n: int, width: int, height: int, seed: int):
@@ -95,9 +104,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pixels = rng.standard_normal((args.batch, args.size, args.size, 3)).astype(np.float32)
     pixels_jax = jnp.asarray(pixels)
     pixels_torch = torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy())
-    jax_s = _time(lambda: jax.block_until_ready(jax_forward(params, pixels_jax)), args.iters)
+    run_jax = lambda: jax.block_until_ready(jax_forward(params, pixels_jax))  # noqa: E731
     with torch.no_grad():
-        torch_s = _time(lambda: torch_model(pixel_values=pixels_torch, output_hidden_states=True), args.iters)
+        run_torch = lambda: torch_model(pixel_values=pixels_torch, output_hidden_states=True)  # noqa: E731
+        jax_s, torch_s = _interleaved(run_jax, run_torch, args.iters)
         reference = torch_model(pixel_values=pixels_torch, output_hidden_states=True).hidden_states[-1][:, 0].numpy()
     max_diff = float(np.abs(np.asarray(jax_forward(params, pixels_jax), np.float32) - reference).max())
     result: dict[str, Any] = {
