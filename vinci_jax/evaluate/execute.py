@@ -1,11 +1,14 @@
 """Runs gold and predicted code in the renderers sandbox: traced python/html jobs, plain svg/latex renders.
 
-Nothing here executes code in this process (house rule): python and html go to `renderers.trace_run.TracePool`
-workers (the renderer's own sandbox plus instrumentation), svg and latex to a `renderers.RenderPool`.
+Nothing here executes code in this process (house rule): every job goes to sandboxed renderer workers. Python and
+html jobs that need a trace (what matplotlib drew, the molecules RDKit drew, the page's text blocks) run with
+`options["trace"]` in a `renderers.RenderPool` when the renderers support it, else in `renderers.trace_run.TracePool`
+workers (the same sandbox plus instrumentation).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -14,6 +17,9 @@ from renderers import RenderJob, RenderPool, RenderResult
 
 TRACE_KINDS_BY_DOMAIN = {"chart": ("matplotlib",), "chem": ("rdkit",), "web": ("html",), "other": ()}
 TRACED_LANGUAGES = ("python", "html")
+# The render workers run jobs under instrumentation themselves when RenderResult carries a trace (the
+# options["trace"] hook); otherwise traced jobs go to renderers.trace_run's own sandboxed workers.
+RENDER_POOL_TRACES = any(f.name == "trace" for f in dataclasses.fields(RenderResult))
 
 
 class Executor:
@@ -39,10 +45,14 @@ class Executor:
         return self._render_pools[language]
 
     def submit(self, code: str, language: str, domain: str, options: Mapping[str, Any] | None = None) -> Future[Any]:
+        options = dict(options or {})
         if language in TRACED_LANGUAGES:
             kinds = TRACE_KINDS_BY_DOMAIN.get(domain, ())
-            return self._traced().submit(code, language, kinds, dict(options or {}))
-        return self._plain(language).submit(RenderJob(code=code, language=language, options=dict(options or {})))
+            if not RENDER_POOL_TRACES:
+                return self._traced().submit(code, language, kinds, options)
+            if kinds:
+                options["trace"] = list(kinds)
+        return self._plain(language).submit(RenderJob(code=code, language=language, options=options))
 
     def run(self, jobs: Sequence[tuple[Any, ...] | None]) -> list[RenderResult | None]:
         """Results in order for (code, language, domain[, options]) jobs; a None job (nothing to run) gives None."""
