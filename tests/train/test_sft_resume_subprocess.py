@@ -42,6 +42,7 @@ def _launch(workdir: Path, corpus: Path, cache: Path, num_steps: int, log: Path)
         f"--config.workdir={workdir}",
         f"--config.num_steps={num_steps}",
         f"--config.data.train_path={corpus}",
+        "--config.data.seq_len=128",  # the test corpus has short samples
         "--config.optimizer.schedule=constant",  # the same learning rate whatever num_steps is
         "--config.checkpoint.every_steps=3",
         "--config.eval_every=0",

@@ -49,6 +49,7 @@ def _tiny_config(workdir: Path, corpus: Path, **overrides):
     config = sft_config.get_config("tiny")
     config.workdir = str(workdir)
     config.data.train_path = str(corpus)
+    config.data.seq_len = 128  # the test corpus has short samples
     config.progress = False
     return _override(config, overrides)
 

@@ -65,6 +65,7 @@ def _sft_config(config: ml_collections.ConfigDict, path: str, split: str, seed: 
         seq_len=data.seq_len,
         batch_size=data.global_batch_size,
         packing=data.packing,
+        overlong=data.overlong,
         patches_per_row=data.patches_per_row,
         images_per_row=data.images_per_row,
         shuffle=shuffle,
