@@ -112,7 +112,8 @@ def run_benchmark(preset: str, steps: int, warmup: int, data: str | None, overri
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
+    """Prints a human line, then the JSON result as the last line (returns None: nothing for a dispatcher to print)."""
     parser = argparse.ArgumentParser(prog="python -m vinci_jax.bench train", description=__doc__)
     parser.add_argument("--preset", default="tiny", help="configs/sft.py preset (tiny, standin, ...)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
@@ -129,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({result['step_s'] * 1000:.0f} ms/step, {result['devices']} {result['backend']} device(s))"
     )
     print(json.dumps(result))
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()
