@@ -54,3 +54,19 @@ def test_summary_names_the_judge_scores_it_could_not_compute():
     rows = [{"domain": "chart", "executed": True, "status": "ok", "metrics": {"execution": 1.0, "text_f1": 0.5}}]
     summary = summarize("chartmimic", rows)
     assert "high_level" in summary["not_computed"] and summary["metrics"] == {"execution": 1.0, "text_f1": 0.5}
+
+
+def test_visual_similarity_with_local_dinov2_weights(tmp_path):
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=96,
+                             patch_size=32)).save_pretrained(tmp_path)  # fmt: skip
+    gold = SVG.format(r=3)
+    samples = [make_sample("unisvg", "svg", name, None, gold) for name in ("gold", "smaller")]
+    with Evaluator(EvalConfig(reward_encoder_path=str(tmp_path))) as evaluator:
+        result = evaluator.evaluate("unisvg", samples, [gold, SVG.format(r=1)])
+    assert "dinov2" in result.summary["visual_encoder"].lower()
+    assert result.rows[0]["metrics"]["visual"] == pytest.approx(1.0, abs=1e-6)
+    assert result.rows[1]["metrics"]["visual"] < 1.0
