@@ -118,13 +118,13 @@ def make_apply_fn(
         params = state["params"]
         grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
         updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
         metrics = {
             "grad_norm": optax.global_norm(grads),
+            "param_norm": optax.global_norm(new_params),
             "learning_rate": jnp.asarray(schedule(state["step"]), jnp.float32),
         }
-        return {"params": optax.apply_updates(params, updates), "opt_state": opt_state, "step": state["step"] + 1}, (
-            metrics
-        )
+        return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
     return apply
 

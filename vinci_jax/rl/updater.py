@@ -115,6 +115,7 @@ class GRPOUpdater:
         out = {
             "loss": float(stats["loss"]),
             "grad_norm": float(applied["grad_norm"]),
+            "param_norm": float(applied["param_norm"]),
             "learning_rate": float(applied["learning_rate"]),
             "entropy": float(stats["entropy_sum"]) / tokens,
             "clip_fraction": float(stats["clipped_sum"]) / tokens,
