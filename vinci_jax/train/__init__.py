@@ -1,0 +1,1 @@
+"""Training: SFT loop, shared optimizer, Orbax checkpointing and metrics (also used by ViRL)."""
