@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from vinci_jax.reward.config import RewardConfig
+from vinci_jax.reward.config import ENCODER_OFFLINE, RewardConfig
 from vinci_jax.reward.encoders import CropEncoder, build_encoder
 from vinci_jax.reward.terms import ParsedResponse, parse_response
 from vinci_jax.reward.tiling import match_size, tile_image
@@ -104,6 +104,10 @@ class VisualReward:
         self.encoder = encoder if encoder is not None else build_encoder(self.config, mesh=mesh)
         self.mesh = mesh
         self._encode, self._score_chunk = _jitted(self.encoder)
+        if self.encoder.name == ENCODER_OFFLINE:
+            log.warning("reward encoder: %s (weight-free fallback, not DINOv2)", self.encoder_label)
+        else:
+            log.info("reward encoder: %s", self.encoder_label)
         self.totals = {"encoder_calls": 0, "target_crops_encoded": 0, "target_crops_saved": 0}
 
     @property
