@@ -29,15 +29,18 @@ def load_processor(path: str | os.PathLike | None) -> QwenProcessor:
 
 
 def load_policy(
-    path: str | os.PathLike, *, mesh: Mesh | None = None, dtype: Any = jnp.float32
+    path: str | os.PathLike, *, mesh: Mesh | None = None, dtype: Any = jnp.float32, config: Any = None
 ) -> tuple[nnx.Module, QwenProcessor]:
-    """(model, processor) from an HF checkpoint directory or an Orbax training checkpoint (workdir or step dir)."""
+    """(model, processor) from an HF checkpoint directory or an Orbax training checkpoint (workdir or step dir).
+
+    An Orbax checkpoint needs the model config: a config.json beside it, or `config` (e.g. the run's own).
+    """
     path = Path(path)
     if is_hf_dir(path):
         from vinci_jax.hf.qwen2_5_vl import load_qwen2_5_vl
 
         return load_qwen2_5_vl(path, mesh=mesh, dtype=dtype), load_processor(path)
-    return _load_orbax(path, mesh, dtype), load_processor(_processor_dir(path))
+    return _load_orbax(path, mesh, dtype, config), load_processor(_processor_dir(path))
 
 
 def _processor_dir(path: Path) -> Path | None:
@@ -48,7 +51,7 @@ def _processor_dir(path: Path) -> Path | None:
     return None
 
 
-def _load_orbax(path: Path, mesh: Mesh | None, dtype: Any) -> nnx.Module:
+def _load_orbax(path: Path, mesh: Mesh | None, dtype: Any, config: Any = None) -> nnx.Module:
     """Model parameters from an Orbax checkpoint (the latest step of a workdir or a step dir) into a new model."""
     import jax
 
@@ -58,7 +61,7 @@ def _load_orbax(path: Path, mesh: Mesh | None, dtype: Any) -> nnx.Module:
     from vinci_jax.hf.qwen2_5_vl import abstract_model
 
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    params, config = restore_orbax_params(root)
+    params, config = restore_orbax_params(root, config)
     graphdef, state = nnx.split(abstract_model(config, dtype, jnp.float32))
     for key, variable in nnx.to_flat_state(state):
         name = path_str(key)

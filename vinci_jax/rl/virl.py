@@ -159,7 +159,8 @@ class ViRLTrainer:
         if init_from:
             from vinci_jax.policy import load_policy
 
-            model, _ = load_policy(init_from, mesh=self.mesh, dtype=jnp.dtype(self.config.model.param_dtype))
+            dtype = jnp.dtype(self.config.model.param_dtype)
+            model, _ = load_policy(init_from, mesh=self.mesh, dtype=dtype, config=self.model_config)
             params = nnx.state(model, nnx.Param).to_pure_dict()
         else:
             params = self.factory.params()
@@ -205,15 +206,23 @@ class ViRLTrainer:
 
     def evaluate(self, split: str | None = None, prompts: int | None = None) -> dict[str, float]:
         """Greedy rollouts on held-out prompts: mean reward, execution rate, format rate (and per domain)."""
+        return self.evaluate_rollouts(split, prompts)[0]
+
+    def evaluate_rollouts(self, split: str | None = None, prompts: int | None = None) -> tuple[dict, Any, Rollouts]:
+        """(summary, held-out batch, greedy rollouts) on the first `prompts` prompts of `split`."""
         import dataclasses
 
+        from vinci_jax.input_pipeline import sources
         from vinci_jax.input_pipeline.rl import RLLoader
 
-        count = int(prompts or self.config.eval.prompts)
+        split = split or self.config.data.eval_split
+        available = len(sources.array_record_source(self.loader_config.data_dir, split))
+        if available == 0:
+            raise ValueError(f"held-out split {split!r} of {self.loader_config.data_dir} is empty")
         held_out = dataclasses.replace(
             self.loader_config,
-            split=split or self.config.data.eval_split,
-            prompts_per_batch=count,
+            split=split,
+            prompts_per_batch=min(int(prompts or self.config.eval.prompts), available),
             shuffle=False,
             num_epochs=1,
             domain_weights="natural",
@@ -221,7 +230,13 @@ class ViRLTrainer:
         batch = next(iter(RLLoader(held_out, self.processor)))
         max_new = int(self.config.eval.max_new_tokens) or None
         rollouts = self.rollout(batch, self.sampling_params(greedy=True, max_new_tokens=max_new), jax.random.key(0))
-        return summarize(rollouts, batch.domains)
+        return summarize(rollouts, batch.domains), batch, rollouts
+
+    def reset_policy(self, init_from: str) -> None:
+        """Start over from the policy at `init_from` (e.g. a finished SFT run) with a fresh optimizer state."""
+        self.config.model.init_from = init_from  # an existing key: allowed on a locked config
+        self.state = self._fresh_state()
+        self.start_step = 0
 
     # ------------------------------------------------------------------------------------------------ loop
     def train(self) -> dict[str, float]:
