@@ -72,7 +72,7 @@ def _time(fn, repeats: int) -> float:
     return best
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m vinci_jax.bench sampler", description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=4, help="rows generated together")
     parser.add_argument("--new_tokens", type=int, default=64)
@@ -146,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"ours {result['ours_tokens_per_s']:.1f} tok/s, transformers {result['transformers_tokens_per_s']:.1f} tok/s")
     print(json.dumps(result))
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()
