@@ -36,6 +36,8 @@ def _maybe_initialize_distributed() -> None:
     if mode == "off":
         return
     if _COORDINATOR.value is not None:
+        # CPU devices of different processes talk through gloo (no effect on TPU/GPU backends).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
             coordinator_address=_COORDINATOR.value,
             num_processes=_NUM_PROCESSES.value,

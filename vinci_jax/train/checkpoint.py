@@ -155,7 +155,17 @@ class CheckpointManager:
 
     def _restore_step(self, step: int, abstract_state: Any, with_data: bool) -> Restored:
         items: dict[str, Any] = {STATE: ocp.args.StandardRestore(abstract_state)}
-        has_data = (self.directory / str(step) / DATA_ITER).exists()
+        data_dir = self.directory / str(step) / DATA_ITER
+        has_data = (data_dir / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists()
+        if with_data and data_dir.exists() and not has_data:
+            # Written by a different number of processes: the state is still good (it restores onto any mesh),
+            # only the per-host stream positions do not map. Never treat that as corruption.
+            logging.warning(
+                "checkpoint step %d holds data-iterator state for another process count than %d; restoring the "
+                "train state only (the data stream restarts from its beginning)",
+                step,
+                jax.process_count(),
+            )
         if with_data and has_data:
             items[DATA_ITER] = IteratorStateRestore()
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))

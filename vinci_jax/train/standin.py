@@ -151,7 +151,7 @@ class SyntheticSFTIterator:
 
     Each row packs two samples (segment ids 1 and 2, trailing padding 0); a sample is an arithmetic progression of
     token ids mod the vocabulary, so a model can learn it and the loss falls quickly. The loss mask covers the second
-    half of each sample (the "assistant" part). Batches are a pure function of (seed, batch index, process index),
+    half of each sample (the "assistant" part). Batches are a pure function of (seed, batch index, global row),
     so `get_state`/`set_state` of the batch index give exact resumption. Each process yields its own slice of the
     global batch (per-host data sharding).
     """
@@ -202,7 +202,8 @@ class SyntheticSFTIterator:
     def __next__(self) -> dict[str, np.ndarray]:
         rows = []
         for j in range(self.local_batch_size):
-            rng = np.random.default_rng([self.seed, self._index, self.process_index, j])
+            # keyed by the row's global index: the global batch is the same whatever the number of processes
+            rng = np.random.default_rng([self.seed, self._index, self.process_index * self.local_batch_size + j])
             rows.append(self._row(rng))
         self._index += 1
         batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
