@@ -12,13 +12,14 @@ import os
 import resource
 import shutil
 import signal
+import sys
 import tempfile
 from dataclasses import dataclass
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 0x1, 0x2, 0x4, 0x8, 0x20
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 # uids far above any real account. Each pool takes its own block of UIDS_PER_POOL (slot i runs its jobs as
@@ -138,23 +139,54 @@ def kill_uid(uid: int) -> None:
     os.waitpid(pid, 0)
 
 
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def runtime_roots(candidates: list[str] | None = None) -> list[str]:
+    """Directories a job must still read after the scratch dirs are emptied: the Python installation (a venv or a
+    checkout may live under /tmp, e.g. a CI clone) and the import path. Nested entries collapse into their parent."""
+    if candidates is None:
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        candidates = [sys.prefix, sys.exec_prefix, sys.base_prefix, here, *sys.path]
+    real = sorted({os.path.realpath(p) for p in candidates if p and os.path.isdir(p)})
+    roots: list[str] = []
+    for path in real:
+        if any(_under(path, root) for root in roots):
+            continue
+        if any(_under(path, scratch) and path != scratch for scratch in SCRATCH_DIRS):
+            roots.append(path)
+    return roots
+
+
 def isolate_filesystem(job_dir: str, limits: Limits) -> None:
     """In a new mount namespace: private propagation, empty tmpfs over the shared scratch dirs, a fresh /proc.
 
-    The job dir may itself live under /tmp; it is re-bound into the new tmpfs through an fd opened beforehand.
+    The job dir may itself live under /tmp; it is re-bound into the new tmpfs through an fd opened beforehand. So are
+    the Python installation and import path when they live there (read-only), or the job could not import.
     """
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    job_fd = os.open(job_dir, os.O_PATH | os.O_DIRECTORY)
+    keep = {job_dir: (os.open(job_dir, os.O_PATH | os.O_DIRECTORY), False)}
+    for root in runtime_roots():
+        if not _under(root, job_dir):
+            keep[root] = (os.open(root, os.O_PATH | os.O_DIRECTORY), True)
     try:
-        for scratch in ("/tmp", "/var/tmp", "/dev/shm"):
+        for scratch in SCRATCH_DIRS:
             if not os.path.isdir(scratch) or os.path.islink(scratch):
                 continue
             mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"size={limits.tmpfs_mb}m,mode=1777")
-            if job_dir == scratch or job_dir.startswith(scratch.rstrip("/") + "/"):
-                os.makedirs(job_dir, exist_ok=True)
-                mount(f"/proc/self/fd/{job_fd}", job_dir, None, MS_BIND)
+            for path, (fd, read_only) in keep.items():
+                if _under(path, scratch) and path != scratch:
+                    os.makedirs(path, exist_ok=True)
+                    mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+                    if read_only:
+                        mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
     finally:
-        os.close(job_fd)
+        for fd, _ in keep.values():
+            os.close(fd)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
