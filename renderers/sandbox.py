@@ -171,7 +171,8 @@ def isolate_filesystem(job_dir: str, limits: Limits) -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     keep = {job_dir: (os.open(job_dir, os.O_PATH | os.O_DIRECTORY), False)}
     for root in runtime_roots():
-        if not _under(root, job_dir):
+        # never the job dir's ancestors (the pool's work root holds other jobs' dirs) nor its descendants
+        if not _under(root, job_dir) and not _under(job_dir, root):
             keep[root] = (os.open(root, os.O_PATH | os.O_DIRECTORY), True)
     try:
         for scratch in SCRATCH_DIRS:
