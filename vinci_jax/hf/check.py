@@ -141,15 +141,16 @@ def check(hf_dir: str | os.PathLike, *, tolerance: float = 1e-4, seed: int = 0) 
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from vinci_jax.hf.qwen2_5_vl import load_qwen2_5_vl, read_config
+    from vinci_jax.models.families import family_of_hf_dir
 
-    config = read_config(hf_dir)
+    family = family_of_hf_dir(hf_dir)  # Qwen2.5-VL or Qwen3-VL, by config.json model_type
+    config = family.read_config(hf_dir)
     batch = random_batch(config, seed)
     hf_model = AutoModelForImageTextToText.from_pretrained(hf_dir, dtype=torch.float32).eval()
     ref = torch_logits(hf_model, batch, config.image_token_id)
     del hf_model
     with jax.default_matmul_precision("highest"):
-        model = load_qwen2_5_vl(hf_dir, dtype=np.float32)
+        model = family.load(hf_dir, dtype=np.float32)
         ours = jax_logits(model, batch)
     result: dict[str, Any] = {"dir": str(hf_dir), **compare(ref, ours, batch.attention_mask)}
     result.update(tolerance=tolerance, ok=result["max_abs_diff"] <= tolerance)

@@ -1,4 +1,4 @@
-"""Export a Qwen2.5-VL checkpoint (Orbax or HF) to a Hugging Face directory.
+"""Export a Qwen2.5-VL or Qwen3-VL checkpoint (Orbax or HF) to a Hugging Face directory (family by model_type).
 
 Orbax layouts accepted as SRC (the model's `nnx.state(...)` saved by `ocp.StandardCheckpointer` or by an
 `ocp.CheckpointManager` item, with the model's HF-style `config.json` (`Qwen25VLConfig.to_hf()`) beside it):
@@ -30,14 +30,7 @@ import numpy as np
 from flax import nnx
 
 from vinci_jax.hf.loader import CheckpointMismatch, Rule, iter_hf_tensors, path_str
-from vinci_jax.hf.qwen2_5_vl import (
-    abstract_model,
-    export_qwen2_5_vl,
-    load_qwen2_5_vl,
-    qwen2_5_vl_rules,
-    read_config,
-    write_hf_dir,
-)
+from vinci_jax.models.families import family_of_config, family_of_hf_dir, family_of_model_type
 from vinci_jax.models.qwen2_5_vl.config import Qwen25VLConfig
 
 PREFERRED_ITEMS = ("model", "params", "state", "default")
@@ -129,8 +122,10 @@ def restore_orbax_params(
             raise FileNotFoundError(
                 f"no config.json next to the Orbax checkpoint {root}; write Qwen25VLConfig.to_hf() there"
             )
-        config = Qwen25VLConfig.from_hf(json.loads(found.read_text()))
-    rules = qwen2_5_vl_rules(config)
+        config_json = json.loads(found.read_text())
+        config = family_of_model_type(config_json.get("model_type", "qwen2_5_vl")).config_from_hf(config_json)
+    family = family_of_config(config)  # Qwen2.5-VL or Qwen3-VL
+    rules = family.rules(config)
 
     ranked = []
     for item in items:
@@ -150,7 +145,7 @@ def restore_orbax_params(
     # keep exactly the model's parameters, and check them against its shapes
     expected = {
         path_str(path): tuple(var.get_value().shape)
-        for path, var in nnx.to_flat_state(nnx.state(abstract_model(config), nnx.Param))
+        for path, var in nnx.to_flat_state(nnx.state(family.abstract_model(config), nnx.Param))
     }
     params = {k: v for k, v in flat.items() if k in expected}
     missing = sorted(set(expected) - set(params))
@@ -180,11 +175,13 @@ def export(
     Tokenizer/processor files are copied from `source_dir` (default: SRC itself when it is an HF dir).
     """
     if is_hf_dir(src):
-        config = read_config(src)
-        model = load_qwen2_5_vl(src, dtype=np.float32, config=config)
-        return export_qwen2_5_vl(
-            model, out_dir, dtype=dtype, source_dir=source_dir or src, max_shard_bytes=max_shard_bytes
-        )
+        family = family_of_hf_dir(src)
+        config = family.read_config(src)
+        model = family.load(src, dtype=np.float32, config=config)
+        return family.export(model, out_dir, dtype=dtype, source_dir=source_dir or src, max_shard_bytes=max_shard_bytes)
     params, config = restore_orbax_params(src, step=step)
-    tensors = iter_hf_tensors(params, qwen2_5_vl_rules(config))
-    return write_hf_dir(tensors, config, out_dir, dtype=dtype, source_dir=source_dir, max_shard_bytes=max_shard_bytes)
+    family = family_of_config(config)
+    tensors = iter_hf_tensors(params, family.rules(config))
+    return family.write_hf_dir(
+        tensors, config, out_dir, dtype=dtype, source_dir=source_dir, max_shard_bytes=max_shard_bytes
+    )
