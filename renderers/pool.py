@@ -396,6 +396,7 @@ class RenderPool:
             error=header["error"],
             seconds=time.monotonic() - started,
             blank=bool(header.get("blank", False)),
+            trace=header.get("trace") if isinstance(header.get("trace"), dict) else None,
         )
 
     def _discard(self, slot: int) -> None:

@@ -16,7 +16,8 @@ SUPPORTED_LANGUAGES = ("python", "svg", "html", "latex")
 
 @dataclass(frozen=True)
 class RenderJob:
-    """Code to render. `options` override per-language defaults (width, height, dpi, viewport, timeout_s, ...)."""
+    """Code to render. `options` override per-language defaults (width, height, dpi, viewport, timeout_s, ...);
+    options["trace"] ("matplotlib", "rdkit", "html" or a list) also records what the code drew (RenderResult.trace)."""
 
     code: str
     language: str
@@ -37,6 +38,7 @@ class RenderResult:
     error: str
     seconds: float
     blank: bool = False
+    trace: dict[str, Any] | None = None  # what the code drew, for jobs with options["trace"] (renderers.trace_run)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -33,6 +33,7 @@ class Worker:
         self.job_root = tempfile.mkdtemp(prefix=f"w{self.slot}-", dir=config["work_root"])
         os.chmod(self.job_root, 0o711)
         self.html = None
+        self.trace: dict[str, Any] | None = None  # of the job being handled (options["trace"])
         self.isolated_network = False
 
     def start(self) -> dict[str, Any]:
@@ -78,6 +79,10 @@ class Worker:
     def render(self, request: dict[str, Any]) -> tuple[str, bytes | None, str]:
         language, code, options = request["language"], request["code"], request.get("options") or {}
         timeout_s = float(request["timeout_s"])
+        kinds = options.get("trace")
+        if kinds and language in ("python", "html"):
+            kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+            return self._render_traced(language, code, options, timeout_s, kinds)
         if language == "svg":
             from renderers.lang_svg import render_svg
 
@@ -103,8 +108,29 @@ class Worker:
                 sandbox.remove_tree(job_dir)
         return "unsupported", None, f"language {language!r} has no renderer (supported: python, svg, html, latex)"
 
+    def _render_traced(self, language: str, code: str, options: dict[str, Any], timeout_s: float, kinds: Any):
+        """options["trace"]: the same render under renderers.trace_run instrumentation; the trace joins the header."""
+        from renderers import trace_run
+
+        if language == "html":
+            html = self._html()
+            if html._browser is None:
+                html.start()
+            status, png, error = html.render(code, options, timeout_s, self.max_pixels)
+            self.trace = trace_run.trace_html_page(html) if status == "ok" else None
+            return status, png, error
+        job_dir = sandbox.make_job_dir(self.job_root, self.uid)
+        try:
+            status, png, error, self.trace = trace_run.trace_python(
+                code, options, job_dir, self.limits, self.uid, timeout_s, tuple(kinds), self.isolate
+            )
+            return status, png, error
+        finally:
+            sandbox.remove_tree(job_dir)
+
     def handle(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         started = time.monotonic()
+        self.trace = None
         max_pixels = int((request.get("options") or {}).get("max_pixels", self.max_pixels))
         try:
             status, png, error = self.render(request)
@@ -124,6 +150,8 @@ class Worker:
             "blank": blank,
             "png_len": len(png) if status == "ok" and png else 0,
         }
+        if self.trace is not None:
+            header["trace"] = self.trace
         return header, (png if status == "ok" and png else b"")
 
     def close(self) -> None:

@@ -32,3 +32,18 @@ def test_job_cannot_write_the_callers_files(pool, tmp_path):
     # /tmp is a fresh tmpfs inside the job (FileNotFoundError); elsewhere the job's uid lacks the rights
     assert result.status == "error" and ("FileNotFoundError" in result.error or "PermissionError" in result.error)
     assert victim.read_text() == "intact"
+
+
+def test_render_pool_trace_option_returns_the_trace():
+    """The renderers hook: RenderJob(options={"trace": ...}) -> RenderResult.trace, plain jobs unchanged."""
+    from renderers import RenderJob, RenderPool
+
+    chart = "import matplotlib.pyplot as plt\nplt.bar([1, 2], [3, 4], color='red')\nplt.title('Hook')\nplt.show()\n"
+    with RenderPool(1, languages=("python",)) as render_pool:
+        traced, plain = render_pool.render_batch(
+            [RenderJob(chart, "python", {"trace": "matplotlib"}), RenderJob(chart, "python")]
+        )
+    assert traced.ok and plain.ok and plain.trace is None
+    record = traced.trace["matplotlib"]
+    assert "Hook" in [t["text"] for t in record["texts"]] and record["types"] == ["bar"]
+    assert ["patch", "#ff0000"] in record["colors"]
