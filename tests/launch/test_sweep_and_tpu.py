@@ -43,6 +43,8 @@ def test_local_sweep_runs_each_combination_with_its_own_workdir(tmp_path):
             str(tmp_path),
             "--sweep",
             "config.seed=1,2",
+            "--",
+            "--config.stages=env",  # the demo's default stages train; the sweep only needs a quick job
         ],
         cwd=ROOT,
         capture_output=True,
