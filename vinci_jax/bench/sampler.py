@@ -75,7 +75,8 @@ def _time(fn, repeats: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m vinci_jax.bench sampler", description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=4, help="rows generated together")
-    parser.add_argument("--new_tokens", type=int, default=64)
+    # ViRL rollouts run to hundreds or thousands of tokens; 256 measures the steady decode rate, not start-up cost
+    parser.add_argument("--new_tokens", type=int, default=256)
     parser.add_argument("--text_len", type=int, default=48, help="text tokens per prompt (plus the image tokens)")
     parser.add_argument("--prompts", type=int, default=2, help="prompts for the shared-prefill comparison (x n=8)")
     parser.add_argument("--repeats", type=int, default=2)
