@@ -30,7 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {"size": 400, "domains": "svg,chem", "refine_fraction": 0.0, "test_fraction": 0.05, "workers": 2}
     )
     config.sft = ml_collections.ConfigDict(
-        {"steps": 300, "batch": 4, "seq_len": 256, "learning_rate": 5e-3, "warmup_steps": 10}
+        {"steps": 400, "batch": 4, "seq_len": 256, "learning_rate": 5e-3, "warmup_steps": 10}
     )
     config.virl = ml_collections.ConfigDict(
         {"steps": 4, "prompts": 4, "n": 4, "max_new_tokens": 192, "learning_rate": 1e-4}
