@@ -190,6 +190,41 @@ def _write_rows(buffer: jax.Array, chunk: jax.Array, start: jax.Array) -> jax.Ar
     return jax.vmap(one)(buffer, chunk, start)
 
 
+def empty_cache(text: Any, batch: int, max_len: int, dtype: Any) -> KVCache:
+    """An empty cache (all slots invalid, next_index 0) for a text config, sharded by the cache logical axes."""
+    shape = (batch, max_len, text.num_key_value_heads, text.head_dim)
+
+    def zeros() -> jax.Array:
+        return sharding.constrain(jnp.zeros(shape, dtype), CACHE_AXES)
+
+    layers = range(text.num_hidden_layers)
+    return KVCache(
+        k=tuple(zeros() for _ in layers),
+        v=tuple(zeros() for _ in layers),
+        valid=jnp.zeros((batch, max_len), jnp.bool_),
+        next_index=jnp.zeros((batch,), jnp.int32),
+    )
+
+
+def chunk_attention(cache: KVCache, attention_mask: jax.Array | None, batch: int, length: int):
+    """For a chunk [B, T] appended to `cache`: (real tokens [B, T], write start [B], updated valid [B, S],
+    attention mask [B, 1, T, S]: causal over valid slots, plus each query's own slot)."""
+    real = jnp.ones((batch, length), jnp.bool_) if attention_mask is None else jnp.asarray(attention_mask) != 0
+    start = cache.next_index
+    valid = _write_rows(cache.valid, real, start)
+    slots = start[:, None] + jnp.arange(length)[None, :]  # [B, T] slot of each query
+    keys = jnp.arange(cache.max_len)
+    mask = (keys[None, None, :] <= slots[:, :, None]) & valid[:, None, :]
+    mask = (mask | (keys[None, None, :] == slots[:, :, None]))[:, None]
+    return real, start, valid, mask
+
+
+def next_write_index(start: jax.Array, real: jax.Array) -> jax.Array:
+    """Just past each row's last real token: right padding is overwritten by the next chunk."""
+    last_real = jnp.max(jnp.where(real, jnp.arange(real.shape[1])[None, :] + 1, 0), axis=1)
+    return (start + last_real).astype(jnp.int32)
+
+
 # ---- decoder ---------------------------------------------------------------------------------------------------------
 
 
@@ -405,20 +440,7 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
     # -- decoding --
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:
         """An empty cache (all slots invalid, next_index 0), sharded by the cache logical axes under a mesh."""
-        text = self.config.text
-        dtype = dtype or self.dtype
-        shape = (batch, max_len, text.num_key_value_heads, text.head_dim)
-
-        def zeros() -> jax.Array:
-            return sharding.constrain(jnp.zeros(shape, dtype), CACHE_AXES)
-
-        layers = range(text.num_hidden_layers)
-        return KVCache(
-            k=tuple(zeros() for _ in layers),
-            v=tuple(zeros() for _ in layers),
-            valid=jnp.zeros((batch, max_len), jnp.bool_),
-            next_index=jnp.zeros((batch,), jnp.int32),
-        )
+        return empty_cache(self.config.text, batch, max_len, dtype or self.dtype)
 
     def forward_with_cache(
         self,
@@ -434,14 +456,7 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
         Use it for the prefill (T = prompt length, with images) and for decoding (T = 1). `attention_mask` [B, T]
         marks real tokens of the chunk (default: all real). Positions are the caller's (`rope_index`).
         """
-        b, t = input_ids.shape
-        real = jnp.ones((b, t), jnp.bool_) if attention_mask is None else jnp.asarray(attention_mask) != 0
-        start = cache.next_index
-        valid = _write_rows(cache.valid, real, start)
-        slots = start[:, None] + jnp.arange(t)[None, :]  # [B, T] slot of each query
-        keys = jnp.arange(cache.max_len)
-        mask = (keys[None, None, :] <= slots[:, :, None]) & valid[:, None, :]
-        mask = (mask | (keys[None, None, :] == slots[:, :, None]))[:, None]  # [B, 1, T, S]
+        real, start, valid, mask = chunk_attention(cache, attention_mask, *input_ids.shape)
 
         x = self.embed(input_ids, pixel_values, vision_inputs)
         cos, sin = mrope_cos_sin(position_ids, self.config.text, self.dtype)
@@ -453,6 +468,5 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
             new_v.append(v_cache)
         logits = self.compute_logits(self.model.norm(x))
 
-        last_real = jnp.max(jnp.where(real, jnp.arange(t)[None, :] + 1, 0), axis=1)
-        next_index = (start + last_real).astype(jnp.int32)
+        next_index = next_write_index(start, real)
         return logits, KVCache(k=tuple(new_k), v=tuple(new_v), valid=valid, next_index=next_index)

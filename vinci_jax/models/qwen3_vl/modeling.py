@@ -33,6 +33,9 @@ from vinci_jax.models.qwen2_5_vl.modeling import (
     _write_rows,
     apply_rope,
     attention_mask_from,
+    chunk_attention,
+    empty_cache,
+    next_write_index,
     splice_image_features,
 )
 from vinci_jax.models.qwen3_vl.config import Qwen3TextConfig, Qwen3VLConfig
@@ -269,20 +272,7 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
     # -- decoding --
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:
         """An empty cache (all slots invalid, next_index 0), sharded by the cache logical axes under a mesh."""
-        text = self.config.text
-        dtype = dtype or self.dtype
-        shape = (batch, max_len, text.num_key_value_heads, text.head_dim)
-
-        def zeros() -> jax.Array:
-            return sharding.constrain(jnp.zeros(shape, dtype), CACHE_AXES)
-
-        layers = range(text.num_hidden_layers)
-        return KVCache(
-            k=tuple(zeros() for _ in layers),
-            v=tuple(zeros() for _ in layers),
-            valid=jnp.zeros((batch, max_len), jnp.bool_),
-            next_index=jnp.zeros((batch,), jnp.int32),
-        )
+        return empty_cache(self.config.text, batch, max_len, dtype or self.dtype)
 
     def forward_with_cache(
         self,
@@ -294,14 +284,7 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
         vision_inputs: Any = None,
     ) -> tuple[jax.Array, KVCache]:
         """Append a chunk [B, T] to the cache and return (logits [B, T, vocab], updated cache); see KVCache."""
-        b, t = input_ids.shape
-        real = jnp.ones((b, t), jnp.bool_) if attention_mask is None else jnp.asarray(attention_mask) != 0
-        start = cache.next_index
-        valid = _write_rows(cache.valid, real, start)
-        slots = start[:, None] + jnp.arange(t)[None, :]
-        keys = jnp.arange(cache.max_len)
-        mask = (keys[None, None, :] <= slots[:, :, None]) & valid[:, None, :]
-        mask = (mask | (keys[None, None, :] == slots[:, :, None]))[:, None]
+        real, start, valid, mask = chunk_attention(cache, attention_mask, *input_ids.shape)
 
         x, deepstack = self.embed_with_deepstack(input_ids, pixel_values, vision_inputs)
         cos, sin = mrope_cos_sin(position_ids, self.config.text, self.dtype)
@@ -315,6 +298,5 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
             new_v.append(v_cache)
         logits = self.compute_logits(self.model.norm(x))
 
-        last_real = jnp.max(jnp.where(real, jnp.arange(t)[None, :] + 1, 0), axis=1)
-        next_index = (start + last_real).astype(jnp.int32)
+        next_index = next_write_index(start, real)
         return logits, KVCache(k=tuple(new_k), v=tuple(new_v), valid=valid, next_index=next_index)
