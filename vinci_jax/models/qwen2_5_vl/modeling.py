@@ -337,17 +337,34 @@ class Qwen2Model(nnx.Module):
 # ---- full model ------------------------------------------------------------------------------------------------------
 
 
+def image_feature_rows(
+    input_ids: jax.Array, image_token_id: int, num_features: int, groups: int = 1
+) -> tuple[jax.Array, jax.Array]:
+    """(is_image [B*L] bool, feature row of each token [B*L]): image tokens, row-major over [B, L], take
+    consecutive feature rows. With `groups` G > 1 the batch rows form G equal blocks and `features` G equal blocks
+    (see `VisionInputs.groups`); block g's image tokens read block g's rows.
+    """
+    b = input_ids.shape[0]
+    if b % groups:
+        raise ValueError(f"{b} batch rows do not split into {groups} vision groups")
+    per_group = num_features // groups
+    is_image = (input_ids == image_token_id).reshape(groups, -1)
+    row = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, per_group - 1)
+    row = row + jnp.arange(groups, dtype=row.dtype)[:, None] * per_group
+    return is_image.reshape(-1), row.reshape(-1)
+
+
 def splice_image_features(
-    embeds: jax.Array, input_ids: jax.Array, features: jax.Array, image_token_id: int
+    embeds: jax.Array, input_ids: jax.Array, features: jax.Array, image_token_id: int, groups: int = 1
 ) -> jax.Array:
     """Replace the embeddings of image tokens (row-major over [B, L]) by consecutive rows of `features`.
 
-    `features` may have padding rows at the end (bucketed vision tower); they are never read as long as the number
-    of image tokens does not exceed the number of real feature rows (which the processor guarantees).
+    `features` may have padding rows at the end (of each group; bucketed vision tower); they are never read as
+    long as the number of image tokens does not exceed the number of real feature rows (which the processor
+    guarantees).
     """
     b, length, d = embeds.shape
-    is_image = (input_ids == image_token_id).reshape(-1)
-    row = jnp.clip(jnp.cumsum(is_image) - 1, 0, features.shape[0] - 1)
+    is_image, row = image_feature_rows(input_ids, image_token_id, features.shape[0], groups)
     gathered = jnp.take(features.astype(embeds.dtype), row, axis=0)
     flat = jnp.where(is_image[:, None], gathered, embeds.reshape(-1, d))
     return flat.reshape(b, length, d)
@@ -396,7 +413,9 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
             if pixel_values is not None:
                 vision_inputs = dataclasses.replace(vision_inputs, pixel_values=pixel_values)
             features = self.visual(vision_inputs)
-            embeds = splice_image_features(embeds, input_ids, features, self.config.image_token_id)
+            embeds = splice_image_features(
+                embeds, input_ids, features, self.config.image_token_id, vision_inputs.groups
+            )
         elif pixel_values is not None:
             raise ValueError("pixel_values needs vision_inputs (from prepare_vision_inputs) for the window layout")
         return embeds

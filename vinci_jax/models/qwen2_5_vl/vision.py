@@ -35,7 +35,7 @@ from flax import nnx
 
 from vinci_jax import sharding
 from vinci_jax.models.qwen2_5_vl.config import VisionConfig
-from vinci_jax.models.qwen2_5_vl.vision_inputs import VisionInputs, prepare_vision_inputs
+from vinci_jax.models.qwen2_5_vl.vision_inputs import VisionInputs, global_reverse_index, prepare_vision_inputs
 
 __all__ = ["Qwen25VisionTransformer", "VisionConfig", "VisionInputs", "prepare_vision_inputs"]
 
@@ -258,7 +258,7 @@ class Qwen25VisionTransformer(nnx.Module):
             x = sharding.constrain(x, ("batch", "seq", "act_embed"))
             x = block(x, cos, sin, full_masks if i in self.full_attention_blocks else window_masks)
         merged = self.merger(x)
-        return jnp.take(merged, jnp.asarray(inputs.reverse_index), axis=0)
+        return jnp.take(merged, global_reverse_index(inputs, merged.shape[0]), axis=0)
 
 
 def _segment_mask(segment_ids: jax.Array) -> jax.Array:

@@ -38,6 +38,10 @@ class VisionInputs:
     reverse_index:      int32 [R*L/merge_size**2] output row -> merged unit of the slot layout; rows
                         < num_merged_tokens are the images' merged tokens in HF order, later rows are padding
     num_merged_tokens:  int32 [] number of real merged tokens (an array, so it does not trigger recompiles)
+    groups:             static G >= 1. With G > 1 the arrays are G equal blocks stacked along their first axis, one
+                        per block of batch rows (the batch's data-parallel shards, see `stack_vision_groups`):
+                        reverse_index holds each block's own unit indices and num_merged_tokens is [G]. Each shard
+                        then runs the tower on its own rows' images only, and no host needs another host's pixels.
     """
 
     pixel_values: Any
@@ -46,6 +50,7 @@ class VisionInputs:
     position_ids: Any
     reverse_index: Any
     num_merged_tokens: Any
+    groups: int = dataclasses.field(default=1, metadata=dict(static=True))
 
     @property
     def bucket_size(self) -> int:
@@ -103,6 +108,93 @@ def _positions(t: int, h: int, w: int, merge: int) -> np.ndarray:
     return np.tile(np.stack([rows, cols], axis=-1), (t, 1))
 
 
+def _row_starts(image_patches: Sequence[int], length: int) -> list[int]:
+    """Flat start of each image when whole images are packed in order into rows of `length` patches."""
+    starts, row, used = [], 0, 0
+    for size in image_patches:
+        if size > length:
+            raise ValueError(f"an image needs {size} window-slot patches > row_patches {length}; raise row_patches")
+        if used + size > length:
+            row, used = row + 1, 0
+        starts.append(row * length + used)
+        used += size
+    return starts
+
+
+def image_slot_patches(image_grid_thw: np.ndarray, config: VisionConfig) -> list[int]:
+    """Patches each image takes in the window-slot layout (its windows times the slot size W)."""
+    merge, slot = int(config.spatial_merge_size), window_slot_patches(config)
+    window = int(config.window_size) // merge // int(config.patch_size)
+    grid = np.asarray(image_grid_thw, dtype=np.int64).reshape(-1, 3)
+    return [_window_order(t, h, w, merge, window)[2] * slot for t, h, w in grid.tolist()]
+
+
+def rows_needed(image_grid_thw: np.ndarray, config: VisionConfig, row_patches: int) -> int:
+    """Rows of `row_patches` that `prepare_vision_inputs(..., row_patches=)` fills with these images (0 if none)."""
+    sizes = image_slot_patches(image_grid_thw, config)
+    return _row_starts(sizes, int(row_patches))[-1] // int(row_patches) + 1 if sizes else 0
+
+
+def empty_vision_inputs(rows: int, row_patches: int, patch_dim: int, config: VisionConfig) -> VisionInputs:
+    """All-padding inputs of the given shape: a batch shard without images still runs the tower (same shapes on
+    every shard), and contributes no features."""
+    slot, unit = window_slot_patches(config), int(config.spatial_merge_size) ** 2
+    total = rows * row_patches
+    return VisionInputs(
+        pixel_values=np.zeros((rows, row_patches, patch_dim), np.float32),
+        full_segment_ids=np.zeros((rows, row_patches), np.int32),
+        window_segment_ids=np.zeros((total // slot, slot), np.int32),
+        position_ids=np.zeros((rows, row_patches, 2), np.int32),
+        reverse_index=np.arange(total // unit, dtype=np.int32),
+        num_merged_tokens=np.asarray(0, np.int32),
+    )
+
+
+def stack_vision_groups(blocks: Sequence[VisionInputs]) -> VisionInputs:
+    """One `VisionInputs` with `groups=len(blocks)` from per-shard blocks of equal shapes (see `VisionInputs`)."""
+    shapes = {tuple(np.shape(leaf) for leaf in jax.tree.leaves(b)) for b in blocks}
+    if len(shapes) != 1:
+        raise ValueError(f"vision groups must share one shape (same rows and row length), got {sorted(shapes)}")
+    groups = sum(int(b.groups) for b in blocks)
+    merged = {
+        f.name: np.concatenate([np.atleast_1d(np.asarray(getattr(b, f.name))) for b in blocks])
+        for f in dataclasses.fields(VisionInputs)
+        if f.name != "groups"
+    }
+    return VisionInputs(**merged, groups=groups)
+
+
+def grouped_vision_inputs(
+    images: Sequence[tuple[np.ndarray, np.ndarray] | None],
+    config: VisionConfig,
+    *,
+    row_patches: int,
+    rows: int,
+    patch_dim: int,
+) -> VisionInputs:
+    """One block per batch shard from that shard's (image_grid_thw, pixel_values), or None for a shard without
+    images; every block gets `rows` rows of `row_patches` (callers agree on them over all shards and hosts)."""
+    blocks = [
+        empty_vision_inputs(rows, row_patches, patch_dim, config)
+        if block is None or len(np.asarray(block[0]).reshape(-1, 3)) == 0
+        else prepare_vision_inputs(block[0], block[1], config, row_patches=row_patches, row_buckets=[rows])
+        for block in images
+    ]
+    return stack_vision_groups(blocks)
+
+
+def global_reverse_index(inputs: VisionInputs, num_units: int) -> jax.Array:
+    """The tower's gather index over all `num_units` merged units: each group's own indices shifted to its block."""
+    import jax.numpy as jnp
+
+    reverse = jnp.asarray(inputs.reverse_index)
+    groups = int(inputs.groups)
+    if groups == 1:
+        return reverse
+    offsets = jnp.arange(groups, dtype=reverse.dtype)[:, None] * (num_units // groups)
+    return (reverse.reshape(groups, -1) + offsets).reshape(-1)
+
+
 def prepare_vision_inputs(
     image_grid_thw: np.ndarray,
     pixel_values: np.ndarray,
@@ -148,17 +240,14 @@ def prepare_vision_inputs(
         )
         starts, num_rows = list(np.cumsum([0, *image_patches[:-1]])), 1
     else:
-        length, starts, row, used = int(row_patches), [], 0, 0
-        for size in image_patches:
-            if size > length:
-                raise ValueError(f"an image needs {size} window-slot patches > row_patches {length}; raise row_patches")
-            if used + size > length:
-                row, used = row + 1, 0
-            starts.append(row * length + used)
-            used += size
+        length = int(row_patches)
+        starts = _row_starts(image_patches, length)
+        used_rows = starts[-1] // length + 1
         if isinstance(row_buckets, int):
             row_buckets = [row_buckets]
-        num_rows = _smallest_fit(row + 1, row_buckets or _powers_of_two_times(1, row + 1), "rows", "add a row bucket")
+        num_rows = _smallest_fit(
+            used_rows, row_buckets or _powers_of_two_times(1, used_rows), "rows", "add a row bucket"
+        )
     if length % slot:
         raise ValueError(f"vision bucket / row length {length} is not a multiple of the window slot size {slot}")
 

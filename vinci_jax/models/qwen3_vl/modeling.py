@@ -35,6 +35,7 @@ from vinci_jax.models.qwen2_5_vl.modeling import (
     attention_mask_from,
     chunk_attention,
     empty_cache,
+    image_feature_rows,
     next_write_index,
     splice_image_features,
 )
@@ -126,11 +127,12 @@ def _call_layer(layer: DecoderLayer, x: jax.Array, cos: jax.Array, sin: jax.Arra
     return layer(x, cos, sin, mask)
 
 
-def add_image_features(x: jax.Array, input_ids: jax.Array, features: jax.Array, image_token_id: int) -> jax.Array:
+def add_image_features(
+    x: jax.Array, input_ids: jax.Array, features: jax.Array, image_token_id: int, groups: int = 1
+) -> jax.Array:
     """x + features at image-token positions (row-major over [B, L], consecutive rows of `features`): DeepStack."""
     b, length, d = x.shape
-    is_image = (input_ids == image_token_id).reshape(-1)
-    row = jnp.clip(jnp.cumsum(is_image) - 1, 0, features.shape[0] - 1)
+    is_image, row = image_feature_rows(input_ids, image_token_id, features.shape[0], groups)
     gathered = jnp.take(features.astype(x.dtype), row, axis=0)
     return (x.reshape(-1, d) + jnp.where(is_image[:, None], gathered, 0)).reshape(b, length, d)
 
@@ -142,11 +144,12 @@ class _Deepstack:
     input_ids: jax.Array
     features: tuple[jax.Array, ...]
     image_token_id: int
+    groups: int = 1
 
     def after_layer(self, index: int, x: jax.Array) -> jax.Array:
         if index >= len(self.features):
             return x
-        return add_image_features(x, self.input_ids, self.features[index], self.image_token_id)
+        return add_image_features(x, self.input_ids, self.features[index], self.image_token_id, self.groups)
 
 
 class Qwen3Model(nnx.Module):
@@ -227,8 +230,9 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
         if pixel_values is not None:
             vision_inputs = dataclasses.replace(vision_inputs, pixel_values=pixel_values)
         features, deepstack = self.visual(vision_inputs)
-        embeds = splice_image_features(embeds, input_ids, features, self.config.image_token_id)
-        return embeds, _Deepstack(input_ids, deepstack, self.config.image_token_id)
+        groups = vision_inputs.groups
+        embeds = splice_image_features(embeds, input_ids, features, self.config.image_token_id, groups)
+        return embeds, _Deepstack(input_ids, deepstack, self.config.image_token_id, groups)
 
     def embed(
         self, input_ids: jax.Array, pixel_values: jax.Array | None = None, vision_inputs: Any = None

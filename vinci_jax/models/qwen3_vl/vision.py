@@ -34,7 +34,7 @@ from flax import nnx
 
 from vinci_jax import sharding
 from vinci_jax.models.qwen2_5_vl.vision import Linear, VisionAttention, _activation, rotary_cos_sin
-from vinci_jax.models.qwen2_5_vl.vision_inputs import VisionInputs
+from vinci_jax.models.qwen2_5_vl.vision_inputs import VisionInputs, global_reverse_index
 from vinci_jax.models.qwen3_vl.config import Qwen3VisionConfig
 
 
@@ -103,12 +103,14 @@ def _axis_taps(index: jax.Array, size: jax.Array, side: int) -> tuple[jax.Array,
 def interpolated_positions(table: jax.Array, position_ids: jax.Array, segment_ids: jax.Array, side: int) -> jax.Array:
     """Position embeddings [R, L, hidden] of every patch, bilinearly resampled to its image's grid.
 
-    position_ids [R, L, 2] (row, column) and segment_ids [R, L] (one id per image frame, 0 = padding): a frame's
-    grid height / width is its largest row / column + 1 (every row and column of a frame holds patches).
+    position_ids [R, L, 2] (row, column) and segment_ids [R, L] (one id per image frame within a row, 0 = padding):
+    a frame's grid height / width is its largest row / column + 1 (every row and column of a frame holds patches).
     """
     rows, cols = position_ids[..., 0], position_ids[..., 1]
-    flat_ids = segment_ids.reshape(-1)
-    count = flat_ids.shape[0] + 1
+    num_rows, length = segment_ids.shape
+    # a frame never spans rows, so (row, id) names it even where blocks of rows reuse ids (grouped inputs)
+    flat_ids = (segment_ids + jnp.arange(num_rows, dtype=segment_ids.dtype)[:, None] * (length + 1)).reshape(-1)
+    count = num_rows * (length + 1)
     height = jax.ops.segment_max(rows.reshape(-1), flat_ids, num_segments=count)[flat_ids].reshape(rows.shape) + 1
     width = jax.ops.segment_max(cols.reshape(-1), flat_ids, num_segments=count)[flat_ids].reshape(cols.shape) + 1
     h_taps, h_weights = _axis_taps(rows, height, side)
@@ -204,7 +206,7 @@ class Qwen3VisionTransformer(nnx.Module):
         x = x + pos.astype(x.dtype)
         cos, sin = rotary_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
         mask = segments[:, :, None] == segments[:, None, :]
-        reverse = jnp.asarray(inputs.reverse_index)
+        reverse = global_reverse_index(inputs, rows * length // cfg.spatial_merge_size**2)
         deepstack = []
         for i, block in enumerate(self.blocks):
             x = sharding.constrain(x, ("batch", "seq", "act_embed"))
