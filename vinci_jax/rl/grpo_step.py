@@ -40,6 +40,9 @@ class GRPOLossConfig:
     kl_estimator: str = "k3"
     temperature: float = 1.0
     old_logprobs: str = "detached"  # detached | rollout | recomputed (see vinci_jax.rl.virl)
+    # response tokens per LM-head chunk (0: the whole window at once). Each chunk's [rows, chunk, vocab] logits are
+    # recomputed in the backward pass instead of kept, so memory holds one chunk's logits, not the window's.
+    logit_chunk: int = 0
 
     def __post_init__(self) -> None:
         alg.lookup(alg.POLICY_LOSSES, self.policy_loss, "policy loss")
@@ -57,16 +60,44 @@ def target_logprobs(logits: jax.Array, targets: jax.Array, temperature: float) -
     return logp, entropy
 
 
-def _forward_logprobs(split: SplitModel, params: Any, micro: dict[str, Any], temperature: float):
+def window_logprobs(
+    model: Any, window: jax.Array, targets: jax.Array, temperature: float, chunk: int = 0
+) -> tuple[jax.Array, jax.Array]:
+    """`target_logprobs` of the LM head over hidden states `window` [B, L, D], `chunk` tokens at a time.
+
+    At the released lengths one micro-batch's logits are 16 x 10,240 x 152k floats (100 GB); in chunks under
+    `jax.checkpoint` only one chunk's logits live at a time, forward and backward.
+    """
+    b, length, _ = window.shape
+    if chunk <= 0 or length <= chunk:
+        return target_logprobs(model.compute_logits(window), targets, temperature)
+    pad = -length % chunk
+    window = jnp.pad(window, ((0, 0), (0, pad), (0, 0)))
+    targets = jnp.pad(targets, ((0, 0), (0, pad)))
+    count = (length + pad) // chunk
+    hidden_chunks = window.reshape(b, count, chunk, -1).swapaxes(0, 1)
+    target_chunks = targets.reshape(b, count, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def one(hidden: jax.Array, chunk_targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return target_logprobs(model.compute_logits(hidden), chunk_targets, temperature)
+
+    logp, entropy = jax.lax.map(lambda xs: one(*xs), (hidden_chunks, target_chunks))
+    return (logp.swapaxes(0, 1).reshape(b, -1)[:, :length], entropy.swapaxes(0, 1).reshape(b, -1)[:, :length])
+
+
+def _forward_logprobs(split: SplitModel, params: Any, micro: dict[str, Any], temperature: float, chunk: int = 0):
     model = split.merge(params)
     hidden = model.hidden_states(**{k: micro[k] for k in MODEL_KEYS if micro.get(k) is not None})
     window = jax.lax.dynamic_slice_in_dim(hidden, micro["response_start"], micro["targets"].shape[1], axis=1)
-    return target_logprobs(model.compute_logits(window), micro["targets"], temperature)
+    return window_logprobs(model, window, micro["targets"], temperature, chunk)
 
 
-def make_logprob_fn(split: SplitModel, temperature: float) -> Callable[[Any, dict[str, Any]], jax.Array]:
+def make_logprob_fn(
+    split: SplitModel, temperature: float, logit_chunk: int = 0
+) -> Callable[[Any, dict[str, Any]], jax.Array]:
     """(params, micro) -> log p of the targets [B, L] (no gradient): old log-probs by recomputation, reference KL."""
-    return lambda params, micro: _forward_logprobs(split, params, micro, temperature)[0]
+    return lambda params, micro: _forward_logprobs(split, params, micro, temperature, logit_chunk)[0]
 
 
 def make_grad_fn(
@@ -79,7 +110,7 @@ def make_grad_fn(
 
     def objective(params: Any, micro: dict[str, Any], normaliser: jax.Array):
         params = jax.tree.map(lambda x, m: x if m else jax.lax.stop_gradient(x), params, trainable)
-        logp, entropy = _forward_logprobs(split, params, micro, loss.temperature)
+        logp, entropy = _forward_logprobs(split, params, micro, loss.temperature, loss.logit_chunk)
         mask = micro["response_mask"].astype(jnp.float32)
         old = jax.lax.stop_gradient(logp) if loss.old_logprobs == "detached" else micro["old_logprobs"]
         advantages = micro["advantages"][:, None]

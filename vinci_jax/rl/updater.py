@@ -53,7 +53,7 @@ class GRPOUpdater:
             raise ValueError("kl_coef > 0 needs reference_params (the frozen initial policy)")
         with jax.set_mesh(mesh):
             self.grad_fn = jax.jit(make_grad_fn(split, loss, trainable))
-            self.logprob_fn = jax.jit(make_logprob_fn(split, loss.temperature))
+            self.logprob_fn = jax.jit(make_logprob_fn(split, loss.temperature, loss.logit_chunk))
             self.apply_fn = jax.jit(
                 make_apply_fn(optimizer, schedule), donate_argnums=0, out_shardings=(state_shardings, None)
             )
