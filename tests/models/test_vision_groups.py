@@ -15,9 +15,11 @@ from vinci_jax.hf.qwen2_5_vl import load_qwen2_5_vl
 from vinci_jax.hf.qwen3_vl import load_qwen3_vl
 from vinci_jax.models.families import family_of_model
 from vinci_jax.models.qwen2_5_vl.vision_inputs import (
+    blank_like,
     empty_vision_inputs,
     grouped_vision_inputs,
     image_slot_patches,
+    pad_vision_inputs,
     prepare_vision_inputs,
     rows_needed,
     stack_vision_groups,
@@ -121,3 +123,36 @@ def test_stacking_blocks_of_different_shapes_is_refused(model):
     b = empty_vision_inputs(2, 64, _patch_dim(vision), vision)
     with pytest.raises(ValueError, match="share one shape"):
         stack_vision_groups([a, b])
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_padding_to_a_larger_layout_keeps_the_logits(model, groups):
+    """pad_vision_inputs (used to stack accumulation micro-batches) moves every real patch with its row."""
+    input_ids, mask, positions, images = _batch(model)
+    grouped = _grouped(model, images, groups) if groups > 1 else None
+    if grouped is None:
+        grid = np.concatenate([g for g, _ in images])
+        pixels = np.concatenate([p for _, ps in images for p in ps])
+        length = max(image_slot_patches(grid, model.config.vision))
+        grouped = prepare_vision_inputs(grid, pixels, model.config.vision, row_patches=length)
+    expected = _logits(model, input_ids, mask, positions, grouped)
+    rows, length = grouped.pixel_values.shape[0] // groups, grouped.pixel_values.shape[1]
+    padded = pad_vision_inputs(grouped, 2 * rows + 1, 2 * length)
+    assert padded.pixel_values.shape[:2] == (groups * (2 * rows + 1), 2 * length)
+    np.testing.assert_allclose(_logits(model, input_ids, mask, positions, padded), expected, atol=1e-5, rtol=1e-5)
+    blank = blank_like(padded)
+    assert not blank.full_segment_ids.any() and np.asarray(blank.num_merged_tokens).sum() == 0
+
+
+def test_micro_batches_with_different_vision_layouts_stack(model):
+    from vinci_jax.train.data import stack_micro_batches
+
+    _, _, _, images = _batch(model)
+    small = _grouped(model, images[:2] + [(np.zeros((0, 3), np.int64), [])] * 2, 2)
+    large = _grouped(model, images, 2)
+    no_images = {"input_ids": np.zeros((4, 8), np.int32)}
+    stacked = stack_micro_batches([{**no_images, "vision_inputs": small}, {**no_images, "vision_inputs": large},
+                                   no_images])  # fmt: skip
+    vision = stacked["vision_inputs"]
+    assert vision.pixel_values.shape[0] == 3 and vision.pixel_values.shape[2:] == large.pixel_values.shape[1:]
+    assert vision.groups == 2 and np.asarray(vision.num_merged_tokens)[2].sum() == 0

@@ -53,22 +53,49 @@ def to_trainer_convention(batch: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def align_vision_inputs(batches: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Micro-batches whose vision inputs share one layout: the largest rows x row length of the step (smaller ones
+    padded, image-free ones given blank inputs), so that they stack."""
+    visions = [b.get("vision_inputs") for b in batches]
+    present = [v for v in visions if v is not None]
+    if not present:
+        return [dict(b) for b in batches]
+    from vinci_jax.models.qwen2_5_vl.vision_inputs import blank_like, pad_vision_inputs
+
+    groups = int(present[0].groups)
+    rows = max(np.shape(v.pixel_values)[0] // groups for v in present)
+    length = max(np.shape(v.pixel_values)[1] for v in present)
+    out = []
+    for batch, vision in zip(batches, visions, strict=True):
+        vision = blank_like(present[0]) if vision is None else vision
+        out.append({**batch, "vision_inputs": pad_vision_inputs(vision, rows, length)})
+    return out
+
+
 def stack_micro_batches(batches: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """[A] micro-batches -> one batch whose leaves have a leading micro-batch axis (gradient accumulation)."""
+    batches = align_vision_inputs(batches)
     shapes = [jax.tree.map(np.shape, dict(b)) for b in batches]
     if any(s != shapes[0] for s in shapes[1:]):
         raise ValueError(
-            "micro-batches of one accumulation step differ in shape (e.g. vision patch buckets); pad them to one "
+            "micro-batches of one accumulation step differ in shape (e.g. padding-mode length buckets); pad them to one "
             f"bucket or set grad_accum_steps=1. shapes: {shapes}"
         )
     return jax.tree.map(lambda *xs: np.stack(xs), *batches)
 
 
+def _vision_axes(vision: Any, ndim: int) -> tuple[str | None, ...] | None:
+    """Grouped vision inputs (one block per batch shard) split their first axis like the batch; else replicated."""
+    if int(getattr(vision, "groups", 1)) == 1:
+        return None
+    return ("batch",) + (None,) * (ndim - 1)
+
+
 def batch_shardings(batch: Mapping[str, Any], mesh: Mesh, *, accum: bool = False) -> dict[str, Any]:
     """NamedSharding per batch leaf (global shapes are local shapes times the process count on the batch dim)."""
 
-    def one(key: str, leaf: Any) -> NamedSharding:
-        names = BATCH_AXES.get(key)
+    def one(key: str, leaf: Any, vision: Any = None) -> NamedSharding:
+        names = BATCH_AXES.get(key) if vision is None else _vision_axes(vision, np.ndim(leaf) - int(accum))
         if names is None:
             return NamedSharding(mesh, PartitionSpec())
         names = ((None,) if accum else ()) + names
@@ -77,7 +104,11 @@ def batch_shardings(batch: Mapping[str, Any], mesh: Mesh, *, accum: bool = False
         shape[batch_dim] *= jax.process_count()
         return NamedSharding(mesh, sharding.logical_to_spec(names, shape, mesh))
 
-    return {key: jax.tree.map(lambda leaf, k=key: one(k, leaf), value) for key, value in batch.items()}
+    out = {}
+    for key, value in batch.items():
+        vision = value if key == "vision_inputs" else None
+        out[key] = jax.tree.map(lambda leaf, k=key, v=vision: one(k, leaf, v), value)
+    return out
 
 
 def to_global(batch: Mapping[str, Any], shardings: Mapping[str, Any]) -> dict[str, Any]:

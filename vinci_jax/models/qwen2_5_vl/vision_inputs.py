@@ -183,6 +183,64 @@ def grouped_vision_inputs(
     return stack_vision_groups(blocks)
 
 
+def pad_vision_inputs(inputs: VisionInputs, rows: int, row_patches: int) -> VisionInputs:
+    """The same images in a larger layout: every group padded to `rows` rows of `row_patches` patches (e.g. to
+    stack micro-batches of one accumulation step). Real patches keep their row and offset; all else is padding."""
+    groups = int(inputs.groups)
+    pixels = np.asarray(inputs.pixel_values)
+    old_rows, old_length = pixels.shape[0] // groups, pixels.shape[1]
+    slot = np.asarray(inputs.window_segment_ids).shape[-1]
+    unit = old_length * old_rows * groups // np.asarray(inputs.reverse_index).size
+    if rows < old_rows or row_patches < old_length or row_patches % slot:
+        raise ValueError(f"cannot pad vision rows {old_rows}x{old_length} to {rows}x{row_patches} (slot {slot})")
+
+    def grow(x: np.ndarray, per_row: int, new_per_row: int) -> np.ndarray:
+        """[G*R*per_row, ...] (row-major units of one kind) -> [G*rows*new_per_row, ...], zero padded."""
+        x = np.asarray(x).reshape(groups, old_rows, per_row, *np.shape(x)[1:])
+        pad = [(0, 0), (0, rows - old_rows), (0, new_per_row - per_row)] + [(0, 0)] * (x.ndim - 3)
+        return np.pad(x, pad).reshape(groups * rows * new_per_row, *x.shape[3:])
+
+    units, new_units = old_length // unit, row_patches // unit
+    reverse = np.asarray(inputs.reverse_index).reshape(groups, -1)
+    moved = (reverse // units) * new_units + reverse % units  # each real unit keeps its row and offset
+    counts = np.atleast_1d(np.asarray(inputs.num_merged_tokens))
+    new_reverse = []
+    for g in range(groups):
+        real = moved[g, : int(counts[g])]
+        unused = np.setdiff1d(np.arange(rows * new_units), real)
+        new_reverse.append(np.concatenate([real, unused]))
+    return VisionInputs(
+        pixel_values=grow(pixels.reshape(-1, pixels.shape[-1]), old_length, row_patches).reshape(
+            groups * rows, row_patches, -1
+        ),
+        full_segment_ids=grow(np.asarray(inputs.full_segment_ids).reshape(-1), old_length, row_patches).reshape(
+            groups * rows, row_patches
+        ),
+        window_segment_ids=grow(np.asarray(inputs.window_segment_ids), old_length // slot, row_patches // slot),
+        position_ids=grow(np.asarray(inputs.position_ids).reshape(-1, 2), old_length, row_patches).reshape(
+            groups * rows, row_patches, 2
+        ),
+        reverse_index=np.concatenate(new_reverse).astype(np.int32),
+        num_merged_tokens=inputs.num_merged_tokens,
+        groups=groups,
+    )
+
+
+def blank_like(inputs: VisionInputs) -> VisionInputs:
+    """All-padding inputs with the layout of `inputs` (a micro-batch without images beside ones with images)."""
+    groups = int(inputs.groups)
+    units = np.asarray(inputs.reverse_index).size // groups
+    return VisionInputs(
+        pixel_values=np.zeros_like(inputs.pixel_values),
+        full_segment_ids=np.zeros_like(inputs.full_segment_ids),
+        window_segment_ids=np.zeros_like(inputs.window_segment_ids),
+        position_ids=np.zeros_like(inputs.position_ids),
+        reverse_index=np.tile(np.arange(units, dtype=np.int32), groups),
+        num_merged_tokens=np.zeros_like(inputs.num_merged_tokens),
+        groups=groups,
+    )
+
+
 def global_reverse_index(inputs: VisionInputs, num_units: int) -> jax.Array:
     """The tower's gather index over all `num_units` merged units: each group's own indices shifted to its block."""
     import jax.numpy as jnp
