@@ -9,6 +9,7 @@ that is pixel-identical to its target crop scores exactly 1 without being encode
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -156,8 +157,20 @@ class VisualReward:
         """Rewards for S rollouts. `render_results[i]`: a RenderResult (or PIL image / PNG bytes), None if not rendered.
 
         `group_ids[i]` names the prompt group; rollouts of a group share one target image, encoded once. Without
-        group ids, rollouts that pass the same target image object share it.
+        group ids, rollouts that pass the same target image object share it. Runs on the reward's own mesh, whatever
+        mesh the caller is in (multi-host: each process scores its rollouts on its local devices).
         """
+        with jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext():
+            return self._score(prompts, responses, target_images, render_results, group_ids)
+
+    def _score(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        target_images: Sequence[Image.Image],
+        render_results: Sequence[Any],
+        group_ids: Sequence[Hashable] | None,
+    ) -> RewardBatch:
         n = len(prompts)
         if not (len(responses) == len(target_images) == len(render_results) == n):
             raise ValueError(

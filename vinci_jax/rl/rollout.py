@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -68,9 +68,16 @@ def sample_render_score(
     chunk_prompts: int,
     render_options: dict[str, Any] | None = None,
     patch_buckets: Sequence[int] | int | None = None,
+    renders_here: Callable[[int, int], bool] | None = None,
 ) -> Rollouts:
-    """Sample n responses per prompt in chunks, render them on `pool` while the next chunk samples, score all."""
+    """Sample n responses per prompt in chunks, render them on `pool` while the next chunk samples, score all.
+
+    In a multi-process run every process passes the same prompts (the global batch) and samples them together;
+    `renders_here(row, prompt)` says which rollouts this process renders and scores on its own pool and devices.
+    The scores are then exchanged, so every process returns the same rewards (render results stay local).
+    """
     render_options = dict(render_options or {})
+    renders_here = renders_here or (lambda row, prompt: True)
     chunks, responses, futures = [], [], []
     device_s = 0.0
     for index, start in enumerate(range(0, len(raw_prompts), chunk_prompts)):
@@ -83,33 +90,83 @@ def sample_render_score(
         for row in range(samples.tokens.shape[0]):
             ids = samples.response_ids(row)
             text = processor.decode(ids[:-1] if samples.finished[row] else ids)
+            prompt = start + int(samples.prompt_index[row])
             responses.append(text)
+            if not renders_here(len(responses) - 1, prompt):
+                futures.append(_ELSEWHERE)
+                continue
             # the reward's own extraction rules decide what is rendered (language from the prompt, last block)
-            job = reward.render_jobs([prompt_texts[start + samples.prompt_index[row]]], [text], render_options)[0]
+            job = reward.render_jobs([prompt_texts[prompt]], [text], render_options)[0]
             futures.append(None if job is None else pool.submit(job))
     began = time.perf_counter()
-    results = [None if f is None else _result(f) for f in futures]
+    results = [None if f is None or f is _ELSEWHERE else _result(f) for f in futures]
     render_wait_s = time.perf_counter() - began
 
     prompt_of_row = np.concatenate([c.start + c.samples.prompt_index for c in chunks])
+    mine = [r for r, f in enumerate(futures) if f is not _ELSEWHERE]
     scored = reward.score(
-        [prompt_texts[p] for p in prompt_of_row],
-        responses,
-        [target_images[p] for p in prompt_of_row],
-        results,
-        [group_ids[p] for p in prompt_of_row],
-    )
+        [prompt_texts[prompt_of_row[r]] for r in mine],
+        [responses[r] for r in mine],
+        [target_images[prompt_of_row[r]] for r in mine],
+        [results[r] for r in mine],
+        [group_ids[prompt_of_row[r]] for r in mine],
+    ) if mine else None  # fmt: skip
+    rewards, terms, statuses = _gather_scores(len(responses), mine, scored)
     return Rollouts(
         chunks=chunks,
         responses=responses,
         prompt_of_row=prompt_of_row,
-        rewards=np.asarray(scored.total, np.float32),
-        terms={k: np.asarray(v) for k, v in scored.terms.items()},
-        statuses=list(scored.statuses),
+        rewards=rewards,
+        terms=terms,
+        statuses=statuses,
         render_results=results,
         device_s=device_s,
         render_wait_s=render_wait_s,
     )
+
+
+_ELSEWHERE = object()  # a rollout another process renders and scores
+
+RENDER_ON = ("owner", "spread")  # config.rollout.render_on
+
+
+def render_assignment(mode: str, owners: np.ndarray) -> Callable[[int, int], bool]:
+    """`renders_here(row, prompt)` for this process. `owner`: each group stays on the process that loaded its prompt
+    (`owners[prompt]`; host-local groups). `spread`: rollout rows are dealt round-robin over the processes, so every
+    group is scored on several hosts; its advantages are right because scores are exchanged before they are used."""
+    me, count = jax.process_index(), jax.process_count()
+    if mode == "owner":
+        return lambda row, prompt: int(owners[prompt]) == me
+    if mode == "spread":
+        return lambda row, prompt: row % count == me
+    raise ValueError(f"render_on={mode!r}; choose one of {RENDER_ON}")
+
+
+def _gather_scores(rows: int, mine: Sequence[int], scored: Any) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+    """Every process's scores of the rows it rendered, merged into full per-row arrays (same on all processes)."""
+    from vinci_jax import multihost
+
+    local = (
+        list(mine),
+        [] if scored is None else np.asarray(scored.total, np.float32),
+        {} if scored is None else {k: np.asarray(v) for k, v in scored.terms.items()},
+        [] if scored is None else list(scored.statuses),
+    )
+    rewards = np.zeros(rows, np.float32)
+    terms: dict[str, np.ndarray] = {}
+    statuses = [""] * rows
+    seen = np.zeros(rows, bool)
+    for part_rows, part_rewards, part_terms, part_statuses in multihost.allgather_objects(local):
+        index = np.asarray(part_rows, np.int64)
+        rewards[index] = part_rewards
+        for name, values in part_terms.items():
+            terms.setdefault(name, np.zeros(rows, np.asarray(values).dtype))[index] = values
+        for r, status in zip(part_rows, part_statuses, strict=True):
+            statuses[r] = status
+        seen[index] = True
+    if not seen.all():
+        raise RuntimeError(f"rollouts {np.flatnonzero(~seen).tolist()} were scored by no process")
+    return rewards, terms, statuses
 
 
 def _result(future: Future) -> RenderResult:

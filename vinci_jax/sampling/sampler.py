@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vinci_jax.multihost import to_host
 from vinci_jax.sampling.prompts import PromptBatch
 
 
@@ -147,6 +148,12 @@ def _decode(
     return tokens, logprobs, lengths, done
 
 
+def _host_value(x: np.ndarray) -> Any:
+    """Host inputs of the jitted calls: numpy in a multi-process run (the same global value on every process, which
+    jit places itself), a device array otherwise."""
+    return np.asarray(x) if jax.process_count() > 1 else jnp.asarray(x)
+
+
 class Sampler:
     """Samples continuations from the live `model` (its current parameters, in their current sharding)."""
 
@@ -163,9 +170,9 @@ class Sampler:
         return _prefill(
             graphdef,
             state,
-            jnp.asarray(batch.input_ids),
-            jnp.asarray(batch.attention_mask),
-            jnp.asarray(batch.position_ids),
+            _host_value(batch.input_ids),
+            _host_value(batch.attention_mask),
+            _host_value(batch.position_ids),
             batch.vision_inputs,
             max_len=batch.input_ids.shape[1] + max_new_tokens,
         )
@@ -189,7 +196,7 @@ class Sampler:
             state,
             cache,
             last_logits,
-            jnp.asarray(batch.next_positions),
+            _host_value(batch.next_positions),
             row_keys,
             jnp.float32(1.0 if params.greedy else params.temperature),
             jnp.float32(params.top_p),
@@ -201,10 +208,10 @@ class Sampler:
             top_k=params.top_k,
             use_top_p=params.top_p < 1.0,
         )
-        return SampleOutput(
-            tokens=np.asarray(tokens),
-            logprobs=np.asarray(logprobs),
-            lengths=np.asarray(lengths),
-            finished=np.asarray(done),
+        return SampleOutput(  # every process gets all rows (multi-host: gathered from the other processes)
+            tokens=to_host(tokens),
+            logprobs=to_host(logprobs),
+            lengths=to_host(lengths),
+            finished=to_host(done),
             prompt_index=np.repeat(np.arange(batch.batch_size), params.n),
         )
