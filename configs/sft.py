@@ -1,4 +1,4 @@
-"""SFT of a Qwen2.5-VL model (`python -m vinci_jax.launch --config configs/sft.py[:preset]`).
+"""SFT of a Qwen2.5-VL or Qwen3-VL model (`python -m vinci_jax.launch --config configs/sft.py[:preset]`).
 
 Presets:
   tiny           (default) random tiny Qwen2.5-VL on the synthetic corpus (`python -m vinci_jax.data build-synth
@@ -7,7 +7,11 @@ Presets:
   standin        the trainer's own tiny text-only stand-in model and in-memory data (no model/pipeline needed).
   qwen2_5_vl_3b  Qwen2.5-VL-3B (random init, or weights from `--config.model.hf_dir=...`), FSDP over a pod slice.
   qwen2_5_vl_7b  Qwen2.5-VL-7B likewise (VinciCoder-7B's base).
-An existing `workdir` resumes from its latest checkpoint.
+  qwen3_vl_8b    Qwen3-VL-8B likewise.
+Qwen3-VL: `--config.model.family=qwen3_vl` (any preset: tiny, 2b, 4b, 8b, 32b) or an HF dir whose config.json says
+`model_type: qwen3_vl` (`--config.model.hf_dir=...`); the family's processor (patch 16, its chat template) follows.
+An existing `workdir` resumes from its latest checkpoint; the workdir also gets the model's config.json and processor
+files, so `python -m vinci_jax.hf export WORKDIR OUT` writes a complete HF dir.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import ml_collections
 
 from configs import common
 
-PRESETS = ("tiny", "standin", "qwen2_5_vl_3b", "qwen2_5_vl_7b")
+PRESETS = ("tiny", "standin", "qwen2_5_vl_3b", "qwen2_5_vl_7b", "qwen3_vl_8b")
 
 
 def _model() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
-            "preset": "tiny",  # Qwen25VLConfig preset for random init, or "standin"
+            "family": "",  # qwen2_5_vl | qwen3_vl; "" = from hf_dir's config.json, else qwen2_5_vl
+            "preset": "tiny",  # the family's size preset for random init (tiny, 7b, qwen3_vl_8b, ...), or "standin"
             "hf_dir": "",  # load weights (and config) from this HF directory instead of random init
             "dtype": "bfloat16",  # compute dtype
             "param_dtype": "float32",  # master weights (optimizer state follows them unless optimizer.mu_dtype)
@@ -80,6 +85,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.workdir = f"/tmp/vinci_jax/sft_{preset}"
     config.model = _model()
     config.model.preset = preset
+    if preset.startswith("qwen3_vl"):
+        config.model.family = "qwen3_vl"
     config.optimizer = _optimizer()
     config.data = _data()
     config.grad_accum_steps = 1

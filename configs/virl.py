@@ -6,8 +6,11 @@ weight decay 0.01, grad clip 1.0, temperature 1.0, top-p 1.0, prompt <= 6144 and
 
 Presets:
   tiny           (default) random tiny Qwen2.5-VL on the synthetic corpus, offline reward; one CPU.
+                 `--config.model.family=qwen3_vl` makes it a tiny Qwen3-VL.
   qwen2_5_vl_7b  VinciCoder-7B-style run from an SFT checkpoint or HF dir (`--config.model.init_from=...`).
-  qwen3_vl_8b    the released run's shape (Qwen3-VL-8B); needs the Qwen3-VL family.
+  qwen3_vl_8b    the released run's shape (Qwen3-VL-8B).
+The family (Qwen2.5-VL or Qwen3-VL) is `model.family`, else the config.json of `model.hf_dir` / `model.init_from` (an
+HF dir, or an SFT workdir: the trainers write one there). The processor and the export follow it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict(
         {
-            "family": "qwen2_5_vl",
+            "family": "",  # qwen2_5_vl | qwen3_vl; "" = from hf_dir's / init_from's config.json, else qwen2_5_vl
             "preset": "tiny",  # random init from this preset when init_from and hf_dir are empty
             "hf_dir": "",  # HF directory (weights + config)
             "init_from": "",  # start from an SFT checkpoint (Orbax workdir/step) or HF directory

@@ -1,6 +1,8 @@
 """Load a policy (model + its processor) from what users point at: an HF directory or a training checkpoint.
 
-One function so that `generate`, `evaluate` and the ViRL initialisation accept the same `--model` argument.
+One function so that `generate`, `evaluate` and the ViRL initialisation accept the same `--model` argument. The model
+family (Qwen2.5-VL or Qwen3-VL) is read from the config.json of the directory (a training workdir holds one, written
+by the trainers), so the caller never names it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 
+from vinci_jax.models import families
 from vinci_jax.processing import QwenProcessor
 
 
@@ -21,11 +24,51 @@ def is_hf_dir(path: str | os.PathLike) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
-def load_processor(path: str | os.PathLike | None) -> QwenProcessor:
-    """The processor saved beside a checkpoint when there is one, else the offline Qwen2.5-VL default."""
+def checkpoint_config_dir(path: str | os.PathLike | None) -> Path | None:
+    """The directory holding the config.json of a checkpoint: an HF dir itself, or for a training checkpoint
+    (WORKDIR, WORKDIR/checkpoints, a step dir or an item dir in it) the nearest of those levels that has one.
+
+    Ancestors count only up to the workdir (a `checkpoints` dir or the dir holding one), so an unrelated
+    config.json further up is never picked.
+    """
+    if not path:
+        return None
+    path = Path(path)
+    candidates = [path]
+    for parent in path.parents[:3]:
+        if parent.name == "checkpoints" or (parent / "checkpoints").is_dir():
+            candidates.append(parent)
+    return next((c for c in candidates if (c / "config.json").is_file()), None)
+
+
+def checkpoint_family(path: str | os.PathLike | None) -> families.ModelFamily | None:
+    """The family a checkpoint's config.json names (see `checkpoint_config_dir`), or None without one."""
+    config_dir = checkpoint_config_dir(path)
+    return families.family_of_hf_dir(config_dir) if config_dir is not None else None
+
+
+def family_processor(
+    family: str | families.ModelFamily, tokenizer: Any = None, **image_overrides: Any
+) -> QwenProcessor:
+    """The processor of a family around `tokenizer` (default: the family's offline tokenizer) with its image
+    processor's settings replaced by `image_overrides` (e.g. a data config's min_pixels / max_pixels)."""
+    family = families.get_family(family) if isinstance(family, str) else family
+    if tokenizer is None:
+        tokenizer = family.processor_class.default_tokenizer()
+    return family.processor_with(tokenizer, **image_overrides)
+
+
+def load_processor(path: str | os.PathLike | None, family: str | families.ModelFamily | None = None) -> QwenProcessor:
+    """The processor saved beside a checkpoint when there is one, else the family's offline default.
+
+    The family is `family`, else the one the checkpoint's config.json names, else Qwen2.5-VL.
+    """
+    if isinstance(family, str):
+        family = families.get_family(family) if family else None
+    family = family or checkpoint_family(path) or families.get_family(families.DEFAULT_FAMILY)
     if path is not None and (Path(path) / "tokenizer.json").is_file():
-        return QwenProcessor.from_pretrained(path)
-    return QwenProcessor()
+        return family.processor(path)
+    return family.processor(None)
 
 
 def load_policy(
@@ -33,14 +76,15 @@ def load_policy(
 ) -> tuple[nnx.Module, QwenProcessor]:
     """(model, processor) from an HF checkpoint directory or an Orbax training checkpoint (workdir or step dir).
 
-    An Orbax checkpoint needs the model config: a config.json beside it, or `config` (e.g. the run's own).
+    An Orbax checkpoint needs the model config: a config.json beside it (trainers write one into their workdir), or
+    `config` (e.g. the run's own).
     """
     path = Path(path)
     if is_hf_dir(path):
-        from vinci_jax.hf.qwen2_5_vl import load_qwen2_5_vl
-
-        return load_qwen2_5_vl(path, mesh=mesh, dtype=dtype), load_processor(path)
-    return _load_orbax(path, mesh, dtype, config), load_processor(_processor_dir(path))
+        family = families.family_of_hf_dir(path)
+        return family.load(path, mesh=mesh, dtype=dtype), load_processor(path, family)
+    model = _load_orbax(path, mesh, dtype, config)
+    return model, load_processor(_processor_dir(path), families.family_of_model(model))
 
 
 def _processor_dir(path: Path) -> Path | None:
@@ -58,11 +102,11 @@ def _load_orbax(path: Path, mesh: Mesh | None, dtype: Any, config: Any = None) -
     from vinci_jax import sharding
     from vinci_jax.hf.export import restore_orbax_params
     from vinci_jax.hf.loader import path_str
-    from vinci_jax.hf.qwen2_5_vl import abstract_model
 
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     params, config = restore_orbax_params(root, config)
-    graphdef, state = nnx.split(abstract_model(config, dtype, jnp.float32))
+    abstract = families.family_of_config(config).abstract_model(config, dtype, jnp.float32)
+    graphdef, state = nnx.split(abstract)
     for key, variable in nnx.to_flat_state(state):
         name = path_str(key)
         if isinstance(variable, nnx.Param):

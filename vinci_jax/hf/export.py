@@ -1,14 +1,15 @@
 """Export a Qwen2.5-VL or Qwen3-VL checkpoint (Orbax or HF) to a Hugging Face directory (family by model_type).
 
 Orbax layouts accepted as SRC (the model's `nnx.state(...)` saved by `ocp.StandardCheckpointer` or by an
-`ocp.CheckpointManager` item, with the model's HF-style `config.json` (`Qwen25VLConfig.to_hf()`) beside it):
+`ocp.CheckpointManager` item, with the model's HF-style `config.json` (`config.to_hf()`) beside it):
 
     SRC/                      a StandardCheckpointer dir (has _METADATA), config.json in SRC or its parent
     SRC/<step>/<item>/        a CheckpointManager root: the latest step is used (or `step=`); config.json in
                               SRC/<step>/<item>, SRC/<step> or SRC
     SRC/<item>/               one step of a CheckpointManager
     SRC/checkpoints/<step>/.. a training WORKDIR (vinci_jax.train layout: items `state` + `data_iter`, where
-                              state = {"params": ..., "opt_state": ..., "step": ...}); config.json in SRC works
+                              state = {"params": ..., "opt_state": ..., "step": ...}); config.json in SRC (the
+                              SFT and ViRL trainers write it there, with the processor files)
 
 When a step holds several items (e.g. `model` and `opt_state`), or an item holds a larger tree (e.g.
 `{"params": state, "opt_state": ...}`), the subtree whose paths the Qwen2.5-VL table maps best is exported
@@ -45,15 +46,20 @@ def _latest_step(root: Path) -> Path | None:
     return max(steps, key=lambda p: int(p.name)) if steps else None
 
 
+def _workdir_of(step_dir: Path) -> list[Path]:
+    """[WORKDIR] when `step_dir` is WORKDIR/checkpoints/<step> (the trainers' layout; config.json lives in WORKDIR)."""
+    return [step_dir.parent.parent] if step_dir.parent.name == "checkpoints" else []
+
+
 def _orbax_items(src: Path, step: int | None) -> tuple[list[Path], list[Path]]:
     """(candidate item dirs, dirs to look for config.json in, innermost first)."""
     if _is_orbax_item(src):
-        return [src], [src, src.parent]
+        return [src], [src, src.parent, *_workdir_of(src.parent)]
     step_dir = src / str(step) if step is not None else _latest_step(src)
     if step_dir is None or not step_dir.is_dir():
         step_dir = src  # SRC is one step
     items = [p for p in sorted(step_dir.iterdir()) if p.is_dir() and _is_orbax_item(p)]
-    return items, [step_dir, src, src.parent]
+    return items, list(dict.fromkeys([step_dir, src, src.parent, *_workdir_of(step_dir)]))
 
 
 def _flat_tree(tree: Any) -> dict[str, Any]:
@@ -104,25 +110,40 @@ def _item_tree_metadata(item: Path) -> Any:
     return getattr(getattr(meta, "item_metadata", None), "tree", None) or meta
 
 
+def _orbax_root(src: str | os.PathLike) -> Path:
+    root = Path(src)
+    if (root / "checkpoints").is_dir() and not _is_orbax_item(root):
+        root = root / "checkpoints"  # a training WORKDIR
+    return root
+
+
+def orbax_config_dir(src: str | os.PathLike, step: int | None = None) -> Path | None:
+    """The directory holding the config.json of an Orbax checkpoint (see the module docstring), or None.
+
+    The trainers write config.json and the processor files into their WORKDIR, so for a training checkpoint this is
+    also where its tokenizer lives."""
+    items, config_dirs = _orbax_items(_orbax_root(src), step)
+    return next((d for d in [*items, *config_dirs] if (d / "config.json").is_file()), None)
+
+
 def restore_orbax_params(
     src: str | os.PathLike, config: Qwen25VLConfig | None = None, *, step: int | None = None
 ) -> tuple[dict[str, np.ndarray], Qwen25VLConfig]:
     """Flat {NNX path: host array} of the model parameters in an Orbax checkpoint, and its config."""
     import orbax.checkpoint as ocp
 
-    root = Path(src)
-    if (root / "checkpoints").is_dir() and not _is_orbax_item(root):
-        root = root / "checkpoints"  # a training WORKDIR
-    items, config_dirs = _orbax_items(root, step)
+    root = _orbax_root(src)
+    items, _ = _orbax_items(root, step)
     if not items:
         raise FileNotFoundError(f"{root} holds no Orbax checkpoint (no _METADATA in it, its steps or items)")
     if config is None:
-        found = next((d / "config.json" for d in [*items, *config_dirs] if (d / "config.json").is_file()), None)
-        if found is None:
+        config_dir = orbax_config_dir(root, step)
+        if config_dir is None:
             raise FileNotFoundError(
-                f"no config.json next to the Orbax checkpoint {root}; write Qwen25VLConfig.to_hf() there"
+                f"no config.json next to the Orbax checkpoint {root}; write the model config's to_hf() there "
+                "(the SFT and ViRL trainers write it into their workdir)"
             )
-        config_json = json.loads(found.read_text())
+        config_json = json.loads((config_dir / "config.json").read_text())
         config = family_of_model_type(config_json.get("model_type", "qwen2_5_vl")).config_from_hf(config_json)
     family = family_of_config(config)  # Qwen2.5-VL or Qwen3-VL
     rules = family.rules(config)
@@ -172,7 +193,8 @@ def export(
 ) -> Path:
     """SRC (HF dir or Orbax checkpoint, see module docstring) -> HF dir at OUT_DIR.
 
-    Tokenizer/processor files are copied from `source_dir` (default: SRC itself when it is an HF dir).
+    Tokenizer/processor files are copied from `source_dir` (default: SRC itself when it is an HF dir; for an Orbax
+    checkpoint the directory of its config.json when that holds a tokenizer, as a training WORKDIR does).
     """
     if is_hf_dir(src):
         family = family_of_hf_dir(src)
@@ -180,6 +202,9 @@ def export(
         model = family.load(src, dtype=np.float32, config=config)
         return family.export(model, out_dir, dtype=dtype, source_dir=source_dir or src, max_shard_bytes=max_shard_bytes)
     params, config = restore_orbax_params(src, step=step)
+    if source_dir is None:
+        config_dir = orbax_config_dir(src, step)
+        source_dir = config_dir if config_dir is not None and (config_dir / "tokenizer.json").is_file() else None
     family = family_of_config(config)
     tensors = iter_hf_tensors(params, family.rules(config))
     return family.write_hf_dir(

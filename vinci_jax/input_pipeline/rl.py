@@ -28,6 +28,7 @@ from vinci_jax.input_pipeline import sources
 class RLConfig:
     data_dir: str
     split: str = "train"
+    family: str = ""  # model family of the default processor (chat template, patch size); "" = qwen2_5_vl
     prompts_per_batch: int = 8  # global prompts per step (each sampled n times by the sampler)
     max_prompt_len: int = 6144
     domain_weights: str | Mapping[str, float] = "natural"  # "natural" | "balanced" | {domain: weight}
@@ -174,10 +175,10 @@ class RLLoader:
 
     def __init__(self, config: RLConfig, processor: Any = None):
         if processor is None:
-            from vinci_jax.processing import ImageProcessor, QwenProcessor, load_tokenizer
+            from vinci_jax.policy import family_processor
 
-            image_processor = ImageProcessor(min_pixels=config.min_pixels, max_pixels=config.max_pixels)
-            processor = QwenProcessor(load_tokenizer(None), image_processor)
+            pixels = {"min_pixels": config.min_pixels, "max_pixels": config.max_pixels}
+            processor = family_processor(config.family or "qwen2_5_vl", **pixels)
         self.config = config
         self.dataset, self.featurizer, self.domain_sizes = build_rl_dataset(config, processor)
         self.iterator = iter(self.dataset)

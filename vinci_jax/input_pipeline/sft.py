@@ -45,6 +45,7 @@ BATCH_FIELDS: dict[str, str] = {
 class SFTConfig:
     data_dir: str
     split: str = "train"
+    family: str = ""  # model family whose processor (chat template, patch size) featurizes; "" = qwen2_5_vl
     seq_len: int = 2048
     batch_size: int = 8  # global rows per step
     packing: bool = True
@@ -77,23 +78,26 @@ class SFTConfig:
 
 
 def default_processor(config: SFTConfig) -> Any:
-    from vinci_jax.processing import ImageProcessor, QwenProcessor, load_tokenizer
+    """The family's processor (offline tokenizer) with the data config's image area range."""
+    from vinci_jax.policy import family_processor
 
-    images = ImageProcessor(min_pixels=config.min_pixels, max_pixels=config.max_pixels)
-    return QwenProcessor(load_tokenizer(None), images)
+    return family_processor(config.family or "qwen2_5_vl", min_pixels=config.min_pixels, max_pixels=config.max_pixels)
 
 
 class SFTFeaturizer:
     """Record bytes -> one sample's arrays (or None when it is dropped; the reason is counted in `counts`)."""
 
     def __init__(self, processor: Any, config: SFTConfig):
-        from vinci_jax.models.qwen2_5_vl.rope_index import get_rope_index
+        import importlib
+
+        from vinci_jax.models.families import get_family
 
         self.processor = processor
         self.config = config
         self.counts: collections.Counter[str] = collections.Counter()
         self.last_error = ""  # the most recent unprocessable record's error, for debugging data problems
-        self._rope_index = get_rope_index
+        module, _, name = get_family(config.family or "qwen2_5_vl").rope_index_path.partition(":")
+        self._rope_index = getattr(importlib.import_module(module), name)
 
     def featurize(self, record: Any) -> dict[str, np.ndarray]:
         """All arrays of one record, untruncated."""
@@ -102,7 +106,10 @@ class SFTFeaturizer:
         ids = out["input_ids"].astype(np.int32)
         grid = out["image_grid_thw"].astype(np.int64).reshape(-1, 3)
         positions, _ = self._rope_index(
-            ids[None], grid if len(grid) else None, image_token_id=self.processor.image_token_id
+            ids[None],
+            grid if len(grid) else None,
+            image_token_id=self.processor.image_token_id,
+            spatial_merge_size=int(getattr(self.processor.image_processor, "merge_size", 2)),
         )
         mask = out["assistant_mask"].astype(bool)
         return {

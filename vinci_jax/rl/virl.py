@@ -32,7 +32,7 @@ from vinci_jax.train import checkpoint as ckpt_lib
 from vinci_jax.train import metrics as metrics_lib
 from vinci_jax.train import optimizer as opt_lib
 from vinci_jax.train import train_state as ts
-from vinci_jax.train.model import ModelFactory
+from vinci_jax.train.model import ModelFactory, write_model_files
 from vinci_jax.train.preemption import PreemptionWatcher
 
 
@@ -75,8 +75,7 @@ class ViRLTrainer:
     def __init__(self, config: ml_collections.ConfigDict):
         from renderers import RenderPool
         from vinci_jax.input_pipeline.rl import RLConfig, RLLoader
-        from vinci_jax.policy import load_processor
-        from vinci_jax.processing import ImageProcessor, QwenProcessor
+        from vinci_jax.policy import family_processor, load_processor
         from vinci_jax.reward.visual import VisualReward
 
         self.config = config
@@ -85,12 +84,17 @@ class ViRLTrainer:
         self.mesh = sharding.make_mesh(config.mesh.to_dict())
         self.num_steps = int(config.num_steps)
 
-        base = load_processor(config.model.hf_dir or config.model.init_from or None)
-        image_processor = ImageProcessor(min_pixels=config.data.min_pixels, max_pixels=config.data.max_pixels)
-        self.processor = QwenProcessor(base.tokenizer, image_processor)
+        # the family (Qwen2.5-VL / Qwen3-VL) comes from model.family or the config.json of hf_dir / init_from
+        self.factory = ModelFactory(config.model, self.mesh, config.seed)
+        self.model_config = self.factory.abstract.config
+        base = load_processor(config.model.hf_dir or config.model.init_from or None, self.factory.family)
+        pixels = {"min_pixels": int(config.data.min_pixels), "max_pixels": int(config.data.max_pixels)}
+        self.processor = family_processor(self.factory.family, base.tokenizer, **pixels)
+        write_model_files(self.workdir, self.model_config, self.processor)  # `hf export WORKDIR` needs no more
         self.loader_config = RLConfig(
             data_dir=config.data.path,
             split=config.data.split,
+            family=self.factory.family.name,
             prompts_per_batch=int(config.data.prompts_per_step),
             max_prompt_len=int(config.data.max_prompt_len),
             domain_weights=_domain_weights(config.data.domain_weights),
@@ -101,13 +105,12 @@ class ViRLTrainer:
         )
         self.loader = RLLoader(self.loader_config, self.processor)
 
-        self.factory = ModelFactory(config.model, self.mesh, config.seed)
-        self.model_config = self.factory.abstract.config
         graphdef, params_abstract, _ = self.factory.abstract_split()
         params_abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params_abstract.to_pure_dict())
         param_shardings = sharding.state_shardings(self.factory.abstract_split()[1], self.mesh).to_pure_dict()
+        frozen = opt_lib.freeze_patterns(config.model, self.factory.freeze_groups)
         self.optimizer, self.schedule, self.trainable = opt_lib.make_optimizer(
-            config.optimizer, self.num_steps, params_abstract, opt_lib.freeze_patterns(config.model)
+            config.optimizer, self.num_steps, params_abstract, frozen
         )
         self.state_shardings = ts.train_state_shardings(params_abstract, param_shardings, self.optimizer, self.mesh)
         self.ckpt = ckpt_lib.CheckpointManager(
@@ -279,10 +282,10 @@ class ViRLTrainer:
 
     def export(self, out_dir: str) -> None:
         """Write the current policy as an HF directory (weights, config, tokenizer and processor files)."""
-        from vinci_jax.hf.qwen2_5_vl import export_qwen2_5_vl
+        from vinci_jax.models.families import family_of_model
 
         model = self.policy()
-        export_qwen2_5_vl(model, out_dir)
+        family_of_model(model).export(model, out_dir)
         self.processor.save_pretrained(out_dir)
 
     def close(self) -> None:

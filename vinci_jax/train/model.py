@@ -1,10 +1,15 @@
 """Build the policy model for training from `config.model`: random init from a preset (created directly on its
-shardings, never as a full host copy) or weights from an HF directory."""
+shardings, never as a full host copy) or weights from an HF directory.
+
+The model family (Qwen2.5-VL or Qwen3-VL, `vinci_jax.models.families`) comes from `model.family` or the config.json
+of `model.hf_dir` / `model.init_from`; everything else here is family-agnostic.
+"""
 
 from __future__ import annotations
 
-import inspect
 import json
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,51 +17,62 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import logging
 from flax import nnx
 from jax.sharding import Mesh
 
 from vinci_jax import sharding
+from vinci_jax.models import families
+from vinci_jax.models.families import ModelFamily
 
 
 def _dtype(name: str) -> Any:
     return jnp.dtype(name)
 
 
-def _constructor(config: ml_collections.ConfigDict) -> Callable[[nnx.Rngs], nnx.Module]:
-    dtype, param_dtype = _dtype(config.dtype), _dtype(config.param_dtype)
+def _config_source(config: ml_collections.ConfigDict) -> str | Path | None:
+    """The directory whose config.json describes the model: `hf_dir`, else the checkpoint `init_from` names (an HF
+    dir or a training workdir, which the trainers write a config.json into), else None (family + preset)."""
+    from vinci_jax.policy import checkpoint_config_dir
+
+    return config.get("hf_dir") or checkpoint_config_dir(config.get("init_from") or None)
+
+
+def model_family(config: ml_collections.ConfigDict) -> ModelFamily:
+    """The `ModelFamily` of a run's model block; `family` must agree with a config.json when both are given. A block
+    without a `family` key (older configs) means Qwen2.5-VL unless a config.json says otherwise."""
+    return families.resolve_family(config.get("family", "") or "", _config_source(config))
+
+
+def resolve_model(config: ml_collections.ConfigDict) -> tuple[ModelFamily, Any]:
+    """(family, model config) of a run's model block: from the config.json of `_config_source`, else the family's
+    size `preset` (e.g. "tiny", "8b", "qwen3_vl_8b")."""
+    source = _config_source(config)
+    family = model_family(config)
+    if source:
+        return family, family.read_config(source)
+    return family, family.preset(str(config.get("preset") or "tiny"))
+
+
+def _constructor(
+    config: ml_collections.ConfigDict,
+) -> tuple[ModelFamily | None, Any, Callable[[nnx.Rngs], nnx.Module]]:
+    """(family, model config, constructor); family and model config are None for the trainer's stand-in model."""
+    dtype, param_dtype, remat = _dtype(config.dtype), _dtype(config.param_dtype), config.remat
     if config.preset == "standin" and not config.hf_dir:
         from vinci_jax.train.standin import StandInConfig, StandInTextLM
 
-        return lambda rngs: StandInTextLM(
-            StandInConfig.tiny(), rngs=rngs, dtype=dtype, param_dtype=param_dtype, remat_policy=config.remat
-        )
-    from vinci_jax.models.qwen2_5_vl import Qwen25VLConfig, Qwen25VLForConditionalGeneration
+        def standin(rngs: nnx.Rngs) -> nnx.Module:
+            return StandInTextLM(
+                StandInConfig.tiny(), rngs=rngs, dtype=dtype, param_dtype=param_dtype, remat_policy=remat
+            )
 
-    if config.hf_dir:
-        config_json = Path(config.hf_dir) / "config.json"
-        if not config_json.exists():
-            raise FileNotFoundError(f"model.hf_dir={config.hf_dir!r} has no config.json; point it at an HF checkpoint")
-        model_config = Qwen25VLConfig.from_hf(json.loads(config_json.read_text()))
-    else:
-        factory = getattr(Qwen25VLConfig, config.preset, None)
-        if factory is None:
-            raise ValueError(f"model.preset {config.preset!r} is not a Qwen25VLConfig preset (nor 'standin')")
-        model_config = factory()
-    kwargs = _remat_kwargs(Qwen25VLForConditionalGeneration, config.remat)
-    return lambda rngs: Qwen25VLForConditionalGeneration(
-        model_config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, **kwargs
-    )
+        return None, None, standin
+    family, model_config = resolve_model(config)
 
+    def build(rngs: nnx.Rngs) -> nnx.Module:
+        return family.build(model_config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, remat_policy=remat)
 
-def _remat_kwargs(model_cls: type, remat: str) -> dict[str, str]:
-    """Pass `remat_policy` when the model supports it; warn (and train without remat) when it does not."""
-    if remat == "none":
-        return {}
-    if "remat_policy" in inspect.signature(model_cls.__init__).parameters:
-        return {"remat_policy": remat}
-    logging.warning("%s has no remat_policy argument; model.remat=%s ignored", model_cls.__name__, remat)
-    return {}
+    return family, model_config, build
 
 
 class ModelFactory:
@@ -69,8 +85,22 @@ class ModelFactory:
 
     def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh, seed: int):
         self.config, self.mesh, self.seed = config, mesh, seed
-        self.constructor = _constructor(config)
+        self.family, self.model_config, self.constructor = _constructor(config)
         self.abstract = nnx.eval_shape(lambda: self.constructor(nnx.Rngs(seed)))
+
+    @property
+    def freeze_groups(self) -> dict[str, str] | None:
+        """The family's freeze-group regexes (None for the stand-in: `freeze_patterns` then uses the default)."""
+        return None if self.family is None else dict(self.family.freeze_groups)
+
+    def processor(self, **image_overrides: Any) -> Any:
+        """The family's default processor (offline tokenizer) with e.g. min_pixels= / max_pixels=; None for the
+        stand-in model."""
+        if self.family is None:
+            return None
+        from vinci_jax.policy import family_processor
+
+        return family_processor(self.family, **image_overrides)
 
     def abstract_split(self) -> tuple[Any, nnx.State, nnx.State]:
         """(graphdef, abstract Param state with logical-axis metadata, abstract other variables)."""
@@ -98,13 +128,37 @@ class ModelFactory:
         return self._jit_init(lambda m: nnx.state(m, nnx.Param)).to_pure_dict()
 
     def _load_hf(self) -> nnx.Module:
-        from vinci_jax.models.qwen2_5_vl import load_qwen2_5_vl
-
         config = self.config
-        kwargs: dict[str, Any] = {"mesh": self.mesh, "dtype": _dtype(config.dtype)}
-        accepted = inspect.signature(load_qwen2_5_vl).parameters
-        if "param_dtype" in accepted:
-            kwargs["param_dtype"] = _dtype(config.param_dtype)
-        if config.remat != "none" and "remat_policy" in accepted:
-            kwargs["remat_policy"] = config.remat
-        return load_qwen2_5_vl(config.hf_dir, **kwargs)
+        return self.family.load(
+            config.hf_dir,
+            mesh=self.mesh,
+            dtype=_dtype(config.dtype),
+            param_dtype=_dtype(config.param_dtype),
+            config=self.model_config,
+            remat_policy=config.remat,
+        )
+
+
+def write_model_files(workdir: str | os.PathLike, model_config: Any, processor: Any = None) -> None:
+    """Write the model's HF config.json (and the processor's tokenizer/preprocessor files) into a run's workdir.
+
+    With them the workdir is self-describing: `python -m vinci_jax.hf export WORKDIR OUT`, `generate --model` and
+    ViRL's `init_from` find the family, the shapes and the tokenizer without the user writing config.json. Only
+    process 0 writes; every file is replaced atomically, so a reader never sees half a file. Models without an HF
+    config (the stand-in) write nothing.
+    """
+    if jax.process_index() != 0 or not hasattr(model_config, "to_hf"):
+        return
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    staging = workdir / f".model_files.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        if processor is not None:
+            processor.save_pretrained(staging)
+        (staging / "config.json").write_text(json.dumps(model_config.to_hf(), indent=2, sort_keys=True) + "\n")
+        for path in sorted(staging.iterdir()):
+            os.replace(path, workdir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,26 +1,21 @@
 """Optimizer and learning-rate schedule from config, shared by SFT and ViRL.
 
 Model-agnostic: it only sees a parameter pytree and its '/'-joined paths. Freezing is expressed as regexes over those
-paths; frozen leaves get no optimizer state (optax.multi_transform with set_to_zero) and their gradients are cut
-with stop_gradient by the step (see `trainable_mask`), so no backward work is spent on them.
+paths (the named groups' regexes come from the model family); frozen leaves get no optimizer state
+(optax.multi_transform with set_to_zero) and their gradients are cut with stop_gradient by the step (see
+`trainable_mask`), so no backward work is spent on them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-
-FREEZE_GROUPS: dict[str, str] = {
-    # Qwen2.5-VL module names (they mirror HF): the vision tower without its merger, and the merger.
-    "vision": r"^visual/(?!merger/)",
-    "merger": r"^visual/merger/",
-}
 
 
 def path_str(path: Sequence[Any]) -> str:
@@ -36,13 +31,20 @@ def path_str(path: Sequence[Any]) -> str:
     return "/".join(parts)
 
 
-def freeze_patterns(config: ml_collections.ConfigDict) -> list[str]:
-    """Regexes of frozen parameter paths: named groups (`freeze_vision`, `freeze_merger`) plus `freeze` regexes."""
+def freeze_patterns(config: ml_collections.ConfigDict, groups: Mapping[str, str] | None = None) -> list[str]:
+    """Regexes of frozen parameter paths: named groups (`freeze_vision`, `freeze_merger`) plus `freeze` regexes.
+
+    `groups` maps the group names to path regexes; they differ by model family (Qwen3-VL's deepstack mergers belong
+    to "merger"), so the default is the family of the model block (`family` / `hf_dir`, see
+    `vinci_jax.models.families`).
+    """
     patterns = [p for p in str(config.get("freeze", "") or "").split(",") if p.strip()]
-    if config.get("freeze_vision", False):
-        patterns.append(FREEZE_GROUPS["vision"])
-    if config.get("freeze_merger", False):
-        patterns.append(FREEZE_GROUPS["merger"])
+    wanted = [name for name, flag in (("vision", "freeze_vision"), ("merger", "freeze_merger")) if config.get(flag)]
+    if wanted and groups is None:
+        from vinci_jax.models.families import resolve_family
+
+        groups = resolve_family(config.get("family", "") or "", config.get("hf_dir") or None).freeze_groups
+    patterns.extend(groups[name] for name in wanted)
     return patterns
 
 

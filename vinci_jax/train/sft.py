@@ -27,7 +27,7 @@ from vinci_jax.train import data as data_lib
 from vinci_jax.train import metrics as metrics_lib
 from vinci_jax.train import optimizer as opt_lib
 from vinci_jax.train import train_state as ts
-from vinci_jax.train.model import ModelFactory
+from vinci_jax.train.model import ModelFactory, write_model_files
 from vinci_jax.train.preemption import PreemptionWatcher
 from vinci_jax.train.sft_step import make_eval_step, make_train_step, model_input_names
 
@@ -81,7 +81,7 @@ class SFTTrainer:
             self.factory.rest(),
             sharding.state_shardings(params_abstract_state, self.mesh).to_pure_dict(),
         )
-        frozen = opt_lib.freeze_patterns(config.model)
+        frozen = opt_lib.freeze_patterns(config.model, self.factory.freeze_groups)
         self.optimizer, self.schedule, self.trainable = opt_lib.make_optimizer(
             config.optimizer, config.num_steps, self.split.params, frozen
         )
@@ -169,6 +169,9 @@ class SFTTrainer:
                 train_iter.set_state(restored.data_state)
             logging.info("resumed from step %d in %s", start, self.workdir)
             print(f"resumed from checkpoint step {start}", flush=True)
+        # config.json + processor files in the workdir: `hf export WORKDIR OUT` and ViRL's init_from need nothing else
+        pixels = {"min_pixels": config.data.min_pixels, "max_pixels": config.data.max_pixels}
+        write_model_files(self.workdir, self.factory.model_config, self.factory.processor(**pixels))
         writer = metrics_lib.MetricsWriter(
             self.workdir, total_steps=config.num_steps, start_step=start, progress=config.progress
         )

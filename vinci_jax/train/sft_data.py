@@ -51,6 +51,7 @@ class VisionBatches:
 
 def _sft_config(config: ml_collections.ConfigDict, path: str, split: str, seed: int, shuffle: bool) -> Any:
     from vinci_jax.input_pipeline import SFTConfig
+    from vinci_jax.train.model import model_family
 
     data = config.data
     if not path or not Path(path).exists():
@@ -62,6 +63,7 @@ def _sft_config(config: ml_collections.ConfigDict, path: str, split: str, seed: 
     return SFTConfig(
         data_dir=path,
         split=split,
+        family=model_family(config.model).name,
         seq_len=data.seq_len,
         batch_size=data.global_batch_size,
         packing=data.packing,
