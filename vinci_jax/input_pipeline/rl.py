@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grain
-import jax
 import numpy as np
 
 from vinci_jax.input_pipeline import sources
+from vinci_jax.input_pipeline.shards import ShardIterators, local_shards
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +37,7 @@ class RLConfig:
     num_epochs: int | None = 1  # natural weights only; None: forever
     min_pixels: int = 512 * 512  # the released run's policy image area range
     max_pixels: int = 2048 * 2048
+    data_shards: int = 0  # 0: one per process; see vinci_jax.input_pipeline.shards
 
     def __post_init__(self) -> None:
         if isinstance(self.domain_weights, str) and self.domain_weights not in ("natural", "balanced"):
@@ -65,6 +66,18 @@ class RLBatch:
     def target_images(self) -> list[Any]:
         return [sources.open_image(png) for png in self.target_pngs]
 
+    @classmethod
+    def concat(cls, batches: Sequence[RLBatch]) -> RLBatch:
+        """One batch with the prompts of `batches` in order (data shards of a process, or all processes')."""
+        if len(batches) == 1:
+            return batches[0]
+        fields = {f.name: [] for f in dataclasses.fields(cls)}
+        for batch in batches:
+            for name in fields:
+                fields[name].extend(list(getattr(batch, name)))
+        fields["group_ids"] = np.asarray(fields["group_ids"], np.int64)
+        return cls(**fields)
+
     def prompt_batch(self, model_config: Any, pad_token_id: int, **kwargs: Any) -> Any:
         """Left-padded, bucketed device inputs for the sampler (`make_prompt_batch`)."""
         from vinci_jax.sampling.prompts import make_prompt_batch
@@ -75,11 +88,11 @@ class RLBatch:
 class RLFeaturizer:
     """(index, record bytes) -> one prompt element, or None when dropped (counted in `counts`)."""
 
-    def __init__(self, processor: Any, config: RLConfig):
+    def __init__(self, processor: Any, config: RLConfig, shard: int = 0, shards: int = 1):
         self.processor = processor
         self.config = config
         self.counts: collections.Counter[str] = collections.Counter()
-        self._host, self._hosts = jax.process_index(), jax.process_count()
+        self._shard, self._shards = shard, shards
 
     def __call__(self, index: int, raw: bytes) -> dict[str, Any] | None:
         self.counts["seen"] += 1
@@ -101,7 +114,7 @@ class RLFeaturizer:
                 "pixel_values": out["pixel_values"].astype(np.float32),
                 "image_grid_thw": out["image_grid_thw"].astype(np.int64),
             },
-            "group_id": index * self._hosts + self._host,
+            "group_id": index * self._shards + self._shard,
             "id": record.id,
             "domain": record.domain,
             "language": record.language,
@@ -134,8 +147,11 @@ def _weights(config: RLConfig, domains: Sequence[str]) -> list[float]:
     return [float(weights.get(d, 0.0)) for d in domains]
 
 
-def build_rl_dataset(config: RLConfig, processor: Any) -> tuple[grain.IterDataset, RLFeaturizer, dict[str, int]]:
-    """Per-host dataset of RLBatch, its featurizer (drop counts) and the number of source prompts per domain."""
+def build_rl_dataset(
+    config: RLConfig, processor: Any, shard: int | None = None, featurizer: RLFeaturizer | None = None
+) -> tuple[grain.IterDataset, RLFeaturizer, dict[str, int]]:
+    """One data shard's dataset of RLBatch (default: this process's first shard), its featurizer (drop counts) and
+    the number of source prompts per domain."""
     source = sources.array_record_source(config.data_dir, config.split)
     by_domain = sources.domain_indices(source)
     domains = sorted(by_domain)
@@ -158,20 +174,20 @@ def build_rl_dataset(config: RLConfig, processor: Any) -> tuple[grain.IterDatase
         if not parts:
             raise ValueError(f"domain_weights {config.domain_weights!r} give every domain weight 0")
         ds = grain.MapDataset.mix(parts, kept)
-    ds = ds[jax.process_index() :: jax.process_count()]
-    featurizer = RLFeaturizer(processor, config)
+    mine, shards = local_shards(config.data_shards, config.prompts_per_batch)
+    shard = mine[0] if shard is None else shard
+    ds = ds[shard::shards]
+    featurizer = featurizer or RLFeaturizer(processor, config, shard, shards)
     ds = ds.map_with_index(featurizer).filter(lambda e: e is not None)
-    hosts = jax.process_count()
-    rows = config.prompts_per_batch // hosts
-    if rows * hosts != config.prompts_per_batch:
-        raise ValueError(f"prompts_per_batch {config.prompts_per_batch} does not divide over {hosts} hosts")
+    rows = config.prompts_per_batch // shards
     iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     iter_ds = iter_ds.batch(rows, drop_remainder=True, batch_fn=collate)
     return iter_ds, featurizer, {d: len(by_domain[d]) for d in domains}
 
 
 class RLLoader:
-    """Iterator of RLBatch with checkpointable position (`get_state`/`set_state`)."""
+    """Iterator of this process's RLBatch (its data shards' prompts, in shard order) with checkpointable position
+    (`get_state`/`set_state`)."""
 
     def __init__(self, config: RLConfig, processor: Any = None):
         if processor is None:
@@ -180,21 +196,32 @@ class RLLoader:
             pixels = {"min_pixels": config.min_pixels, "max_pixels": config.max_pixels}
             processor = family_processor(config.family or "qwen2_5_vl", **pixels)
         self.config = config
-        self.dataset, self.featurizer, self.domain_sizes = build_rl_dataset(config, processor)
-        self.iterator = iter(self.dataset)
+        shards = local_shards(config.data_shards, config.prompts_per_batch)[0]
+        built = [build_rl_dataset(config, processor, shard=s) for s in shards]
+        self.datasets = [ds for ds, _, _ in built]
+        self.featurizers = [f for _, f, _ in built]  # one per shard: group ids depend on the shard
+        self.domain_sizes = built[0][2]
+        self.streams = ShardIterators(shards, [iter(ds) for ds in self.datasets])
+
+    @property
+    def featurizer(self) -> RLFeaturizer:
+        return self.featurizers[0]
 
     def __iter__(self) -> RLLoader:
         return self
 
     def __next__(self) -> RLBatch:
-        return next(self.iterator)
+        return RLBatch.concat(self.streams.next_all())
 
     def get_state(self) -> dict[str, Any]:
-        return self.iterator.get_state()
+        return self.streams.get_state()
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.iterator.set_state(state)
+        self.streams.set_state(state)
 
     @property
     def counts(self) -> dict[str, int]:
-        return dict(self.featurizer.counts)
+        total: collections.Counter[str] = collections.Counter()
+        for featurizer in self.featurizers:
+            total.update(featurizer.counts)
+        return dict(total)

@@ -10,8 +10,9 @@ at 0), the packed positions are per segment. Image patches are packed alongside 
 (`patches_per_row`, `images_per_row`), so every batch has static shapes. Without packing, each sample is one row
 padded to the smallest of `length_buckets` that fits the batch.
 
-Rows are split across hosts (`jax.process_index()`), batched per host, and turned into global arrays over the mesh
-by `make_global_batch`. The Grain iterator state (`get_state`/`set_state`) is what the checkpoint stores.
+Rows are split over data shards (`vinci_jax.input_pipeline.shards`: each process reads its own shards and
+concatenates their batches), and turned into global arrays over the mesh by `make_global_batch`. The Grain
+iterator state (`get_state`/`set_state`) is what the checkpoint stores.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from vinci_jax.input_pipeline import sources
 from vinci_jax.input_pipeline.global_batch import make_global_batch
+from vinci_jax.input_pipeline.shards import ShardIterators, local_shards
 
 PAD_ID = 0
 # Fields of a finished batch, with shapes (B rows, L tokens, P patches per row, M images per row, D patch dim).
@@ -59,6 +61,7 @@ class SFTConfig:
     min_pixels: int = 56 * 56
     max_pixels: int = 28 * 28 * 1280
     worker_count: int = 0  # Grain worker processes (0: in-process; drop counters are only exact then)
+    data_shards: int = 0  # 0: one per process; see vinci_jax.input_pipeline.shards
 
     def __post_init__(self) -> None:
         if self.overlong not in ("drop", "truncate"):
@@ -155,9 +158,11 @@ class SFTFeaturizer:
 _TOKEN_FIELDS = ("input_ids", "targets", "loss_mask", "positions")
 
 
-def collate_packed(rows: Sequence[Mapping[str, Any]], config: SFTConfig) -> dict[str, np.ndarray]:
+def collate_packed(
+    rows: Sequence[Mapping[str, Any]], config: SFTConfig, patch_dim: int = 3 * 2 * 14 * 14
+) -> dict[str, np.ndarray]:
     """Packed rows -> the batch layout of BATCH_FIELDS; each row's image patches are written once, in place."""
-    dim = next((p.shape[-1] for row in rows for p in row["pixel_values"]), 0) or 3 * 2 * 14 * 14
+    dim = next((p.shape[-1] for row in rows for p in row["pixel_values"]), 0) or patch_dim
     pixel_values = np.zeros((len(rows), config.row_patches, dim), np.float32)
     for r, row in enumerate(rows):
         offset = 0
@@ -210,15 +215,19 @@ def local_rows(global_rows: int) -> int:
 
 
 def build_sft_dataset(
-    config: SFTConfig, processor: Any = None, featurizer: SFTFeaturizer | None = None
+    config: SFTConfig, processor: Any = None, featurizer: SFTFeaturizer | None = None, shard: int | None = None
 ) -> tuple[grain.IterDataset, SFTFeaturizer]:
-    """The per-host Grain dataset of batches (numpy dicts in the BATCH_FIELDS layout) and its featurizer."""
+    """The Grain dataset of one data shard's batches (numpy dicts in the BATCH_FIELDS layout, batch_size/S rows)
+    and its featurizer. `shard` defaults to this process's first shard."""
     featurizer = featurizer or SFTFeaturizer(processor or default_processor(config), config)
-    rows = local_rows(config.batch_size)
+    mine, count = local_shards(config.data_shards, config.batch_size)
+    shard = mine[0] if shard is None else shard
+    rows = config.batch_size // count
+    patch_dim = int(getattr(getattr(featurizer.processor, "image_processor", None), "patch_dim", 3 * 2 * 14 * 14))
     ds = grain.MapDataset.source(sources.array_record_source(config.data_dir, config.split))
     if config.shuffle:
         ds = ds.shuffle(seed=config.seed)
-    ds = ds[jax.process_index() :: jax.process_count()]
+    ds = ds[shard::count]
     ds = ds.repeat(config.num_epochs)
     ds = ds.map(featurizer).filter(lambda sample: sample is not None)
     iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
@@ -239,7 +248,9 @@ def build_sft_dataset(
             # pixel_values is not in length_struct: the packer hands each row the list of its samples' patches
             meta_features=("targets", "loss_mask", "positions", "patch_slots", "image_grid_thw", "pixel_values"),
         )
-        iter_ds = iter_ds.batch(rows, drop_remainder=True, batch_fn=lambda packed: collate_packed(packed, config))
+        iter_ds = iter_ds.batch(
+            rows, drop_remainder=True, batch_fn=lambda packed: collate_packed(packed, config, patch_dim)
+        )
     else:
         iter_ds = iter_ds.batch(rows, drop_remainder=True, batch_fn=lambda samples: pad_batch(samples, config))
     if config.worker_count:
@@ -251,31 +262,51 @@ def build_sft_dataset(
     return iter_ds, featurizer
 
 
+def concat_batches(batches: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Shard batches -> one process batch, rows in shard order (position_ids are [3, B, L]); padding-mode batches of
+    different length buckets are right-padded to the longest."""
+    if len(batches) == 1:
+        return dict(batches[0])
+    out = {}
+    for key in batches[0]:
+        axis = 1 if key == "position_ids" else 0
+        parts = [np.asarray(b[key]) for b in batches]
+        if key in ("input_ids", "targets", "loss_mask", "segment_ids", "position_ids"):
+            width = max(p.shape[-1] for p in parts)
+            parts = [np.pad(p, [(0, 0)] * (p.ndim - 1) + [(0, width - p.shape[-1])]) for p in parts]
+        out[key] = np.concatenate(parts, axis=axis)
+    return out
+
+
 class SFTLoader:
     """Iterator of SFT batches: numpy dicts, or global jax.Arrays over `mesh` when one is given.
 
-    `get_state()` / `set_state()` save and restore the position (Grain iterator state, a small dict) so training
-    resumes on the exact next batch; `iterator` is the Grain DatasetIterator for Orbax's Grain checkpoint handler.
+    A process reading several data shards (`SFTConfig.data_shards`) concatenates their batches in shard order.
+    `get_state()` / `set_state()` save and restore the position (Grain iterator state, a small dict; one per local
+    shard) so training resumes on the exact next batch.
     """
 
     def __init__(self, config: SFTConfig, processor: Any = None, mesh: jax.sharding.Mesh | None = None):
         self.config = config
         self.mesh = mesh
-        self.dataset, self.featurizer = build_sft_dataset(config, processor)
-        self.iterator = iter(self.dataset)
+        shards = local_shards(config.data_shards, config.batch_size)[0]
+        first, self.featurizer = build_sft_dataset(config, processor, shard=shards[0])
+        self.datasets = [first] + [build_sft_dataset(config, featurizer=self.featurizer, shard=s)[0]
+                                   for s in shards[1:]]  # fmt: skip
+        self.streams = ShardIterators(shards, [iter(ds) for ds in self.datasets])
 
     def __iter__(self) -> SFTLoader:
         return self
 
     def __next__(self) -> dict[str, Any]:
-        batch = next(self.iterator)
+        batch = concat_batches(self.streams.next_all())
         return batch if self.mesh is None else make_global_batch(batch, self.mesh)
 
     def get_state(self) -> dict[str, Any]:
-        return self.iterator.get_state()
+        return self.streams.get_state()
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.iterator.set_state(state)
+        self.streams.set_state(state)
 
     @property
     def counts(self) -> dict[str, int]:

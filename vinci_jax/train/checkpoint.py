@@ -28,6 +28,20 @@ STATE = "state"
 DATA_ITER = "data_iter"
 
 
+def merged_shard_state(directory: epath.Path | Path) -> dict[str, Any] | None:
+    """All processes' per-data-shard iterator states in one `{"data_shards": {...}}`, so a run with another process
+    count (same data shards) resumes every shard where it stopped; None when the states are not per shard."""
+    shards: dict[str, Any] = {}
+    files = sorted(Path(directory).glob("process_*-of-*.json"))
+    for path in files:
+        payload = json.loads(path.read_text())
+        state = payload.get("state")
+        if payload.get("bytes") or not isinstance(state, dict) or "data_shards" not in state:
+            return None
+        shards.update(state["data_shards"])
+    return {"data_shards": shards} if files else None
+
+
 class IteratorStateHandler(ocp.CheckpointHandler):
     """Saves a snapshot of this process's data iterator state as JSON (`process_<i>-of-<n>.json`).
 
@@ -43,10 +57,13 @@ class IteratorStateHandler(ocp.CheckpointHandler):
     def restore(self, directory: epath.Path, args: IteratorStateRestore | None = None) -> Any:
         path = directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
         if not path.exists():
-            raise FileNotFoundError(
-                f"{path} is missing: the checkpoint was written by a different number of processes "
-                f"({jax.process_count()} now); restore the data iterator with the process count that saved it"
-            )
+            merged = merged_shard_state(directory)
+            if merged is None:
+                raise FileNotFoundError(
+                    f"{path} is missing: the checkpoint was written by a different number of processes "
+                    f"({jax.process_count()} now) and its data state is not per data shard"
+                )
+            return merged
         payload = json.loads(path.read_text())
         return payload["state"].encode() if payload["bytes"] else payload["state"]
 
@@ -158,14 +175,17 @@ class CheckpointManager:
         data_dir = self.directory / str(step) / DATA_ITER
         has_data = (data_dir / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists()
         if with_data and data_dir.exists() and not has_data:
-            # Written by a different number of processes: the state is still good (it restores onto any mesh),
-            # only the per-host stream positions do not map. Never treat that as corruption.
-            logging.warning(
-                "checkpoint step %d holds data-iterator state for another process count than %d; restoring the "
-                "train state only (the data stream restarts from its beginning)",
-                step,
-                jax.process_count(),
-            )
+            # Written by a different number of processes: per-data-shard states still map (each process takes its
+            # shards'); other stream states do not, but the train state is still good (it restores onto any mesh).
+            # Never treat that as corruption.
+            has_data = merged_shard_state(data_dir) is not None
+            if not has_data:
+                logging.warning(
+                    "checkpoint step %d holds data-iterator state for another process count than %d; restoring the "
+                    "train state only (the data stream restarts from its beginning)",
+                    step,
+                    jax.process_count(),
+                )
         if with_data and has_data:
             items[DATA_ITER] = IteratorStateRestore()
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
