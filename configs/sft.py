@@ -74,6 +74,7 @@ def _data() -> ml_collections.ConfigDict:
             "max_pixels": 28 * 28 * 1280,
             "vocab_size": 64,  # synthetic source only
             "num_workers": 0,
+            "data_shards": 0,  # 0: one per process; a fixed count gives every process count the same batches
         }
     )
 

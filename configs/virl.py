@@ -67,6 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "domain_weights": "natural",  # natural | balanced | JSON {"chart": 2, ...}
             "min_pixels": 512 * 512,
             "max_pixels": 2048 * 2048,
+            "data_shards": 0,  # 0: one per process; a fixed count gives every process count the same batches
         }
     )
     config.rollout = ml_collections.ConfigDict(
@@ -77,6 +78,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "top_k": 0,
             "max_new_tokens": 10240,
             "chunk_prompts": 32,  # prompts sampled per device call; their renders overlap the next chunk
+            # multi-host: owner = each process renders and scores the groups of the prompts it loaded (host-local
+            # groups); spread = rollouts of every group dealt round-robin over processes. Rewards are exchanged
+            # before advantages either way.
+            "render_on": "owner",
         }
     )
     config.algo = ml_collections.ConfigDict(
@@ -92,6 +97,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "filter_equal_groups": False,  # drop groups whose rewards are all equal (zero advantage)
             "old_logprobs": "detached",  # detached (one on-policy update) | rollout (sampler's) | recomputed
             "micro_batch_rows": 16,  # rollouts per gradient micro-batch
+            # response tokens per LM-head chunk in the loss (0: all at once); bounds the [rows, chunk, vocab] logits
+            # held at a time (16 x 10,240 x 152k floats = 100 GB unchunked)
+            "logit_chunk": 1024,
         }
     )
     config.reward = ml_collections.ConfigDict(
@@ -126,6 +134,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.rollout.max_new_tokens = 48
         config.rollout.chunk_prompts = 2
         config.algo.micro_batch_rows = 8
+        config.algo.logit_chunk = 16  # exercises the chunked LM head on short responses
         config.reward.encoder = "offline-msssim-hist"
         config.render.num_workers = 2
         config.render.timeout_s = 10.0

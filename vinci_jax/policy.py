@@ -53,8 +53,6 @@ def family_processor(
     """The processor of a family around `tokenizer` (default: the family's offline tokenizer) with its image
     processor's settings replaced by `image_overrides` (e.g. a data config's min_pixels / max_pixels)."""
     family = families.get_family(family) if isinstance(family, str) else family
-    if tokenizer is None:
-        tokenizer = family.processor_class.default_tokenizer()
     return family.processor_with(tokenizer, **image_overrides)
 
 

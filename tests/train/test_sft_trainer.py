@@ -159,11 +159,12 @@ def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tiny_run, tmp_path)
 def test_sharded_step_equals_single_device_step(tiny_run):
     _, config, sharded, _ = tiny_run
     single = SFTTrainer(config, _mesh({"data": 1}))
-    train_iter, _ = make_data_iterators(config, config.seed, single.factory.abstract)
-    batches = [data_lib.to_trainer_convention(next(train_iter)) for _ in range(2)]
-    assert "vision_inputs" in batches[0]
     results = []
     for trainer in (single, sharded):  # `sharded` reuses the step the run compiled on the (data 2, fsdp 4) mesh
+        # the same rows; the vision inputs come in one block per batch shard of the trainer's mesh
+        train_iter, _ = make_data_iterators(config, config.seed, trainer.factory.abstract, trainer.mesh)
+        batches = [data_lib.to_trainer_convention(next(train_iter)) for _ in range(2)]
+        assert batches[0]["vision_inputs"].groups == (1 if trainer is single else 2)
         state, losses = trainer.init_state(), []
         for local in batches:
             batch = data_lib.to_global(local, data_lib.batch_shardings(local, trainer.mesh))

@@ -156,12 +156,10 @@ class ModelFamily:
         return dataclasses.replace(base, **overrides) if overrides else base
 
     def processor_with(self, tokenizer: Any = None, **image_overrides: Any) -> Any:
-        """This family's processor around `tokenizer` (default: the offline Qwen tokenizer) and its image processor
+        """This family's processor around `tokenizer` (default: the family's offline tokenizer) and its image processor
         with `image_overrides` (e.g. the data config's min_pixels / max_pixels)."""
-        if tokenizer is None:
-            from vinci_jax.processing import load_tokenizer
-
-            tokenizer = load_tokenizer(None)
+        if tokenizer is None:  # the family's own offline tokenizer (Qwen3-VL adds tokens to Qwen2.5's)
+            tokenizer = self.processor_class.default_tokenizer()
         return self.processor_class(tokenizer, self.image_processor(**image_overrides))
 
 

@@ -19,13 +19,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from absl import logging
 from flax import nnx
 
-from vinci_jax import sharding
+from vinci_jax import multihost, sharding
 from vinci_jax.rl.grpo_step import GRPOLossConfig
 from vinci_jax.rl.panels import write_panel
-from vinci_jax.rl.rollout import Rollouts, sample_render_score, summarize
+from vinci_jax.rl.rollout import RENDER_ON, Rollouts, render_assignment, sample_render_score, summarize
 from vinci_jax.rl.updater import GRPOUpdater
 from vinci_jax.sampling import Sampler, SamplingParams
 from vinci_jax.train import checkpoint as ckpt_lib
@@ -62,6 +63,7 @@ def loss_config(config: ml_collections.ConfigDict) -> GRPOLossConfig:
         kl_estimator=a.kl_estimator,
         temperature=float(config.rollout.temperature),
         old_logprobs=a.old_logprobs,
+        logit_chunk=int(a.get("logit_chunk", 0)),
     )
 
 
@@ -102,6 +104,7 @@ class ViRLTrainer:
             num_epochs=None,
             min_pixels=int(config.data.min_pixels),
             max_pixels=int(config.data.max_pixels),
+            data_shards=int(config.data.get("data_shards", 0)),
         )
         self.loader = RLLoader(self.loader_config, self.processor)
 
@@ -150,7 +153,12 @@ class ViRLTrainer:
         )
         workers = int(config.render.num_workers) or None
         self.pool = RenderPool(num_workers=workers, timeout_s=float(config.render.timeout_s))
-        self.reward = VisualReward(reward_config(config), mesh=self.mesh)
+        # each process scores its own rollouts, on its own devices (a process-local mesh)
+        reward_mesh = sharding.make_mesh({"data": -1}, jax.local_devices()) if multihost.is_multiprocess() else None
+        self.reward = VisualReward(reward_config(config), mesh=reward_mesh or self.mesh)
+        self.render_on = str(config.rollout.get("render_on", "owner"))
+        if self.render_on not in RENDER_ON:
+            raise ValueError(f"rollout.render_on={self.render_on!r}; choose one of {sorted(RENDER_ON)}")
         self.metrics = metrics_lib.MetricsWriter(
             self.workdir, total_steps=self.num_steps, start_step=self.start_step, progress=bool(config.progress)
         )
@@ -190,7 +198,18 @@ class ViRLTrainer:
         )
 
     # ------------------------------------------------------------------------------------------------ rollouts
-    def rollout(self, batch: Any, params: SamplingParams, key: jax.Array) -> Rollouts:
+    def global_batch(self, local: Any) -> tuple[Any, np.ndarray]:
+        """(all processes' prompts in process order, the process that loaded each): every process samples the
+        global batch together; the loading process keeps its role for rendering (see `render_assignment`)."""
+        from vinci_jax.input_pipeline.rl import RLBatch
+
+        parts = multihost.allgather_objects(local)
+        owners = np.concatenate([np.full(len(p.prompts), i, np.int64) for i, p in enumerate(parts)])
+        return RLBatch.concat(parts), owners
+
+    def rollout(self, batch: Any, params: SamplingParams, key: jax.Array, owners: np.ndarray | None = None) -> Rollouts:
+        """Sample, render and score `batch` (the global batch: the same on every process)."""
+        owners = np.zeros(len(batch.prompts), np.int64) if owners is None else owners
         with jax.set_mesh(self.mesh):
             return sample_render_score(
                 self.sampler(),
@@ -205,6 +224,7 @@ class ViRLTrainer:
                 self.pool,
                 self.reward,
                 chunk_prompts=int(self.config.rollout.chunk_prompts),
+                renders_here=render_assignment(self.render_on, owners),
             )
 
     def evaluate(self, split: str | None = None, prompts: int | None = None) -> dict[str, float]:
@@ -222,17 +242,20 @@ class ViRLTrainer:
         available = len(sources.array_record_source(self.loader_config.data_dir, split))
         if available == 0:
             raise ValueError(f"held-out split {split!r} of {self.loader_config.data_dir} is empty")
+        shards = self.loader_config.data_shards or jax.process_count()
+        wanted = min(int(prompts or self.config.eval.prompts), available)
         held_out = dataclasses.replace(
             self.loader_config,
             split=split,
-            prompts_per_batch=min(int(prompts or self.config.eval.prompts), available),
+            prompts_per_batch=max(wanted // shards, 1) * shards,
             shuffle=False,
             num_epochs=1,
             domain_weights="natural",
         )
-        batch = next(iter(RLLoader(held_out, self.processor)))
+        batch, owners = self.global_batch(next(iter(RLLoader(held_out, self.processor))))
         max_new = int(self.config.eval.max_new_tokens) or None
-        rollouts = self.rollout(batch, self.sampling_params(greedy=True, max_new_tokens=max_new), jax.random.key(0))
+        params = self.sampling_params(greedy=True, max_new_tokens=max_new)
+        rollouts = self.rollout(batch, params, jax.random.key(0), owners)
         return summarize(rollouts, batch.domains), batch, rollouts
 
     def reset_policy(self, init_from: str) -> None:
@@ -250,8 +273,8 @@ class ViRLTrainer:
         try:
             while step < self.num_steps:
                 began = time.perf_counter()
-                batch = next(self.loader)
-                rollouts = self.rollout(batch, self.sampling_params(), jax.random.fold_in(key, step))
+                batch, owners = self.global_batch(next(self.loader))
+                rollouts = self.rollout(batch, self.sampling_params(), jax.random.fold_in(key, step), owners)
                 update_began = time.perf_counter()
                 self.state, last = self.updater.update(self.state, rollouts)
                 jax.block_until_ready(self.state["params"])

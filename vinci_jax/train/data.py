@@ -78,8 +78,8 @@ def stack_micro_batches(batches: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     shapes = [jax.tree.map(np.shape, dict(b)) for b in batches]
     if any(s != shapes[0] for s in shapes[1:]):
         raise ValueError(
-            "micro-batches of one accumulation step differ in shape (e.g. padding-mode length buckets); pad them to one "
-            f"bucket or set grad_accum_steps=1. shapes: {shapes}"
+            "micro-batches of one accumulation step differ in shape (e.g. padding-mode length buckets); pad them to "
+            f"one bucket or set grad_accum_steps=1. shapes: {shapes}"
         )
     return jax.tree.map(lambda *xs: np.stack(xs), *batches)
 

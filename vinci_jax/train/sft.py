@@ -33,7 +33,7 @@ from vinci_jax.train.sft_step import make_eval_step, make_train_step, model_inpu
 
 
 def make_data_iterators(
-    config: ml_collections.ConfigDict, seed: int, model: Any = None
+    config: ml_collections.ConfigDict, seed: int, model: Any = None, mesh: Mesh | None = None
 ) -> tuple[Any, Callable[[], Iterator[dict[str, Any]]] | None]:
     """(train iterator with get_state/set_state, factory of a fresh validation iterator or None)."""
     data = config.data
@@ -60,7 +60,7 @@ def make_data_iterators(
                 f"data.source='grain' feeds images, but model {type(model).__name__} has no vision config; "
                 "use --config.data.source=synthetic with the stand-in model"
             )
-        return sft_data.make_grain_iterators(config, seed, vision_config)
+        return sft_data.make_grain_iterators(config, seed, vision_config, mesh)
     raise ValueError(f"data.source {data.source!r} is unknown; use 'grain' or 'synthetic'")
 
 
@@ -152,7 +152,9 @@ class SFTTrainer:
     # -- the loop ------------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         config = self.config
-        train_iter, make_val = make_data_iterators(config, config.seed, self.factory.abstract)
+        # first, so that a preemption notice during start-up (restore, data, compile) is honoured, not fatal
+        watcher = PreemptionWatcher() if config.checkpoint.save_on_preemption else None
+        train_iter, make_val = make_data_iterators(config, config.seed, self.factory.abstract, self.mesh)
         manager = ckpt_lib.CheckpointManager(
             self.workdir / "checkpoints",
             max_to_keep=config.checkpoint.keep,
@@ -177,7 +179,6 @@ class SFTTrainer:
         )
         assembler = data_lib.BatchAssembler(train_iter, self.mesh, accum_steps=self.accum)
         peak = metrics_lib.device_peak_flops()
-        watcher = PreemptionWatcher() if config.checkpoint.save_on_preemption else None
         summary: dict[str, Any] = {"start_step": start, "preempted": False}
         last_time, tokens_since, steps_since = time.perf_counter(), 0, 0
         step = start

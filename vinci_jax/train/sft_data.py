@@ -1,5 +1,5 @@
 """Glue from the Grain SFT pipeline (`vinci_jax.input_pipeline`) to the trainer: config -> iterators whose batches
-carry the model's `vision_inputs` in a fixed patch bucket (so image sizes do not recompile the step)."""
+carry the model's `vision_inputs`, one block per data-parallel shard, in agreed bucketed shapes."""
 
 from __future__ import annotations
 
@@ -11,35 +11,73 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-# Batch fields that only exist to build vision_inputs; the model gets vision_inputs instead.
-_VISION_FIELDS = ("pixel_values", "image_grid_thw")
-
 
 class VisionBatches:
-    """Wraps an SFT loader: replaces each batch's per-row patches by the model's bucketed `VisionInputs`.
+    """Wraps an SFT loader: replaces each batch's per-row patches by the model's `VisionInputs`.
 
+    With a mesh, the images are grouped per data-parallel shard of the batch (`VisionInputs.groups`): each shard's
+    rows get their own block of vision rows, so the tower runs data-parallel and no process needs another process's
+    pixels. Blocks share one shape, agreed over shards and processes every batch: vision rows of `row_patches`
+    (or the next power-of-two multiple of the window slot that holds the largest image), a power-of-two row count.
     `get_state`/`set_state` are the loader's, so checkpoints store the Grain position.
     """
 
-    def __init__(self, loader: Any, vision_config: Any, patch_bucket: int):
-        self.loader, self.vision_config, self.patch_bucket = loader, vision_config, patch_bucket
+    def __init__(self, loader: Any, vision_config: Any, row_patches: int, mesh: Any = None):
+        self.loader, self.vision_config, self.mesh = loader, vision_config, mesh
+        from vinci_jax.models.qwen2_5_vl.vision_inputs import window_slot_patches
+
+        self.slot = window_slot_patches(vision_config)
+        self.row_patches = -(-int(row_patches) // self.slot) * self.slot
 
     def __iter__(self) -> VisionBatches:
         return self
 
+    def local_groups(self, local_rows: int) -> int:
+        """Vision groups this process builds: its share of the batch dim's shards (1 without a mesh)."""
+        import jax
+
+        if self.mesh is None:
+            return 1
+        from vinci_jax import sharding
+
+        processes = jax.process_count()
+        spec = sharding.logical_to_spec(("batch",), (local_rows * processes,), self.mesh)
+        axes = spec[0] if isinstance(spec[0], tuple) else (spec[0],) if spec[0] else ()
+        shards = int(np.prod([self.mesh.shape[a] for a in axes], dtype=np.int64))
+        if shards % processes:
+            raise ValueError(
+                f"the batch splits into {shards} shards over {processes} processes; use a batch size and mesh whose "
+                "data-parallel shards divide over the processes"
+            )
+        return shards // processes
+
     def __next__(self) -> dict[str, Any]:
-        from vinci_jax.input_pipeline import vision_inputs_for_batch
+        import dataclasses
+
+        import jax
+
+        from vinci_jax import multihost
+        from vinci_jax.models.qwen2_5_vl import vision_inputs as vi
 
         batch = dict(next(self.loader))
-        vision = None
-        if np.asarray(batch["image_grid_thw"]).any():
-            vision = vision_inputs_for_batch(
-                batch, self.vision_config, bucket_sizes=(self.patch_bucket, 2 * self.patch_bucket)
-            )
-        for key in _VISION_FIELDS:
-            batch.pop(key, None)
-        if vision is not None:
-            batch["vision_inputs"] = vision
+        grids, pixels = np.asarray(batch.pop("image_grid_thw")), np.asarray(batch.pop("pixel_values"))
+        groups = self.local_groups(len(grids))
+        per = len(grids) // groups
+        blocks = [_images_of_rows(grids[g * per : (g + 1) * per], pixels[g * per : (g + 1) * per])
+                  for g in range(groups)]  # fmt: skip
+        sizes = [size for b in blocks if b is not None for size in vi.image_slot_patches(b[0], self.vision_config)]
+        length = self.row_patches
+        while sizes and length < max(sizes):
+            length *= 2
+        rows = max([vi.rows_needed(b[0], self.vision_config, length) for b in blocks if b is not None], default=0)
+        length, rows, any_images = multihost.max_over_processes([length, rows, int(bool(sizes))])
+        if not any_images:
+            return batch
+        rows = 1 << (rows - 1).bit_length()  # a power of two: few distinct shapes, few recompiles
+        vision = vi.grouped_vision_inputs(
+            blocks, self.vision_config, row_patches=length, rows=rows, patch_dim=pixels.shape[-1]
+        )
+        batch["vision_inputs"] = dataclasses.replace(vision, groups=groups * jax.process_count())
         return batch
 
     def get_state(self) -> Any:
@@ -47,6 +85,22 @@ class VisionBatches:
 
     def set_state(self, state: Any) -> None:
         self.loader.set_state(state)
+
+
+def _images_of_rows(grids: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(image_grid_thw [n, 3], pixel_values [patches, D]) of these batch rows' images in token order, or None."""
+    out_grids, out_pixels = [], []
+    for row_grids, row_pixels in zip(grids, pixels, strict=True):
+        offset = 0
+        for grid in row_grids:
+            n = int(np.prod(grid))
+            if n:
+                out_grids.append(grid)
+                out_pixels.append(row_pixels[offset : offset + n])
+                offset += n
+    if not out_grids:
+        return None
+    return np.stack(out_grids).astype(np.int64), np.concatenate(out_pixels)
 
 
 def _sft_config(config: ml_collections.ConfigDict, path: str, split: str, seed: int, shuffle: bool) -> Any:
@@ -76,20 +130,20 @@ def _sft_config(config: ml_collections.ConfigDict, path: str, split: str, seed: 
         min_pixels=data.min_pixels,
         max_pixels=data.max_pixels,
         worker_count=data.num_workers,
+        data_shards=int(data.get("data_shards", 0)),
     )
 
 
 def make_grain_iterators(
-    config: ml_collections.ConfigDict, seed: int, vision_config: Any
+    config: ml_collections.ConfigDict, seed: int, vision_config: Any, mesh: Any = None
 ) -> tuple[VisionBatches, Callable[[], Iterator[dict[str, Any]]] | None]:
     """Train iterator (shuffled, repeating) and a factory of fresh validation iterators (same rows every time)."""
     from vinci_jax.input_pipeline import SFTLoader
 
     data = config.data
     train_cfg = _sft_config(config, data.train_path, data.train_split, seed, shuffle=True)
-    rows = max(data.global_batch_size // max(_process_count(), 1), 1)
-    bucket = train_cfg.row_patches * rows
-    train = VisionBatches(SFTLoader(train_cfg), vision_config, bucket)
+    row_patches = train_cfg.row_patches
+    train = VisionBatches(SFTLoader(train_cfg), vision_config, row_patches, mesh)
     make_val = None
     from vinci_data.records import list_shards
 
@@ -99,11 +153,5 @@ def make_grain_iterators(
     elif data.val_split:
         val_cfg = _sft_config(config, val_path, data.val_split, seed, shuffle=False)
         processor = train.loader.featurizer.processor  # one tokenizer for both: building it is not free
-        make_val = lambda: VisionBatches(SFTLoader(val_cfg, processor), vision_config, bucket)  # noqa: E731
+        make_val = lambda: VisionBatches(SFTLoader(val_cfg, processor), vision_config, row_patches, mesh)  # noqa: E731
     return train, make_val
-
-
-def _process_count() -> int:
-    import jax
-
-    return jax.process_count()
