@@ -314,26 +314,27 @@ class SFTLoader:
         return dict(self.featurizer.counts)
 
 
-def vision_inputs_for_batch(batch: Mapping[str, np.ndarray], vision_config: Any, **layout: Any) -> Any:
-    """The model's VisionInputs for a host batch: every row's real patches, in row-major token order.
-
-    That is the order in which the model splices image features into the token sequence. `layout` goes to
-    `prepare_vision_inputs` (bucket_sizes, row_patches, row_buckets) so the trainer picks static vision shapes.
-    Returns None for a batch without images.
-    """
-    from vinci_jax.models.qwen2_5_vl.vision_inputs import prepare_vision_inputs
-
+def images_of_rows(image_grid_thw: np.ndarray, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(grids [n, 3], patches [sum, D]) of these batch rows' images in row-major token order (the order in which the
+    model splices image features into the token sequence), or None when the rows hold no image."""
     grids, patches = [], []
-    pixel_values = np.asarray(batch["pixel_values"])
-    for row, row_grids in enumerate(np.asarray(batch["image_grid_thw"])):
+    for row_grids, row_pixels in zip(np.asarray(image_grid_thw), np.asarray(pixel_values), strict=True):
         offset = 0
         for grid in row_grids:
             n = int(np.prod(grid))
-            if n == 0:
-                continue
-            grids.append(grid)
-            patches.append(pixel_values[row, offset : offset + n])
-            offset += n
+            if n:
+                grids.append(grid)
+                patches.append(row_pixels[offset : offset + n])
+                offset += n
     if not grids:
         return None
-    return prepare_vision_inputs(np.stack(grids), np.concatenate(patches), vision_config, **layout)
+    return np.stack(grids).astype(np.int64), np.concatenate(patches)
+
+
+def vision_inputs_for_batch(batch: Mapping[str, np.ndarray], vision_config: Any, **layout: Any) -> Any:
+    """The model's VisionInputs for a host batch as one block (every row's real patches, in token order); `layout`
+    goes to `prepare_vision_inputs` (bucket_sizes, row_patches, row_buckets). None for a batch without images."""
+    from vinci_jax.models.qwen2_5_vl.vision_inputs import prepare_vision_inputs
+
+    images = images_of_rows(batch["image_grid_thw"], batch["pixel_values"])
+    return None if images is None else prepare_vision_inputs(*images, vision_config, **layout)

@@ -57,13 +57,14 @@ class VisionBatches:
         import jax
 
         from vinci_jax import multihost
+        from vinci_jax.input_pipeline.sft import images_of_rows
         from vinci_jax.models.qwen2_5_vl import vision_inputs as vi
 
         batch = dict(next(self.loader))
         grids, pixels = np.asarray(batch.pop("image_grid_thw")), np.asarray(batch.pop("pixel_values"))
         groups = self.local_groups(len(grids))
         per = len(grids) // groups
-        blocks = [_images_of_rows(grids[g * per : (g + 1) * per], pixels[g * per : (g + 1) * per])
+        blocks = [images_of_rows(grids[g * per : (g + 1) * per], pixels[g * per : (g + 1) * per])
                   for g in range(groups)]  # fmt: skip
         sizes = [size for b in blocks if b is not None for size in vi.image_slot_patches(b[0], self.vision_config)]
         length = self.row_patches
@@ -85,22 +86,6 @@ class VisionBatches:
 
     def set_state(self, state: Any) -> None:
         self.loader.set_state(state)
-
-
-def _images_of_rows(grids: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(image_grid_thw [n, 3], pixel_values [patches, D]) of these batch rows' images in token order, or None."""
-    out_grids, out_pixels = [], []
-    for row_grids, row_pixels in zip(grids, pixels, strict=True):
-        offset = 0
-        for grid in row_grids:
-            n = int(np.prod(grid))
-            if n:
-                out_grids.append(grid)
-                out_pixels.append(row_pixels[offset : offset + n])
-                offset += n
-    if not out_grids:
-        return None
-    return np.stack(out_grids).astype(np.int64), np.concatenate(out_pixels)
 
 
 def _sft_config(config: ml_collections.ConfigDict, path: str, split: str, seed: int, shuffle: bool) -> Any:
