@@ -42,8 +42,12 @@ def panel(batch: Any, rollouts: Any, max_prompts: int = 4) -> Image.Image:
     return sheet
 
 
-def write_panel(path: str | Path, batch: Any, rollouts: Any) -> Path:
+def write_panel(path: str | Path, batch: Any, rollouts: Any, metrics: Any = None, step: int = 0) -> Path:
+    """The panel as a PNG at `path` and, given a MetricsWriter, as the TensorBoard image `panels` at `step`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    panel(batch, rollouts).save(path)
+    image = panel(batch, rollouts)
+    image.save(path)
+    if metrics is not None:
+        metrics.write_image(step, "panels", image)
     return path

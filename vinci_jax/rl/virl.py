@@ -290,7 +290,7 @@ class ViRLTrainer:
                 }
                 self.metrics.write(step, last)
                 if self.config.panel_every and step % int(self.config.panel_every) == 0 and jax.process_index() == 0:
-                    write_panel(self.workdir / "panels" / f"step_{step:06d}.png", batch, rollouts)
+                    write_panel(self.workdir / "panels" / f"step_{step:06d}.png", batch, rollouts, self.metrics, step)
                 if self.config.eval.every_steps and step % int(self.config.eval.every_steps) == 0:
                     self.metrics.write(step, {f"eval/{k}": v for k, v in self.evaluate().items()})
                 self.ckpt.save(step, self.state, self.loader.get_state(), force=step == self.num_steps)

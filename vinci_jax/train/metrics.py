@@ -101,6 +101,14 @@ class MetricsWriter:
             shown = {k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "val_loss", "tokens_per_s") and v}
             self._bar.set_postfix(shown, refresh=True)
 
+    def write_image(self, step: int, tag: str, image: Any) -> None:
+        """A PIL image (e.g. a ViRL panel) as a TensorBoard image at `step`."""
+        if not self.enabled:
+            return
+        import numpy as np
+
+        self._tb.add_image(tag, np.asarray(image.convert("RGB")), step, dataformats="HWC")
+
     def advance(self, step: int) -> None:
         if self._bar is not None:
             self._bar.n = step
