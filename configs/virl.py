@@ -134,7 +134,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.rollout.max_new_tokens = 48
         config.rollout.chunk_prompts = 2
         config.algo.micro_batch_rows = 8
-        config.algo.logit_chunk = 16  # exercises the chunked LM head on short responses
         config.reward.encoder = "offline-msssim-hist"
         config.render.num_workers = 2
         config.render.timeout_s = 10.0

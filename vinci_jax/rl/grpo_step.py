@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vinci_jax import sharding
 from vinci_jax.rl import algorithms as alg
 from vinci_jax.train.train_state import SplitModel, TrainState
 
@@ -77,6 +78,9 @@ def window_logprobs(
     count = (length + pad) // chunk
     hidden_chunks = window.reshape(b, count, chunk, -1).swapaxes(0, 1)
     target_chunks = targets.reshape(b, count, chunk).swapaxes(0, 1)
+
+    # keep the rows on the batch axes inside the loop (no gather of the window per chunk)
+    hidden_chunks = sharding.constrain(hidden_chunks, (None, "batch", None, "act_embed"))
 
     @jax.checkpoint
     def one(hidden: jax.Array, chunk_targets: jax.Array) -> tuple[jax.Array, jax.Array]:

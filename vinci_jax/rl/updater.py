@@ -57,6 +57,10 @@ class GRPOUpdater:
             self.apply_fn = jax.jit(
                 make_apply_fn(optimizer, schedule), donate_argnums=0, out_shardings=(state_shardings, None)
             )
+            self.accumulate = jax.jit(add_trees, donate_argnums=0)  # one executable per micro-batch, not one per leaf
+        # XLA:CPU runs each multi-device executable's collectives on a shared thread pool; two in flight at once can
+        # starve each other's rendezvous (observed with 8 fake devices on 2 cores). Accelerators keep async dispatch.
+        self.serialize = jax.default_backend() == "cpu"
 
     def advantages(self, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(advantage per rollout, rows kept); groups of all-equal rewards are dropped when filtering is on."""
@@ -109,7 +113,9 @@ class GRPOUpdater:
                 if self.reference_params is not None:
                     micro["ref_logprobs"] = self.logprob_fn(self.reference_params, micro)
                 g, s = self.grad_fn(state["params"], micro, normaliser)
-                grads, stats = (g, s) if grads is None else (add_trees(grads, g), add_trees(stats, s))
+                grads, stats = (g, s) if grads is None else self.accumulate((grads, stats), (g, s))
+                if self.serialize:
+                    jax.block_until_ready(grads)
             state, applied = self.apply_fn(state, grads)
         tokens = max(float(stats["tokens"]), 1.0)
         out = {
