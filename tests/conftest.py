@@ -88,3 +88,15 @@ def tiny_qwen25_chat_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_qwen25_chat")
     build_tiny_qwen25_vl(path, real_vocab=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_svg_rl_corpus(tmp_path_factory):
+    """16 easy synthetic SVG prompts (a quarter held out as `test`): the corpus of the ViRL command-line tests."""
+    from vinci_data.synth.build import SynthConfig, ensure_synth
+
+    out = tmp_path_factory.mktemp("virl_corpus")
+    config = SynthConfig(size=16, seed=3, domains=("svg",), difficulty_weights=(1.0, 0.0, 0.0), refine_fraction=0.0,
+                         val_fraction=0.0, test_fraction=0.25)  # fmt: skip
+    ensure_synth(str(out), config, num_workers=1)
+    return out

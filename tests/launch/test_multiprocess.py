@@ -101,17 +101,6 @@ def test_tiny_sft_in_two_processes_equals_one_and_resumes_in_one(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------- ViRL
-@pytest.fixture(scope="module")
-def rl_corpus(tmp_path_factory):
-    from vinci_data.synth.build import SynthConfig, ensure_synth
-
-    out = tmp_path_factory.mktemp("virl_corpus")
-    config = SynthConfig(size=16, seed=3, domains=("svg",), difficulty_weights=(1.0, 0.0, 0.0), refine_fraction=0.0,
-                         val_fraction=0.0, test_fraction=0.25)  # fmt: skip
-    ensure_synth(str(out), config, num_workers=1)
-    return out
-
-
 def _virl(workdir: Path, corpus: Path, steps: int) -> list[str]:
     return [sys.executable, "-m", "vinci_jax.launch", "--config", "configs/virl.py:tiny",
             f"--config.data.path={corpus}", f"--config.workdir={workdir}", f"--config.num_steps={steps}",
@@ -121,11 +110,11 @@ def _virl(workdir: Path, corpus: Path, steps: int) -> list[str]:
             "--config.render.num_workers=1", "--config.progress=False"]  # fmt: skip
 
 
-def test_tiny_virl_in_two_processes_equals_one_and_resumes_in_one(rl_corpus, tmp_path):
+def test_tiny_virl_in_two_processes_equals_one_and_resumes_in_one(tiny_svg_rl_corpus, tmp_path):
     reference = tmp_path / "one"
-    _run_one(_virl(reference, rl_corpus, 3))
+    _run_one(_virl(reference, tiny_svg_rl_corpus, 3))
     two = tmp_path / "two"
-    outputs = _run_two(_virl(two, rl_corpus, 2))
+    outputs = _run_two(_virl(two, tiny_svg_rl_corpus, 2))
     assert "[virl] held-out after:" in outputs[0]
     expected, got = _metrics(reference), _metrics(two)
     assert sorted(got) == [1, 2]
@@ -133,7 +122,7 @@ def test_tiny_virl_in_two_processes_equals_one_and_resumes_in_one(rl_corpus, tmp
         for key in ("entropy", "param_norm", "response_len", "response_tokens", "reward", "groups_kept"):
             assert got[step][key] == pytest.approx(expected[step][key], rel=1e-5), (step, key)
 
-    _run_one(_virl(two, rl_corpus, 3))  # restarts from the 2-process step-2 checkpoint
+    _run_one(_virl(two, tiny_svg_rl_corpus, 3))  # restarts from the 2-process step-2 checkpoint
     assert sorted(_metrics(two)) == [1, 2, 3]
     for key in ("entropy", "param_norm", "response_len"):
         assert _metrics(two)[3][key] == pytest.approx(expected[3][key], rel=1e-5), key

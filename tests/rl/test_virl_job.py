@@ -10,17 +10,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from vinci_data.synth.build import SynthConfig, ensure_synth
-
-    out = tmp_path_factory.mktemp("virl_corpus")
-    config = SynthConfig(size=16, seed=3, domains=("svg",), difficulty_weights=(1.0, 0.0, 0.0), refine_fraction=0.0,
-                         val_fraction=0.0, test_fraction=0.25)  # fmt: skip
-    ensure_synth(str(out), config, num_workers=1)
-    return out
-
-
 def _virl(corpus, workdir, steps, *extra):
     args = [
         sys.executable, "-m", "vinci_jax.launch", "--config", "configs/virl.py:tiny",
@@ -38,7 +27,8 @@ def _records(workdir):
     return {r["step"]: r for r in map(json.loads, (Path(workdir) / "metrics.jsonl").read_text().splitlines())}
 
 
-def test_virl_runs_resumes_to_the_same_step_and_exports(corpus, tmp_path):
+def test_virl_runs_resumes_to_the_same_step_and_exports(tiny_svg_rl_corpus, tmp_path):
+    corpus = tiny_svg_rl_corpus
     straight = tmp_path / "straight"
     proc = _virl(corpus, straight, 2, f"--config.export_dir={tmp_path / 'export'}")
     assert "[virl] held-out after:" in proc.stdout
