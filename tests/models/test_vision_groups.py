@@ -75,8 +75,9 @@ def _grouped(model, images, groups):
         grids = [grid for grid, _ in images[g * per : (g + 1) * per] if len(grid)]
         pixels = [p for _, ps in images[g * per : (g + 1) * per] for p in ps]
         blocks.append((np.concatenate(grids), np.concatenate(pixels)) if grids else None)
-    length = max(max(image_slot_patches(b[0], vision)) for b in blocks if b is not None)
-    rows = max(rows_needed(b[0], vision, length) for b in blocks if b is not None)
+    sizes = [image_slot_patches(b[0], vision) for b in blocks if b is not None]
+    length = max(max(s) for s in sizes)
+    rows = max(rows_needed(s, length) for s in sizes)
     return grouped_vision_inputs(blocks, vision, row_patches=length, rows=rows, patch_dim=_patch_dim(vision))
 
 

@@ -58,8 +58,9 @@ def align_vision_inputs(batches: Sequence[Mapping[str, Any]]) -> list[dict[str, 
     padded, image-free ones given blank inputs), so that they stack."""
     visions = [b.get("vision_inputs") for b in batches]
     present = [v for v in visions if v is not None]
-    if not present:
-        return [dict(b) for b in batches]
+    shapes = {tuple(np.shape(leaf) for leaf in jax.tree.leaves(v)) for v in present}
+    if not present or (len(present) == len(visions) and len(shapes) == 1):
+        return [dict(b) for b in batches]  # nothing to pad (the usual case): no copies
     from vinci_jax.models.qwen2_5_vl.vision_inputs import blank_like, pad_vision_inputs
 
     groups = int(present[0].groups)

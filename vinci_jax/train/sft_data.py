@@ -66,12 +66,13 @@ class VisionBatches:
         per = len(grids) // groups
         blocks = [images_of_rows(grids[g * per : (g + 1) * per], pixels[g * per : (g + 1) * per])
                   for g in range(groups)]  # fmt: skip
-        sizes = [size for b in blocks if b is not None for size in vi.image_slot_patches(b[0], self.vision_config)]
+        block_sizes = [vi.image_slot_patches(b[0], self.vision_config) for b in blocks if b is not None]
+        largest = max((max(sizes) for sizes in block_sizes), default=0)
         length = self.row_patches
-        while sizes and length < max(sizes):
+        while length < largest:
             length *= 2
-        rows = max([vi.rows_needed(b[0], self.vision_config, length) for b in blocks if b is not None], default=0)
-        length, rows, any_images = multihost.max_over_processes([length, rows, int(bool(sizes))])
+        rows = max((vi.rows_needed(sizes, length) for sizes in block_sizes), default=0)
+        length, rows, any_images = multihost.max_over_processes([length, rows, int(bool(block_sizes))])
         if not any_images:
             return batch
         rows = 1 << (rows - 1).bit_length()  # a power of two: few distinct shapes, few recompiles

@@ -129,10 +129,10 @@ def image_slot_patches(image_grid_thw: np.ndarray, config: VisionConfig) -> list
     return [_window_order(t, h, w, merge, window)[2] * slot for t, h, w in grid.tolist()]
 
 
-def rows_needed(image_grid_thw: np.ndarray, config: VisionConfig, row_patches: int) -> int:
-    """Rows of `row_patches` that `prepare_vision_inputs(..., row_patches=)` fills with these images (0 if none)."""
-    sizes = image_slot_patches(image_grid_thw, config)
-    return _row_starts(sizes, int(row_patches))[-1] // int(row_patches) + 1 if sizes else 0
+def rows_needed(slot_sizes: Sequence[int], row_patches: int) -> int:
+    """Rows of `row_patches` that `prepare_vision_inputs(..., row_patches=)` fills with images of these
+    `image_slot_patches` sizes, in order (0 if none)."""
+    return _row_starts(slot_sizes, int(row_patches))[-1] // int(row_patches) + 1 if len(slot_sizes) else 0
 
 
 def empty_vision_inputs(rows: int, row_patches: int, patch_dim: int, config: VisionConfig) -> VisionInputs:
