@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,6 +74,19 @@ def data_stage(config: ml_collections.ConfigDict) -> str:
     return f"{stats['written']} samples {stats['domain']} splits {stats.get('split')}"
 
 
+def _tiny_job_config(
+    configs_module: types.ModuleType, config: ml_collections.ConfigDict, name: str, steps: int
+) -> ml_collections.ConfigDict:
+    """The job's tiny preset in the demo's `name` workdir (emptied when `fresh`), seed, steps and image range."""
+    workdir = _paths(config)[name]
+    if config.fresh:
+        shutil.rmtree(workdir, ignore_errors=True)
+    cfg = configs_module.get_config("tiny")
+    cfg.workdir, cfg.seed, cfg.num_steps = str(workdir), config.seed, steps
+    cfg.data.min_pixels, cfg.data.max_pixels = IMAGE_PIXELS["min_pixels"], IMAGE_PIXELS["max_pixels"]
+    return cfg
+
+
 @stage("sft")
 def sft_stage(config: ml_collections.ConfigDict) -> str:
     """SFT of the tiny Qwen2.5-VL (real tokenizer) on the corpus; the checkpoint seeds ViRL."""
@@ -80,17 +94,11 @@ def sft_stage(config: ml_collections.ConfigDict) -> str:
     from vinci_jax.train.sft import SFTTrainer
 
     paths, c = _paths(config), config.sft
-    if config.fresh:
-        shutil.rmtree(paths["sft"], ignore_errors=True)
-    cfg = sft_configs.get_config("tiny")
-    cfg.workdir = str(paths["sft"])
-    cfg.seed = config.seed
-    cfg.num_steps = int(c.steps)
+    cfg = _tiny_job_config(sft_configs, config, "sft", int(c.steps))
     cfg.data.train_path = str(paths["corpus"])
     cfg.data.seq_len = int(c.seq_len)
     cfg.data.global_batch_size = int(c.batch)
     cfg.data.patches_per_row = 256
-    cfg.data.min_pixels, cfg.data.max_pixels = IMAGE_PIXELS["min_pixels"], IMAGE_PIXELS["max_pixels"]
     cfg.optimizer.learning_rate = float(c.learning_rate)
     cfg.optimizer.warmup_steps = int(c.warmup_steps)
     cfg.checkpoint.every_steps = int(c.steps)
@@ -113,15 +121,9 @@ def virl_stage(config: ml_collections.ConfigDict) -> str:
     from vinci_jax.rl.virl import ViRLTrainer
 
     paths, c = _paths(config), config.virl
-    if config.fresh:
-        shutil.rmtree(paths["virl"], ignore_errors=True)
-    cfg = virl_configs.get_config("tiny")
-    cfg.workdir = str(paths["virl"])
-    cfg.seed = config.seed
-    cfg.num_steps = int(c.steps)
+    cfg = _tiny_job_config(virl_configs, config, "virl", int(c.steps))
     cfg.data.path = str(paths["corpus"])
     cfg.data.prompts_per_step = int(c.prompts)
-    cfg.data.min_pixels, cfg.data.max_pixels = IMAGE_PIXELS["min_pixels"], IMAGE_PIXELS["max_pixels"]
     cfg.rollout.n = int(c.n)
     cfg.rollout.max_new_tokens = int(c.max_new_tokens)
     cfg.rollout.chunk_prompts = max(1, int(c.prompts) // 2)
