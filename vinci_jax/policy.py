@@ -47,15 +47,6 @@ def checkpoint_family(path: str | os.PathLike | None) -> families.ModelFamily | 
     return families.family_of_hf_dir(config_dir) if config_dir is not None else None
 
 
-def family_processor(
-    family: str | families.ModelFamily, tokenizer: Any = None, **image_overrides: Any
-) -> QwenProcessor:
-    """The processor of a family around `tokenizer` (default: the family's offline tokenizer) with its image
-    processor's settings replaced by `image_overrides` (e.g. a data config's min_pixels / max_pixels)."""
-    family = families.get_family(family) if isinstance(family, str) else family
-    return family.processor_with(tokenizer, **image_overrides)
-
-
 def load_processor(path: str | os.PathLike | None, family: str | families.ModelFamily | None = None) -> QwenProcessor:
     """The processor saved beside a checkpoint when there is one, else the family's offline default.
 

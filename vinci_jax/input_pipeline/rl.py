@@ -191,10 +191,10 @@ class RLLoader:
 
     def __init__(self, config: RLConfig, processor: Any = None):
         if processor is None:
-            from vinci_jax.policy import family_processor
+            from vinci_jax.models.families import get_family
 
             pixels = {"min_pixels": config.min_pixels, "max_pixels": config.max_pixels}
-            processor = family_processor(config.family or "qwen2_5_vl", **pixels)
+            processor = get_family(config.family or "qwen2_5_vl").processor_with(None, **pixels)
         self.config = config
         shards = local_shards(config.data_shards, config.prompts_per_batch)[0]
         built = [build_rl_dataset(config, processor, shard=s) for s in shards]

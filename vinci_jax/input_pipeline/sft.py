@@ -82,9 +82,10 @@ class SFTConfig:
 
 def default_processor(config: SFTConfig) -> Any:
     """The family's processor (offline tokenizer) with the data config's image area range."""
-    from vinci_jax.policy import family_processor
+    from vinci_jax.models.families import get_family
 
-    return family_processor(config.family or "qwen2_5_vl", min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    pixels = {"min_pixels": config.min_pixels, "max_pixels": config.max_pixels}
+    return get_family(config.family or "qwen2_5_vl").processor_with(None, **pixels)
 
 
 class SFTFeaturizer:

@@ -77,7 +77,7 @@ class ViRLTrainer:
     def __init__(self, config: ml_collections.ConfigDict):
         from renderers import RenderPool
         from vinci_jax.input_pipeline.rl import RLConfig, RLLoader
-        from vinci_jax.policy import family_processor, load_processor
+        from vinci_jax.policy import load_processor
         from vinci_jax.reward.visual import VisualReward
 
         self.config = config
@@ -91,7 +91,7 @@ class ViRLTrainer:
         self.model_config = self.factory.abstract.config
         base = load_processor(config.model.hf_dir or config.model.init_from or None, self.factory.family)
         pixels = {"min_pixels": int(config.data.min_pixels), "max_pixels": int(config.data.max_pixels)}
-        self.processor = family_processor(self.factory.family, base.tokenizer, **pixels)
+        self.processor = self.factory.family.processor_with(base.tokenizer, **pixels)
         write_model_files(self.workdir, self.model_config, self.processor)  # `hf export WORKDIR` needs no more
         self.loader_config = RLConfig(
             data_dir=config.data.path,

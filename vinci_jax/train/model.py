@@ -98,9 +98,7 @@ class ModelFactory:
         stand-in model."""
         if self.family is None:
             return None
-        from vinci_jax.policy import family_processor
-
-        return family_processor(self.family, **image_overrides)
+        return self.family.processor_with(None, **image_overrides)
 
     def abstract_split(self) -> tuple[Any, nnx.State, nnx.State]:
         """(graphdef, abstract Param state with logical-axis metadata, abstract other variables)."""
