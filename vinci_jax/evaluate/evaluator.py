@@ -197,11 +197,18 @@ class Evaluator:
             if not gold_ok or g is None:
                 metrics.update(dict.fromkeys(names, None))
                 row["notes"].append(_gold_note(s, gold))
-            elif not executed or p is None:
-                metrics.update(dict.fromkeys(names, 0.0))
             else:
-                metrics.update(chartmimic_scores(g, p))
-                metrics["text_match"] = text_match(g, p)
+                # ChartMimic scores what a failing prediction drew before its error (its runs are wrapped in
+                # try/except); no trace at all (no code, timeout, crash) scores 0
+                empty = {"texts": [], "layout": [], "types": {}, "colors": [], "num_axes": 0}
+                graph = s.suite == "chartmimic" and s.id.startswith("graph")
+                metrics.update(chartmimic_scores(g["chartmimic"], (p or {}).get("chartmimic", empty), graph=graph))
+                # Plot2Code leaves out predictions that do not run or render all white
+                if executed and p is not None and not _all_white(render):
+                    metrics["text_match"] = text_match(g["plot2code"], p["plot2code"])
+                else:
+                    metrics["text_match"] = None
+                    row["notes"].append("text_match: prediction did not run or rendered all white (left out)")
         elif s.domain == "web":
             g, p = _trace(gold, "html"), _trace(pred, "html")
             if not gold_ok or g is None:
@@ -211,7 +218,11 @@ class Evaluator:
                 metrics.update(dict.fromkeys(names, 0.0))
             else:
                 metrics.update(design2code_scores(g, p))
-        elif s.domain in ("svg", "tikz"):
+        elif s.domain == "svg":  # UniSVG leaves out predictions that do not render
+            metrics["ssim"] = None if target is None or render is None else ssim(target, render)
+            if render is None:
+                row["notes"].append("ssim: prediction did not render (left out, as UniSVG does)")
+        elif s.domain == "tikz":  # no official TikZ SSIM: a failed compile scores 0 (compile rate is `execution`)
             metrics["ssim"] = None if target is None else (ssim(target, render) if render is not None else 0.0)
         elif s.domain == "chem":
             gold_smiles = s.meta.get("smiles")
@@ -238,6 +249,15 @@ class Evaluator:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _all_white(image: Image.Image | None) -> bool:
+    """Plot2Code's skip test: every pixel value 255 (no render counts as white)."""
+    if image is None:
+        return True
+    import numpy as np
+
+    return bool(np.all(np.asarray(image) == 255))
 
 
 def _needs_gold_run(s: EvalSample) -> bool:
