@@ -156,6 +156,31 @@ def _read_trace(job_dir: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+# Imported by the worker before it forks a traced job: the job drops privileges and may no longer be able to read
+# the interpreter's files (e.g. a Python installed under a private home), so late imports inside it could fail.
+TRACER_MODULES = {
+    "matplotlib": ("renderers.trace_matplotlib", "matplotlib.backends.backend_pdf", "matplotlib.projections.polar",
+                   "mpl_toolkits.mplot3d", "matplotlib_venn", "squarify", "networkx"),
+    "rdkit": ("renderers.trace_rdkit",),
+}  # fmt: skip
+_PRELOADED: set[str] = set()
+
+
+def preload_tracers(kinds: Sequence[str]) -> None:
+    """Import what the tracers of `kinds` use, once per worker process (missing optional packages are skipped)."""
+    import importlib
+
+    for kind in kinds:
+        if kind in _PRELOADED:
+            continue
+        _PRELOADED.add(kind)
+        for module in TRACER_MODULES.get(kind, ()):
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                pass
+
+
 def trace_python(
     code: str,
     options: Mapping[str, Any],
@@ -169,6 +194,7 @@ def trace_python(
     """lang_python.render_python with tracers installed in the sandboxed job child; + the trace it wrote."""
     from renderers import lang_python
 
+    preload_tracers(kinds)
     original = lang_python.run_job_code
     try:  # the forked job child looks run_job_code up in lang_python, so it runs the traced version
         lang_python.run_job_code = functools.partial(_traced_run_job_code, kinds=tuple(kinds), original=original)

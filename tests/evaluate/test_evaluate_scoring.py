@@ -55,7 +55,9 @@ def test_chart_gold_and_perturbations(evaluator):
     assert text["color_f1"] == text["layout_f1"] == text["type_f1"] == 1.0
     crash = rows["crash"]
     assert not crash["executed"] and crash["status"] == "error" and "boom" in crash["error"]
-    assert crash["metrics"]["execution"] == crash["metrics"]["low_level"] == crash["metrics"]["visual"] == 0.0
+    assert crash["metrics"]["execution"] == crash["metrics"]["visual"] == 0.0
+    # ChartMimic scores what the code drew before its error (here: everything); Plot2Code leaves it out
+    assert crash["metrics"]["low_level"] == 1.0 and crash["metrics"]["text_match"] is None
     assert summary["num_samples"] == 5 and summary["execution_rate"] == pytest.approx(0.8)
     assert "high_level" in summary["not_computed"]  # judge score, no judge given
 
@@ -92,7 +94,10 @@ def test_svg_gold_perturbation_and_failure(evaluator):
                          {"gold": gold, "fill": SVG.format(fill="crimson"), "broken": "<svg><rect"})  # fmt: skip
     _assert_gold_perfect(rows["gold"], "svg")
     assert rows["fill"]["metrics"]["ssim"] < 1.0 and rows["fill"]["metrics"]["visual"] < 1.0
-    assert not rows["broken"]["executed"] and rows["broken"]["metrics"]["ssim"] == 0.0
+    # an unrenderable SVG is left out of the SSIM mean, as UniSVG's script skips it
+    assert not rows["broken"]["executed"] and rows["broken"]["metrics"]["ssim"] is None
+    assert summary["counts"]["ssim"] == 2
+    assert summary["metrics"]["ssim"] == pytest.approx((1.0 + rows["fill"]["metrics"]["ssim"]) / 2)
     assert "lpips" in summary["not_computed"]
 
 
