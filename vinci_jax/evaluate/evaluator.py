@@ -3,13 +3,17 @@
 Metric families by sample domain (definitions and sources in the metric modules):
 - every sample: `execution` (the code rendered: status ok) and `visual` (the ViRL reward's visual similarity of the
   render to the target: DINOv2 tiles when weights are given, else the weight-free offline similarity);
-- chart: ChartMimic low-level `text_f1`, `layout_f1`, `type_f1`, `color_f1`, `low_level`, Plot2Code `text_match`;
+- chart: ChartMimic low-level `text_f1`, `layout_f1`, `type_f1`, `color_f1`, `low_level` (a prediction that fails
+  halfway is scored on what it drew, as ChartMimic does), Plot2Code `text_match` (None for predictions that do not
+  run or render all white: Plot2Code leaves them out);
 - web: Design2Code `block_match`, `text`, `position`, `color` (+ `clip` with local CLIP weights);
-- svg: UniSVG `ssim` at 336x336 (+ `clip` with local CLIP weights; LPIPS is never computed offline);
+- svg: UniSVG `ssim` at 336x336, None for an unrenderable prediction (left out, as UniSVG does) (+ `clip` with
+  local CLIP weights; LPIPS is never computed offline);
 - tikz: `ssim` (compile rate is the execution rate);
 - chem: `validity`, `tanimoto` of the drawn molecule.
 A prediction that does not execute keeps its row (status, error) and scores 0 on every metric that has a gold
-reference; a metric without a usable reference (no gold code, gold code that fails) is None and reported.
+reference, except where the official evaluator does otherwise (ChartMimic: what was drawn; Plot2Code, UniSVG: left
+out); a metric without a usable reference (no gold code, gold code that fails) is None and reported.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ DOMAIN_METRICS: dict[str, tuple[str, ...]] = {
 CLIP_DOMAINS = ("web", "svg")
 NOT_COMPUTED_OFFLINE = {
     "lpips": "UniSVG's LPIPS term needs LPIPS network weights, which are not available offline",
+}
+TIKZ_NOT_COMPUTED = {
+    "detikzify": "DeTikZify's metrics (ImageSim/SigLIP, CLIPScore, DreamSim, KID need weights; CrystalBLEU the DaTikZ "
+    "train set; TeX edit distance not implemented): the TikZ `ssim` is ours, not an official TikZ metric",
 }
 
 
@@ -304,6 +312,8 @@ def summarize(suite: str, rows: Sequence[dict[str, Any]], evaluator: Evaluator |
         not_computed["clip"] = "needs local CLIP weights (--clip DIR)"
     if "svg" in domains:
         not_computed.update(NOT_COMPUTED_OFFLINE)
+    if "tikz" in domains:
+        not_computed.update(TIKZ_NOT_COMPUTED)
     for m in names:
         if counts[m] < len(rows) and counts[m] == 0:
             not_computed[m] = "no sample had a usable reference (see row notes)"
