@@ -1,4 +1,4 @@
-"""Metric building blocks on hand-made inputs: CIEDE2000, F1 matching, SSIM, molecules, Design2Code blocks."""
+"""Metric building blocks on hand-made inputs: CIEDE2000, assignment, SSIM, molecules, Design2Code blocks."""
 
 import pytest
 from PIL import Image, ImageDraw
@@ -7,7 +7,7 @@ from vinci_jax.evaluate.chart_metrics import chartmimic_scores, text_match
 from vinci_jax.evaluate.colors import ciede2000, color_similarity, parse_color
 from vinci_jax.evaluate.design_metrics import design2code_scores
 from vinci_jax.evaluate.image_metrics import ssim
-from vinci_jax.evaluate.matching import multiset_f1, soft_f1
+from vinci_jax.evaluate.matching import assign
 from vinci_jax.evaluate.molecule_metrics import drawn_smiles, molecule_scores, static_smiles
 
 
@@ -26,13 +26,10 @@ def test_colour_parsing_and_similarity_order():
     assert color_similarity("#000000", "#ffffff") == 0.0
 
 
-def test_multiset_and_soft_f1():
-    assert multiset_f1(["a", "b", "b"], ["b", "a", "b"]) == 1.0
-    assert multiset_f1(["a", "b"], ["a"]) == pytest.approx(2 / 3)
-    assert multiset_f1([], []) == 1.0 and multiset_f1(["a"], []) == 0.0
+def test_assignment_maximises_total_similarity():
     same = lambda a, b: float(a == b)  # noqa: E731
-    assert soft_f1([1, 2], [2, 1], same) == 1.0
-    assert soft_f1([1, 2], [1, 3], same) == pytest.approx(0.5)
+    assert sorted(assign([1, 2], [2, 1], same)) == [(0, 1, 1.0), (1, 0, 1.0)]
+    assert assign([], [1], same) == []
 
 
 def _trace(texts=("Title",), layout=((1, 1, 0, 0, 0, 0),), types=None, colors=(("line", "#FF0000"),)):
