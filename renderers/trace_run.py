@@ -6,7 +6,7 @@ runs exactly as a `RenderPool` python/html job does (same fork, namespaces, unpr
 rules; see lang_python / lang_html), with instrumentation installed first:
 - python + "matplotlib": renderers.trace_matplotlib (texts drawn, subplot grid specs, plotting calls, colours);
 - python + "rdkit": renderers.trace_rdkit (molecules drawn / parsed);
-- html + "html": text blocks of the loaded page (text, box in page fractions, CSS colour), read in Chromium.
+- html + "html": renderers.trace_html (Design2Code's text blocks: recoloured screenshots of the loaded page).
 The sandboxed job child writes its trace as JSON into its private job dir; the worker reads it back (size-capped)
 after the child has exited. Wire format as renderers.worker: one JSON line in, one JSON header line + PNG bytes out.
 """
@@ -42,61 +42,6 @@ TRACE_UID_BLOCKS = (getattr(sandbox, "POOL_UID_BASE", sandbox.JOB_UID_BASE + 65_
     sandbox.UIDS_PER_POOL
 )
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# Design2Code's text blocks (metrics/ocr_free_utils.py) emulated on the loaded page: upstream gives each text-tag
-# element (TEXT_TAGS) its own colour, screenshots the page twice and boxes each colour's changed pixels, so a block
-# is the text nodes one text-tag element colours (nearest text-tag ancestor; a node under an element between them
-# that sets an inline colour, or under no text tag, keeps a colour that does not change and yields no block), in
-# document order, text stripped. The box here is the union of the nodes' layout rects (upstream: their ink pixels).
-TEXT_BLOCKS_JS = """() => {
-  const root = document.documentElement;
-  const W = Math.max(root.scrollWidth, document.body ? document.body.scrollWidth : 0, window.innerWidth);
-  const H = Math.max(root.scrollHeight, document.body ? document.body.scrollHeight : 0, window.innerHeight);
-  const body = document.body;
-  if (!body) return {width: W, height: H, blocks: []};
-  const TEXT_TAGS = new Set(['p', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'div', 'span', 'a', 'b', 'li', 'table', 'td',
-                             'th', 'button', 'footer', 'header', 'figcaption']);
-  const setsColour = (el) => (el.getAttribute('style') || '').split(';').some(
-    (s) => s.includes('color') && !s.includes('background-color'));
-  const owners = new Map();
-  const walker = document.createTreeWalker(body, NodeFilter.SHOW_TEXT);
-  let node;
-  while ((node = walker.nextNode())) {
-    const text = node.textContent.trim();
-    if (!text) continue;
-    let el = node.parentElement, owner = null;
-    while (el && el !== root) {
-      if (TEXT_TAGS.has(el.tagName.toLowerCase())) { owner = el; break; }
-      if (setsColour(el)) break;
-      el = el.parentElement;
-    }
-    if (!owner) continue;
-    const range = document.createRange();
-    range.selectNodeContents(node);
-    const rects = Array.from(range.getClientRects()).filter((r) => r.width > 0 && r.height > 0);
-    const style = getComputedStyle(node.parentElement);
-    const shown = style.visibility !== 'hidden' && style.display !== 'none';
-    if (!owners.has(owner)) owners.set(owner, {texts: [], x0: Infinity, y0: Infinity, x1: -Infinity, y1: -Infinity,
-                                               color: getComputedStyle(owner).color});
-    const entry = owners.get(owner);
-    entry.texts.push(text);
-    if (!shown) continue;
-    for (const r of rects) {
-      const x0 = Math.max(0, r.left + window.scrollX), y0 = Math.max(0, r.top + window.scrollY);
-      const x1 = Math.min(W, r.right + window.scrollX), y1 = Math.min(H, r.bottom + window.scrollY);
-      if (x1 <= x0 || y1 <= y0) continue;
-      entry.x0 = Math.min(entry.x0, x0); entry.y0 = Math.min(entry.y0, y0);
-      entry.x1 = Math.max(entry.x1, x1); entry.y1 = Math.max(entry.y1, y1);
-    }
-  }
-  const blocks = [];
-  for (const entry of owners.values()) {
-    if (!(entry.x1 > entry.x0 && entry.y1 > entry.y0)) continue;
-    blocks.push({text: entry.texts.join(' '), x: entry.x0 / W, y: entry.y0 / H, w: (entry.x1 - entry.x0) / W,
-                 h: (entry.y1 - entry.y0) / H, color: entry.color});
-  }
-  return {width: W, height: H, blocks: blocks};
-}"""
 
 
 @dataclass
@@ -206,12 +151,15 @@ def trace_python(
 
 
 def trace_html_page(renderer: Any) -> dict[str, Any] | None:
-    """Text blocks of the page an HtmlRenderer has just rendered (None when it holds no page)."""
+    """Design2Code text blocks of the page an HtmlRenderer has just rendered (renderers.trace_html; None when it
+    holds no page)."""
     page = getattr(renderer, "_page", None)
     if page is None:
         return None
     try:
-        return {"html": page.evaluate(TEXT_BLOCKS_JS)}
+        from renderers.trace_html import page_blocks
+
+        return {"html": page_blocks(page)}
     except Exception as err:  # noqa: BLE001 - the picture stands even if the page cannot be read
         return {"html": {"error": f"{type(err).__name__}: {err}"[:300]}}
 

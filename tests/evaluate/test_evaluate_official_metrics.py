@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from renderers.trace_html import blocks_from_screenshots
 from vinci_jax.evaluate.chart_metrics import chartmimic_scores, color_f1, filter_colors, text_match, type_f1
 from vinci_jax.evaluate.design_metrics import design2code_scores
 from vinci_jax.evaluate.image_metrics import prepare, ssim, ssim_arrays
@@ -111,6 +112,18 @@ def test_design2code_unmatched_area_and_colour():
     scores = design2code_scores(gold, pred)
     assert scores["block_match"] == pytest.approx(0.04 / 0.06)  # matched 0.02 + 0.02 of 0.06
     assert scores["color"] == 0.0 and scores["text"] == 1.0  # black against white: dE00 100
+
+
+def test_design2code_blocks_from_changed_pixels_of_each_colour():
+    original = np.full((10, 20, 3), 255, np.int16)
+    first, shifted = original.copy(), original.copy()
+    original[2:4, 5:8] = (20, 30, 40)  # the page's own text colour
+    first[2:4, 5:8] = (250, 250, 250)  # probe colour of the element
+    shifted[2:4, 5:8] = (44, 44, 44)  # the same + 50 mod 256
+    first[6, 1] = (250, 250, 250)  # a pixel of that colour that does not change: not the element's
+    blocks = blocks_from_screenshots(original, first, shifted, [["Hi", [250, 250, 250]], ["gone", [10, 10, 10]]])
+    assert blocks == [{"text": "Hi", "x": 5 / 20, "y": 2 / 10, "w": 3 / 20, "h": 2 / 10, "color": "rgb(20, 30, 40)"}]
+    assert blocks_from_screenshots(original, first, original, [["Hi", [250, 250, 250]]]) == []  # nothing changed
 
 
 def _picture(shift: int, mode: str = "RGB") -> Image.Image:

@@ -5,7 +5,7 @@ import pytest
 
 from renderers.trace_run import TracePool
 from vinci_jax.evaluate.chart_metrics import chartmimic_scores, text_match
-from vinci_jax.evaluate.design_metrics import blocks_from_trace
+from vinci_jax.evaluate.design_metrics import blocks_from_trace, merge_by_bbox
 
 HEAD = "import matplotlib.pyplot as plt\nimport numpy as np\nfig, ax = plt.subplots()\n"
 AXES = "matplotlib.axes.Axes."
@@ -108,8 +108,11 @@ PAGE = """<html><body>
 def test_design2code_blocks_follow_text_tag_elements(pool):
     result = pool.trace(PAGE, "html", ["html"])
     assert result.ok
-    blocks = blocks_from_trace(result.trace["html"])
-    # a block per text-tag element (its nested non-text-tag nodes join it); no text tag, an inline colour on the
-    # way, or nothing drawn: no block; lower-cased
+    items = blocks_from_trace(result.trace["html"])
+    # one item per text node, boxed by its text-tag element's colour: nested non-text-tag nodes share the box, so
+    # the box merge joins them; no text tag, an inline colour on the way, or nothing drawn: no block; lower-cased
+    assert [b["text"] for b in items] == ["outer", "bold", "tail", "inner para", "item", "one"]
+    blocks = merge_by_bbox(items)
     assert [b["text"] for b in blocks] == ["outer bold tail", "inner para", "item", "one"]
     assert all(0 <= b["bbox"][0] <= 1 and b["bbox"][2] > 0 for b in blocks)
+    assert all(max(b["color"]) < 40 for b in blocks)  # black text: the page's own pixels, not the probe colours

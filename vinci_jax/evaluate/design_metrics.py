@@ -1,16 +1,16 @@
 """Design2Code visual-score components (NoviScl/Design2Code, Design2Code/metrics/visual_score.py,
 visual_eval_v3_multi) from the text blocks of the rendered pages (renderers.trace_run html trace).
 
-Blocks (ocr_free_utils.get_blocks_ocr_free, emulated in the browser, see trace_run.TEXT_BLOCKS_JS): the official
-evaluator gives every text-tag element its own colour, diffs two screenshots and boxes each colour's pixels, so a
-block is the stripped, lower-cased text of the nodes one text-tag element colours, boxed together. Then, as
-upstream: blocks that share a box are merged (merge_blocks_by_bbox), neighbouring blocks are merged while that
-improves the matching (find_possible_merge, merge threshold 0.05), the final matching is the assignment on
-difflib similarity with the context bonus (adjust_cost_for_context, bonus 0.1, window 1), pairs below 0.5 dropped:
+Blocks (ocr_free_utils.get_blocks_ocr_free, done on the live page by renderers.trace_html): every text-tag element
+gets its own colour, two recoloured screenshots are diffed and each text node is boxed by the changed pixels of its
+colour, coloured by the page's own pixels there; text stripped and lower-cased. Then, as upstream: blocks that
+share a box are merged (merge_blocks_by_bbox), neighbouring blocks are merged while that improves the matching
+(find_possible_merge, merge threshold 0.05), the final matching is the assignment on difflib similarity with the
+context bonus (adjust_cost_for_context, bonus 0.1, window 1), pairs below 0.5 dropped:
 - block_match: matched block area (both sides) / (matched + unmatched block area);
 - text: mean difflib ratio of matched pairs;
 - position: mean of 1 - max(|dx|, |dy|) of matched block centres (page fractions);
-- color: mean of max(0, 1 - CIEDE2000 / 100) of matched blocks' text colours.
+- color: mean of max(0, 1 - CIEDE2000 / 100) of matched blocks' colours (mean page pixels of the text).
 No block on either side, or no match: all four 0 (as upstream). CLIP (the fifth component) only with local CLIP
 weights (vinci_jax.evaluate.clip).
 """
