@@ -44,6 +44,7 @@ def test_chart_gold_and_perturbations(evaluator):
         "no_subplot": _chart(panels=2),
         "text": _chart(titles=("Revenue", "Trend", "Share")),
         "crash": _chart(tail="raise RuntimeError('boom')"),
+        "white": "import matplotlib.pyplot as plt\nplt.figure()\nplt.show()\n",
     })  # fmt: skip
     _assert_gold_perfect(rows["gold"], "chart")
     colour = rows["colour"]["metrics"]
@@ -58,7 +59,10 @@ def test_chart_gold_and_perturbations(evaluator):
     assert crash["metrics"]["execution"] == crash["metrics"]["visual"] == 0.0
     # ChartMimic scores what the code drew before its error (here: everything); Plot2Code leaves it out
     assert crash["metrics"]["low_level"] == 1.0 and crash["metrics"]["text_match"] is None
-    assert summary["num_samples"] == 5 and summary["execution_rate"] == pytest.approx(0.8)
+    white = rows["white"]  # runs, draws an empty white figure: Plot2Code skips it, ChartMimic finds nothing
+    assert white["executed"] and white["metrics"]["text_match"] is None and white["metrics"]["low_level"] == 0.0
+    assert summary["num_samples"] == 6 and summary["execution_rate"] == pytest.approx(5 / 6)
+    assert summary["counts"]["text_match"] == 4
     assert "high_level" in summary["not_computed"]  # judge score, no judge given
 
 

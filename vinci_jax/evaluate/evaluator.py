@@ -316,7 +316,7 @@ def summarize(suite: str, rows: Sequence[dict[str, Any]], evaluator: Evaluator |
         not_computed.update(TIKZ_NOT_COMPUTED)
     for m in names:
         if counts[m] < len(rows) and counts[m] == 0:
-            not_computed[m] = "no sample had a usable reference (see row notes)"
+            not_computed[m] = "no sample had a usable value (see row notes)"
     executed = sum(bool(r["executed"]) for r in rows)
     return {
         "suite": suite,
