@@ -434,6 +434,8 @@ def _chartmimic_record(reason: str) -> dict[str, Any]:
         record["colors"], record["errors"] = [], [*record["errors"], f"colors: {type(err).__name__}: {err}"[:200]]
     try:
         record["texts"] = _pdf_texts(figure)
+    except ImportError as err:  # the tracer's own stack is missing: an infrastructure failure, not the code's
+        record["texts"], record["infra_error"] = [], f"texts: {type(err).__name__}: {err}"[:200]
     except Exception as err:  # noqa: BLE001 - a figure the PDF backend cannot draw logs no text
         record["texts"], record["errors"] = [], [*record["errors"], f"texts: {type(err).__name__}: {err}"[:200]]
     return record

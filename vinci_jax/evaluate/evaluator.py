@@ -202,9 +202,13 @@ class Evaluator:
         gold_ok = gold is not None and gold.ok
         if s.domain == "chart":
             g, p = _trace(gold, "matplotlib"), _trace(pred, "matplotlib")
+            infra = [r["chartmimic"]["infra_error"] for r in (g, p) if r and r["chartmimic"].get("infra_error")]
             if not gold_ok or g is None:
                 metrics.update(dict.fromkeys(names, None))
                 row["notes"].append(_gold_note(s, gold))
+            elif infra:  # never score an infrastructure failure as the model's
+                metrics.update(dict.fromkeys(names, None))
+                row["notes"].append(f"trace infrastructure failure: {infra[0]}")
             else:
                 # ChartMimic scores what a failing prediction drew before its error (its runs are wrapped in
                 # try/except); no trace at all (no code, timeout, crash) scores 0
