@@ -45,6 +45,7 @@ def test_chart_gold_and_perturbations(evaluator):
         "text": _chart(titles=("Revenue", "Trend", "Share")),
         "crash": _chart(tail="raise RuntimeError('boom')"),
         "white": "import matplotlib.pyplot as plt\nplt.figure()\nplt.show()\n",
+        "late_error": gold + "raise RuntimeError('after the show')\n",
     })  # fmt: skip
     _assert_gold_perfect(rows["gold"], "chart")
     colour = rows["colour"]["metrics"]
@@ -57,11 +58,15 @@ def test_chart_gold_and_perturbations(evaluator):
     crash = rows["crash"]
     assert not crash["executed"] and crash["status"] == "error" and "boom" in crash["error"]
     assert crash["metrics"]["execution"] == crash["metrics"]["visual"] == 0.0
-    # ChartMimic scores what the code drew before its error (here: everything); Plot2Code leaves it out
-    assert crash["metrics"]["low_level"] == 1.0 and crash["metrics"]["text_match"] is None
+    # ChartMimic's published means count a failed run as 0 (what it drew, here everything, stays in the row);
+    # Plot2Code leaves it out
+    assert crash["metrics"]["low_level"] == 0.0 and crash["chartmimic_failed_run"]["low_level"] == 1.0
+    assert crash["metrics"]["text_match"] is None
+    late = rows["late_error"]  # fails after its first plt.show(): ChartMimic cuts the code there, so it counts
+    assert not late["executed"] and late["metrics"]["low_level"] == 1.0
     white = rows["white"]  # runs, draws an empty white figure: Plot2Code skips it, ChartMimic finds nothing
     assert white["executed"] and white["metrics"]["text_match"] is None and white["metrics"]["low_level"] == 0.0
-    assert summary["num_samples"] == 6 and summary["execution_rate"] == pytest.approx(5 / 6)
+    assert summary["num_samples"] == 7 and summary["execution_rate"] == pytest.approx(5 / 7)
     assert summary["counts"]["text_match"] == 4
     assert "high_level" in summary["not_computed"]  # judge score, no judge given
 

@@ -3,17 +3,19 @@
 Metric families by sample domain (definitions and sources in the metric modules):
 - every sample: `execution` (the code rendered: status ok) and `visual` (the ViRL reward's visual similarity of the
   render to the target: DINOv2 tiles when weights are given, else the weight-free offline similarity);
-- chart: ChartMimic low-level `text_f1`, `layout_f1`, `type_f1`, `color_f1`, `low_level` (a prediction that fails
-  halfway is scored on what it drew, as ChartMimic does), Plot2Code `text_match` (None for predictions that do not
-  run or render all white: Plot2Code leaves them out);
+- chart: ChartMimic low-level `text_f1`, `layout_f1`, `type_f1`, `color_f1`, `low_level` (0 for a run that fails
+  before its first savefig/show, as ChartMimic's published means count it; what it drew is kept in the row as
+  `chartmimic_failed_run`), Plot2Code `text_match` (None for predictions that do not run or render all white:
+  Plot2Code leaves them out);
 - web: Design2Code `block_match`, `text`, `position`, `color` (+ `clip` with local CLIP weights);
 - svg: UniSVG `ssim` at 336x336, None for an unrenderable prediction (left out, as UniSVG does) (+ `clip` with
   local CLIP weights; LPIPS is never computed offline);
 - tikz: `ssim` (compile rate is the execution rate);
 - chem: `validity`, `tanimoto` of the drawn molecule.
 A prediction that does not execute keeps its row (status, error) and scores 0 on every metric that has a gold
-reference, except where the official evaluator does otherwise (ChartMimic: what was drawn; Plot2Code, UniSVG: left
-out); a metric without a usable reference (no gold code, gold code that fails) is None and reported.
+reference, except where the official evaluator does otherwise (Plot2Code, UniSVG: left out; ChartMimic: an error
+after the first savefig/show does not count); a metric without a usable reference (no gold code, gold code that
+fails) is None and reported.
 """
 
 from __future__ import annotations
@@ -210,11 +212,19 @@ class Evaluator:
                 metrics.update(dict.fromkeys(names, None))
                 row["notes"].append(f"trace infrastructure failure: {infra[0]}")
             else:
-                # ChartMimic scores what a failing prediction drew before its error (its runs are wrapped in
-                # try/except); no trace at all (no code, timeout, crash) scores 0
+                # ChartMimic scores each run on what it drew (its runs are wrapped in try/except), but its published
+                # means (get_results.ipynb, filter "code_pass") count only runs that reach their first savefig/show
+                # without error and divide by all samples: a failing run adds 0. Its own scores stay in the row.
                 empty = {"texts": [], "layout": [], "types": {}, "colors": [], "num_axes": 0}
                 graph = s.suite == "chartmimic" and s.id.startswith("graph")
-                metrics.update(chartmimic_scores(g["chartmimic"], (p or {}).get("chartmimic", empty), graph=graph))
+                record = (p or {}).get("chartmimic", empty)
+                scores = chartmimic_scores(g["chartmimic"], record, graph=graph)
+                if executed or record.get("frozen_at") in ("savefig", "show"):
+                    metrics.update(scores)
+                else:
+                    metrics.update(dict.fromkeys(CHARTMIMIC_METRICS, 0.0))
+                    row["chartmimic_failed_run"] = scores
+                    row["notes"].append("ChartMimic: the run failed before its first savefig/show (0 in the means)")
                 # Plot2Code leaves out predictions that do not run or render all white
                 if executed and p is not None and not _all_white(render):
                     metrics["text_match"] = text_match(g["plot2code"], p["plot2code"])
