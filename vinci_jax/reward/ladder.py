@@ -48,6 +48,7 @@ class Rungs:
     prompt: str
     codes: list[str]
     target: Image.Image | None = None
+    target_png: bytes = b""
 
 
 @dataclass
@@ -57,6 +58,7 @@ class DomainLadder:
     domain: str
     scores: np.ndarray
     statuses: list[list[str]] = field(default_factory=list)
+    rungs: list[Rungs] = field(default_factory=list)
 
     @property
     def means(self) -> np.ndarray:
@@ -132,7 +134,8 @@ def _targets(ladders: list[Rungs], render_batch: Any) -> None:
     for rungs, result in zip(ladders, render_batch(jobs), strict=True):
         if not result.ok:
             raise RuntimeError(f"ladder target {rungs.domain}/{rungs.seed} did not render: {result.error}")
-        rungs.target = Image.open(io.BytesIO(normalise_png(result.png))).convert("RGB")
+        rungs.target_png = normalise_png(result.png)
+        rungs.target = Image.open(io.BytesIO(rungs.target_png)).convert("RGB")
         rungs.codes.append(trivial_code(rungs.domain, *rungs.target.size))
 
 
@@ -170,5 +173,5 @@ def run_ladder(
         rows = [g for g, r in enumerate(ladders) if r.domain == domain]
         scores = np.stack([batch.total[g * per : (g + 1) * per] for g in rows])
         statuses = [batch.statuses[g * per : (g + 1) * per] for g in rows]
-        out[domain] = DomainLadder(domain, scores, statuses)
+        out[domain] = DomainLadder(domain, scores, statuses, [ladders[g] for g in rows])
     return out
