@@ -65,13 +65,24 @@ def evaluator_gold(ladders):
             samples.append(sample)
             codes.append(rungs.codes[0])
     result = Evaluator(EvalConfig(num_workers=2)).evaluate("synthetic", samples, codes)
-    return {row["id"]: row["metrics"]["visual"] for row in result.rows}
+    return {row["id"]: row["metrics"] for row in result.rows}, result.summary
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_gold_code_scores_1_through_the_evaluator(evaluator_gold, domain):
-    visual = [v for key, v in evaluator_gold.items() if key.startswith(domain + "-")]
-    assert len(visual) == TARGETS and min(visual) >= 0.99, visual
+    metrics = [m for key, m in evaluator_gold[0].items() if key.startswith(domain + "-")]
+    assert len(metrics) == TARGETS and min(m["visual"] for m in metrics) >= 0.99, metrics
+
+
+def test_evaluator_prints_visual_beside_its_anchors(evaluator_gold):
+    rows, summary = evaluator_gold
+    for metrics in rows.values():
+        assert metrics["visual_gold"] >= 0.99 and metrics["visual_trivial"] <= 0.4
+        assert metrics["visual_normalised"] == pytest.approx(
+            (metrics["visual"] - metrics["visual_trivial"]) / (metrics["visual_gold"] - metrics["visual_trivial"])
+        )
+    for domain in DOMAINS:
+        assert {"visual", "visual_trivial", "visual_gold", "visual_normalised"} <= set(summary["by_domain"][domain])
 
 
 def test_spearman_matches_known_values():

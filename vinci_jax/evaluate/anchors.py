@@ -9,8 +9,10 @@ nothing, 1 is as good as the gold code.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -79,3 +81,49 @@ def per_sample_normalised(rewards: Sequence[float], trivial: Sequence[float], go
     r, t, g = (np.asarray(x, np.float64) for x in (rewards, trivial, gold))
     span = g - t
     return np.where(span > 1e-9, (r - t) / np.where(span > 1e-9, span, 1.0), np.nan)
+
+
+def _image(result: Any) -> Any:
+    from PIL import Image
+
+    if result is None or not getattr(result, "ok", False) or result.png is None:
+        return None
+    return Image.open(io.BytesIO(result.png)).convert("RGB")
+
+
+def visual_anchors(evaluator: Any, samples: Sequence[Any], targets: Sequence[Any], gold: Sequence[Any]) -> list[dict]:
+    """Per sample, the evaluator's `visual` anchors on the same target: `visual_trivial` (the trivial output of the
+    sample's domain rendered with its options), `visual_gold` (the gold code's render; None without gold code) and
+    `visual_normalised`, filled in by `with_normalised` once the prediction's visual score is known."""
+    jobs = [
+        (trivial_code(s.domain, *t.size), s.language, s.domain, s.render_options)
+        if t is not None and s.domain in LANGUAGE_OF_DOMAIN
+        else None
+        for s, t in zip(samples, targets, strict=True)
+    ]
+    # gold code the evaluator did not need to run (its metrics use the release's picture) is rendered here
+    gold_jobs = [
+        (s.gold_code, s.language, s.domain, s.render_options) if g is None and s.gold_code and t is not None else None
+        for s, t, g in zip(samples, targets, gold, strict=True)
+    ]
+    results = evaluator.executor.run(jobs + gold_jobs)
+    n = len(samples)
+    gold = [g if g is not None else r for g, r in zip(gold, results[n:], strict=True)]
+    trivial = evaluator.visual_similarity(targets, [_image(r) for r in results[:n]])
+    gold_visual = evaluator.visual_similarity(targets, [_image(g) for g in gold])
+    return [
+        {
+            "visual_trivial": t if job is not None else None,
+            "visual_gold": g if s.gold_code else None,
+        }
+        for s, job, t, g in zip(samples, jobs, trivial, gold_visual, strict=True)
+    ]
+
+
+def with_normalised(anchors: dict, visual: float | None) -> dict:
+    """The anchors plus `visual_normalised` of the prediction's visual score (None when it cannot be scaled)."""
+    trivial, gold = anchors.get("visual_trivial"), anchors.get("visual_gold")
+    value = None
+    if visual is not None and trivial is not None and gold is not None and gold - trivial > 1e-9:
+        value = normalised(visual, trivial, gold)
+    return {**anchors, "visual_normalised": value}
