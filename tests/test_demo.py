@@ -2,6 +2,7 @@
 report renders in Chromium with every image loaded."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,15 +11,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = {"chart", "svg", "web", "tikz", "chem"}
+DEVICE_FLAG = "--xla_force_host_platform_device_count=8"  # set by tests/conftest.py
 REPORT_FILES = ("summary.json", "report.html", "bars.png", "curve.png", "contact_sheet.png")
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
+    # as `make demo` runs it: one CPU device, not the suite's 8 fake ones (with those, five-domain SFT at smoke
+    # size peaked at ~10 GB and was OOM-killed on the shared 24 GB machine)
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "").replace(DEVICE_FLAG, "").strip()}
     proc = subprocess.run(
         [sys.executable, "-m", "vinci_jax.launch", "--config", "configs/demo.py:smoke", f"--config.workdir={workdir}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=1200,
+        cwd=ROOT, capture_output=True, text=True, timeout=1200, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir, proc.stdout
