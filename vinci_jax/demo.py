@@ -252,6 +252,7 @@ def virl_stage(config: ml_collections.ConfigDict) -> str:
         summary["virl_last_step"] = trainer.train()
         virl_seconds = time.perf_counter() - began
         scores["after_virl"] = held.score()
+        trainer.export(str(paths["export"]))  # the ViRL policy (the baseline below replaces the trainer's policy)
         if config.baseline:
             trainer.reset_policy(_baseline_sft(config, virl_seconds))
             scores["baseline"] = held.score()
@@ -275,7 +276,6 @@ def virl_stage(config: ml_collections.ConfigDict) -> str:
         (paths["report"] / "summary.json").write_text(json.dumps(summary, indent=1))
         rows = _sheet_rows(held.batch, scores["after_sft"], scores["after_virl"])
         report = write_report(paths["report"], summary, paths["virl"] / "metrics.jsonl", rows)
-        trainer.export(str(paths["export"]))
     finally:
         trainer.close()
     return f"report {report}, HF export {paths['export']}"
