@@ -11,10 +11,12 @@ backgrounds count as background). Per crop, at 112 x 112 (4x pooled):
 - colour: per 16 px and 32 px cell, the foreground colours' agreement weighted by the overlap of the two masks over
   their union (a colour-aware IoU: a blank render gets 0, a recoloured element loses its own area).
 
-s = 0.35 mask + 0.35 edges + 0.3 colour, in [0, 1]; two crops without foreground score 1. It is not a cosine, so
-the released (1 + s) / 2 does not apply. `crop_mass` is how much foreground a crop pair holds: the reward weights
-crops by it, so empty tiles (where a blank canvas is right) cannot carry a blank render. A structural and colour
-proxy, not a semantic one: use it for smoke runs, CI and the demo, and DINOv2 to report results.
+s = 0.05 + 0.95 (0.35 mask + 0.35 edges + 0.3 colour), in [0.05, 1]; two crops without foreground score 1. The
+0.05 floor is credit for rendering at all: like DINOv2's (1 + cos) / 2, which is never near 0, it keeps any render
+above a failed one (0), so GRPO still tells runnable code from a crash when the picture is far off. It is not a
+cosine, so the released (1 + s) / 2 does not apply. `crop_mass` is how much foreground a crop pair holds: the
+reward weights crops by it, so empty tiles (where a blank canvas is right) cannot carry a blank render. A structural
+and colour proxy, not a semantic one: use it for smoke runs, CI and the demo, and DINOv2 to report results.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ SIDE = 112  # working resolution of a crop
 LEVELS = (56, 28, 14, 7)  # pyramid of the mask and edge maps
 COLOUR_LEVELS = (28, 14)  # cells of the foreground colour term
 WEIGHTS = {"mask": 0.35, "edges": 0.35, "colour": 0.3}
+RENDER_CREDIT = 0.05  # similarity of a render that shares nothing with its target (a failed render scores 0)
 FG_LOW, FG_HIGH = 0.13, 0.25  # darkness (1 - min channel) where a pixel starts / ends being foreground
 MASS_FLOOR = 0.02  # weight of a crop with no foreground in either image
 _EPS = 1e-6
@@ -115,7 +118,8 @@ def offline_terms(fa: jax.Array, fb: jax.Array) -> dict[str, jax.Array]:
 def offline_similarity(fa: jax.Array, fb: jax.Array) -> jax.Array:
     """[B, D] x [B, D] -> [B] similarity in [0, 1] (1 for identical crops)."""
     terms = offline_terms(fa, fb)
-    return sum(WEIGHTS[name] * value for name, value in terms.items())
+    overlap = sum(WEIGHTS[name] * value for name, value in terms.items())
+    return RENDER_CREDIT + (1.0 - RENDER_CREDIT) * overlap
 
 
 def offline_crop_mass(fa: jax.Array, fb: jax.Array) -> jax.Array:
