@@ -17,6 +17,7 @@ import ml_collections
 
 StageFn = Callable[[ml_collections.ConfigDict], str]
 STAGES: dict[str, StageFn] = {}
+TIMINGS: dict[str, dict[str, float]] = {}  # {stage: {seconds, budget_s}} of the stages run so far (for the report)
 
 
 def stage(name: str) -> Callable[[StageFn], StageFn]:
@@ -52,7 +53,7 @@ IMAGE_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
 
 def _paths(config: ml_collections.ConfigDict) -> dict[str, Path]:
     root = Path(config.workdir)
-    return {name: root / name for name in ("corpus", "sft", "virl", "report", "export")}
+    return {name: root / name for name in ("corpus", "sft", "virl", "baseline", "report", "export")}
 
 
 @stage("data")
@@ -70,16 +71,29 @@ def data_stage(config: ml_collections.ConfigDict) -> str:
         val_fraction=float(c.test_fraction),
         test_fraction=float(c.test_fraction),
     )
-    stats = ensure_synth(str(_paths(config)["corpus"]), synth, num_workers=int(c.workers))
-    return f"{stats['written']} samples {stats['domain']} splits {stats.get('split')}"
+    from vinci_jax.demo_heldout import write_heldout
+
+    corpus = str(_paths(config)["corpus"])
+    stats = ensure_synth(corpus, synth, num_workers=int(c.workers))
+    domains = len(synth.domains)
+    held = write_heldout(corpus, per_domain=-(-int(config.eval.prompts) // domains))
+    return (
+        f"{stats['written']} samples {stats['domain']} splits {stats.get('split')}; held-out (distinct, unseen in "
+        f"training) {held['per_domain']} = {held['total']}, left out {held['dropped']}"
+    )
 
 
 def _tiny_job_config(
-    configs_module: types.ModuleType, config: ml_collections.ConfigDict, name: str, steps: int
+    configs_module: types.ModuleType,
+    config: ml_collections.ConfigDict,
+    name: str,
+    steps: int,
+    workdir: Path | None = None,
+    fresh: bool | None = None,
 ) -> ml_collections.ConfigDict:
     """The job's tiny preset in the demo's `name` workdir (emptied when `fresh`), seed, steps and image range."""
-    workdir = _paths(config)[name]
-    if config.fresh:
+    workdir = workdir or _paths(config)[name]
+    if config.fresh if fresh is None else fresh:
         shutil.rmtree(workdir, ignore_errors=True)
     cfg = configs_module.get_config("tiny")
     cfg.workdir, cfg.seed, cfg.num_steps = str(workdir), config.seed, steps
@@ -87,37 +101,134 @@ def _tiny_job_config(
     return cfg
 
 
-@stage("sft")
-def sft_stage(config: ml_collections.ConfigDict) -> str:
-    """SFT of the tiny Qwen2.5-VL (real tokenizer) on the corpus; the checkpoint seeds ViRL."""
+def _sft_job_config(
+    config: ml_collections.ConfigDict, workdir: Path, steps: int, fresh: bool
+) -> ml_collections.ConfigDict:
     from configs import sft as sft_configs
-    from vinci_jax.train.sft import SFTTrainer
 
-    paths, c = _paths(config), config.sft
-    cfg = _tiny_job_config(sft_configs, config, "sft", int(c.steps))
-    cfg.data.train_path = str(paths["corpus"])
+    c = config.sft
+    cfg = _tiny_job_config(sft_configs, config, "sft", steps, workdir=workdir, fresh=fresh)
+    cfg.data.train_path = str(_paths(config)["corpus"])
     cfg.data.seq_len = int(c.seq_len)
     cfg.data.global_batch_size = int(c.batch)
     cfg.data.patches_per_row = 256
     cfg.optimizer.learning_rate = float(c.learning_rate)
     cfg.optimizer.warmup_steps = int(c.warmup_steps)
-    cfg.checkpoint.every_steps = int(c.steps)
-    cfg.eval_every = int(c.steps)
+    cfg.checkpoint.every_steps = steps
+    cfg.eval_every = steps
+    return cfg
+
+
+@stage("sft")
+def sft_stage(config: ml_collections.ConfigDict) -> str:
+    """SFT of the tiny Qwen2.5-VL (real tokenizer) on the corpus; the checkpoint seeds ViRL."""
+    from vinci_jax.train.sft import SFTTrainer
+
+    paths, steps = _paths(config), int(config.sft.steps)
+    cfg = _sft_job_config(config, paths["sft"], steps, fresh=bool(config.fresh))
+    began = time.perf_counter()
     summary = SFTTrainer(cfg).fit()
+    seconds = time.perf_counter() - began
+    (paths["sft"] / "timing.json").write_text(json.dumps({"seconds": seconds, "seconds_per_step": seconds / steps}))
     losses = [json.loads(line) for line in (paths["sft"] / "metrics.jsonl").read_text().splitlines()]
     first, last = losses[0].get("loss"), losses[-1].get("loss")
     return f"{summary['step']} steps, train loss {first:.3f} -> {last:.3f}, checkpoint in {paths['sft']}"
 
 
-def _rates(summary: dict[str, float]) -> str:
-    return f"execution {summary['execution']:.0%}, format {summary['format']:.0%}, reward {summary['reward']:.3f}"
+def _print_scores(label: str, table: dict[str, dict[str, float]]) -> None:
+    for domain, row in table.items():
+        print(
+            f"[demo] held-out, {label}: {domain:5s} reward {row['reward']:.3f} (trivial {row['trivial']:.3f}, "
+            f"gold {row['gold']:.3f}, normalised {row['normalised']:+.3f}), execution {row['execution']:.0%}, "
+            f"format {row['format']:.0%}, {row['prompts']} prompts",
+            flush=True,
+        )
+
+
+def _stage_scores(scores, anchors) -> dict[str, object]:
+    """The table (reward beside its anchors) and the mean normalised reward with its interval, per domain."""
+    import numpy as np
+
+    from vinci_jax.evaluate.bootstrap import paired_bootstrap
+
+    domains = np.asarray(scores.domains)
+    intervals = {}
+    for domain in sorted(set(scores.domains)):
+        pick = domains == domain
+        intervals[domain] = {
+            "normalised_mean": paired_bootstrap(scores.normalised[pick], np.zeros(int(pick.sum()))).as_dict()
+        }
+    return {"table": scores.summary(anchors), "domains": intervals}
+
+
+def _gains(after, before) -> dict[str, dict[str, float]]:
+    """Paired bootstrap of the per-prompt normalised gain, per domain and overall (stratified by domain)."""
+    import numpy as np
+
+    from vinci_jax.evaluate.bootstrap import paired_bootstrap
+
+    domains = np.asarray(after.domains)
+    out = {"all": paired_bootstrap(after.normalised, before.normalised, strata=after.domains)}
+    for domain in sorted(set(after.domains)):
+        pick = domains == domain
+        out[domain] = paired_bootstrap(after.normalised[pick], before.normalised[pick])
+    for name, interval in out.items():
+        print(f"[demo]   {name:5s} {interval}", flush=True)
+    return {name: interval.as_dict() for name, interval in out.items()}
+
+
+def _sheet_rows(batch, sft, virl, per_domain: int = 2) -> list[dict[str, object]]:
+    def png(scores, i):
+        result = scores.rollouts.render_results[i]
+        return None if result is None or not getattr(result, "ok", False) else result.png
+
+    rows, taken = [], {}
+    for i, domain in enumerate(batch.domains):
+        if taken.get(domain, 0) >= per_domain:
+            continue
+        taken[domain] = taken.get(domain, 0) + 1
+        rows.append(
+            {
+                "domain": domain,
+                "target_png": batch.target_pngs[i],
+                "sft_png": png(sft, i),
+                "sft_reward": float(sft.reward[i]),
+                "virl_png": png(virl, i),
+                "virl_reward": float(virl.reward[i]),
+            }
+        )
+    return rows
+
+
+def _baseline_sft(config: ml_collections.ConfigDict, seconds: float) -> str:
+    """Continue SFT from the SFT checkpoint (optimizer and data state too) for about `seconds` of wall time."""
+    paths = _paths(config)
+    sft_metrics = (paths["sft"] / "timing.json").read_text()
+    per_step = json.loads(sft_metrics)["seconds_per_step"]
+    extra = max(1, round(seconds / per_step))
+    shutil.rmtree(paths["baseline"], ignore_errors=True)
+    shutil.copytree(paths["sft"], paths["baseline"])
+    cfg = _sft_job_config(config, paths["baseline"], int(config.sft.steps) + extra, fresh=False)
+    from vinci_jax.train.sft import SFTTrainer
+
+    began = time.perf_counter()
+    SFTTrainer(cfg).fit()
+    took = time.perf_counter() - began
+    print(
+        f"[demo] baseline: {extra} more SFT steps in {took:.0f} s (ViRL took {seconds:.0f} s; the SFT stage's "
+        f"{per_step:.2f} s/step includes its compile, so the baseline tends to get fewer seconds, not more)",
+        flush=True,
+    )
+    return str(paths["baseline"] / "checkpoints")
 
 
 @stage("virl")
 def virl_stage(config: ml_collections.ConfigDict) -> str:
-    """ViRL from the SFT policy with real renders and rewards; held-out figures before/after each stage."""
+    """ViRL from the SFT policy with real renders and rewards; held-out figures (with anchors) before/after each
+    stage, the paired bootstrap of ViRL's gain, the report and an HF export."""
     from configs import virl as virl_configs
-    from vinci_jax.rl.panels import write_panel
+    from vinci_jax.demo_heldout import HeldOut
+    from vinci_jax.demo_report import write_report
     from vinci_jax.rl.virl import ViRLTrainer
 
     paths, c = _paths(config), config.virl
@@ -133,25 +244,47 @@ def virl_stage(config: ml_collections.ConfigDict) -> str:
     cfg.checkpoint.every_steps = int(c.steps)
 
     trainer = ViRLTrainer(cfg)
-    report: dict[str, object] = {}
+    summary: dict[str, object] = {"encoder": trainer.reward.encoder_label, "held_out": {}, "gains": {}}
+    held_out = summary["held_out"]
     try:
-        report["random_init"] = trainer.evaluate()
-        print(f"[demo] held-out, random init (before SFT): {_rates(report['random_init'])}", flush=True)
+        held = HeldOut(trainer, int(config.eval.prompts))
+        scores = {"random_init": held.score()}
         sft_checkpoints = paths["sft"] / "checkpoints"
-        if sft_checkpoints.is_dir():
-            trainer.reset_policy(str(sft_checkpoints))
-            report["after_sft"] = trainer.evaluate()
-            print(f"[demo] held-out, after SFT (before ViRL): {_rates(report['after_sft'])}", flush=True)
-        report["virl_last_step"] = trainer.train()
-        report["after_virl"], batch, rollouts = trainer.evaluate_rollouts()
-        print(f"[demo] held-out, after ViRL: {_rates(report['after_virl'])}", flush=True)
+        if not sft_checkpoints.is_dir():
+            raise FileNotFoundError(f"no SFT checkpoint in {sft_checkpoints}: run the sft stage first")
+        trainer.reset_policy(str(sft_checkpoints))
+        scores["after_sft"] = held.score()
+        began = time.perf_counter()
+        summary["virl_last_step"] = trainer.train()
+        virl_seconds = time.perf_counter() - began
+        scores["after_virl"] = held.score()
+        trainer.export(str(paths["export"]))  # the ViRL policy (the baseline below replaces the trainer's policy)
+        if config.baseline:
+            trainer.reset_policy(_baseline_sft(config, virl_seconds))
+            scores["baseline"] = held.score()
+        for name, label in (
+            ("random_init", "random init (before SFT)"),
+            ("after_sft", "after SFT (before ViRL)"),
+            ("after_virl", "after ViRL"),
+            ("baseline", "SFT continued for ViRL's wall time (baseline)"),
+        ):
+            if name in scores:
+                held_out[name] = _stage_scores(scores[name], held.anchors)
+                _print_scores(label, held_out[name]["table"])
+        print("[demo] ViRL gain over SFT (normalised reward, paired bootstrap 95% interval):", flush=True)
+        summary["gains"]["ViRL - SFT"] = _gains(scores["after_virl"], scores["after_sft"])
+        if "baseline" in scores:
+            print("[demo] ViRL gain over the equal-compute SFT baseline:", flush=True)
+            summary["gains"]["ViRL - baseline"] = _gains(scores["after_virl"], scores["baseline"])
+        summary["virl_seconds"] = virl_seconds
+        summary["stages"] = {**TIMINGS, "virl": {"seconds": None, "budget_s": float(config.budgets.get("virl", 0))}}
         paths["report"].mkdir(parents=True, exist_ok=True)
-        sheet = write_panel(paths["report"] / "heldout_after_virl.png", batch, rollouts)
-        (paths["report"] / "summary.json").write_text(json.dumps(report, indent=1))
-        trainer.export(str(paths["export"]))
+        (paths["report"] / "summary.json").write_text(json.dumps(summary, indent=1))
+        rows = _sheet_rows(held.batch, scores["after_sft"], scores["after_virl"])
+        report = write_report(paths["report"], summary, paths["virl"] / "metrics.jsonl", rows)
     finally:
         trainer.close()
-    return f"report {paths['report'] / 'summary.json'}, contact sheet {sheet}, HF export {paths['export']}"
+    return f"report {report}, HF export {paths['export']}"
 
 
 def run(config: ml_collections.ConfigDict) -> None:
@@ -159,8 +292,19 @@ def run(config: ml_collections.ConfigDict) -> None:
     unknown = [n for n in names if n not in STAGES]
     if unknown:
         raise ValueError(f"unknown demo stages {unknown}; known: {sorted(STAGES)}")
+    budgets = dict(config.budgets)
+    timings = TIMINGS
+    timings.clear()
+    total = time.perf_counter()
     for name in names:
+        budget = float(budgets.get(name, 0.0))
+        print(f"[demo] {name}: starting (budget {budget:.0f} s)", flush=True)
         start = time.perf_counter()
         summary = STAGES[name](config)
-        print(f"[demo] {name}: {summary} ({time.perf_counter() - start:.1f}s)", flush=True)
-    print("[demo] done", flush=True)
+        seconds = time.perf_counter() - start
+        timings[name] = {"seconds": round(seconds, 1), "budget_s": budget}
+        over = " OVER BUDGET" if budget and seconds > budget else ""
+        print(f"[demo] {name}: {summary} ({seconds:.1f}s of {budget:.0f}s budget{over})", flush=True)
+    wall = time.perf_counter() - total
+    times = ", ".join(f"{n} {t['seconds']:.0f}s" for n, t in timings.items())
+    print(f"[demo] done in {wall:.0f}s ({times}; budget {sum(budgets.get(n, 0) for n in names):.0f}s)", flush=True)

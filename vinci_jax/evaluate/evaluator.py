@@ -28,6 +28,7 @@ from typing import Any
 
 from PIL import Image
 
+from vinci_jax.evaluate.anchors import visual_anchors, with_normalised
 from vinci_jax.evaluate.chart_metrics import CHARTMIMIC_METRICS, chartmimic_scores, text_match
 from vinci_jax.evaluate.design_metrics import DESIGN2CODE_METRICS, design2code_scores
 from vinci_jax.evaluate.execute import Executor
@@ -173,11 +174,13 @@ class Evaluator:
             targets.append(target)
             renders.append(_png_image(p))
         visual = self.visual_similarity(targets, renders)
+        anchors = visual_anchors(self, samples, targets, gold)  # trivial-output and gold visual on the same targets
         rows = []
         images = {}
         for i, (s, code, g, p) in enumerate(zip(samples, codes, gold, preds, strict=True)):
             row = self._score_row(s, code, g, p, targets[i], renders[i])
             row["metrics"]["visual"] = visual[i]
+            row["metrics"].update(with_normalised(anchors[i], visual[i]))
             rows.append(row)
             images[s.id] = (targets[i], renders[i])
         summary = summarize(suite, rows, self)

@@ -5,7 +5,8 @@ An encoder is a pure pair of functions over explicit params so the reward can ji
 Features of a target are computed once and reused for every rollout of its prompt group.
 
 - `Dinov2Encoder`: the released reward, DINOv2 CLS token, s = (1 + cos) / 2.
-- `OfflineEncoder` ("offline-msssim-hist"): a weight-free fallback for machines without DINOv2 weights.
+- `OfflineEncoder` ("offline-msssim-hist"): a weight-free, foreground-aware fallback for machines without DINOv2
+  weights (see offline.py); it also weights crops by their content (`crop_mass`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vinci_jax.reward.config import ENCODER_DINOV2, ENCODER_OFFLINE, RewardConfig
-from vinci_jax.reward.offline import OFFLINE_FEATURE_DIM, offline_features, offline_similarity
+from vinci_jax.reward.offline import OFFLINE_FEATURE_DIM, offline_crop_mass, offline_features, offline_similarity
 from vinci_jax.reward.tiling import IMAGENET_MEAN, IMAGENET_STD
 
 COS_EPS = 1e-8  # torch.nn.functional.cosine_similarity's eps
@@ -84,7 +85,7 @@ class Dinov2Encoder:
 
 
 class OfflineEncoder:
-    """Weight-free similarity on the same crops: multi-scale SSIM of luminance + colour-histogram intersection."""
+    """Weight-free similarity on the same crops: foreground mask, edge and colour overlap at several scales."""
 
     name = ENCODER_OFFLINE
     label = ENCODER_OFFLINE
@@ -99,6 +100,10 @@ class OfflineEncoder:
 
     def similarity(self, a: jax.Array, b: jax.Array) -> jax.Array:
         return offline_similarity(a, b)
+
+    def crop_mass(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        """Per-pair crop weight (foreground content): empty tiles cannot carry a blank render."""
+        return offline_crop_mass(a, b)
 
 
 def build_encoder(config: RewardConfig, mesh=None) -> CropEncoder:

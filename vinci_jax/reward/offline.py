@@ -1,82 +1,128 @@
-"""The weight-free fallback similarity ("offline-msssim-hist"), for machines without DINOv2 weights.
+"""The weight-free fallback similarity (config name "offline-msssim-hist", kept for old configs), for machines
+without DINOv2 weights.
 
-Per crop the feature is the luminance downsampled 4x (112 x 112 for 448 crops) followed by per-channel colour
-histograms (3 x 32 bins, normalised). The similarity is 0.8 * mean over 3 scales of SSIM (Gaussian window,
-sigma 1.5, clipped to [0, 1]) + 0.2 * histogram intersection. Identical crops score 1. It is a structural and colour
-proxy, not a semantic one: use it for smoke runs and CI, not to report results.
+Why not plain SSIM + colour histograms (what this was): rendered code is mostly background, so a blank canvas
+shares most pixels and most of the histogram with any target and scored ~0.73. This similarity is foreground-aware,
+as metrics for drawings are: a pixel is foreground when some channel is darker than near-white (light page
+backgrounds count as background). Per crop, at 112 x 112 (4x pooled):
+
+- mask: soft Dice of the foreground masks, mean over 4 scales (56, 28, 14, 7 cells: coarse cells forgive shifts);
+- edges: soft Dice of the luminance gradient magnitude, same scales (structure and text inside filled areas);
+- colour: per 16 px and 32 px cell, the foreground colours' agreement weighted by the overlap of the two masks over
+  their union (a colour-aware IoU: a blank render gets 0, a recoloured element loses its own area).
+
+s = 0.05 + 0.95 (0.35 mask + 0.35 edges + 0.3 colour), in [0.05, 1]; two crops without foreground score 1. The
+0.05 floor is credit for rendering at all: like DINOv2's (1 + cos) / 2, which is never near 0, it keeps any render
+above a failed one (0), so GRPO still tells runnable code from a crash when the picture is far off. It is not a
+cosine, so the released (1 + s) / 2 does not apply. `crop_mass` is how much foreground a crop pair holds: the
+reward weights crops by it, so empty tiles (where a blank canvas is right) cannot carry a blank render. A structural
+and colour proxy, not a semantic one: use it for smoke runs, CI and the demo, and DINOv2 to report results.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-LUMA_SIDE = 112
-HIST_BINS = 32
-OFFLINE_FEATURE_DIM = LUMA_SIDE * LUMA_SIDE + 3 * HIST_BINS
-SSIM_WEIGHT = 0.8
-_SCALES = 3
-_C1 = 0.01**2
-_C2 = 0.03**2
+SIDE = 112  # working resolution of a crop
+LEVELS = (56, 28, 14, 7)  # pyramid of the mask and edge maps
+COLOUR_LEVELS = (28, 14)  # cells of the foreground colour term
+WEIGHTS = {"mask": 0.35, "edges": 0.35, "colour": 0.3}
+RENDER_CREDIT = 0.05  # similarity of a render that shares nothing with its target (a failed render scores 0)
+FG_LOW, FG_HIGH = 0.13, 0.25  # darkness (1 - min channel) where a pixel starts / ends being foreground
+MASS_FLOOR = 0.02  # weight of a crop with no foreground in either image
+_EPS = 1e-6
 
-
-def _gaussian_taps(size: int = 7, sigma: float = 1.5) -> np.ndarray:
-    x = np.arange(size, dtype=np.float64) - (size - 1) / 2
-    taps = np.exp(-(x**2) / (2 * sigma**2))
-    return (taps / taps.sum()).astype(np.float32)
+_PYRAMID = sum(n * n for n in LEVELS)
+_COLOUR = sum(n * n * 3 for n in COLOUR_LEVELS)
+OFFLINE_FEATURE_DIM = 2 * _PYRAMID + _COLOUR
 
 
-def _pool(x: jax.Array, factor: int) -> jax.Array:
+def _pool(x: jax.Array, side: int) -> jax.Array:
+    """[B, H, W, ...] -> [B, side, side, ...] by block means (H divisible by side)."""
     b, h, w = x.shape[:3]
-    return x.reshape(b, h // factor, factor, w // factor, factor, *x.shape[3:]).mean(axis=(2, 4))
+    f = h // side
+    return x.reshape(b, side, f, side, w // side, *x.shape[3:]).mean(axis=(2, 4))
+
+
+def foreground(rgb: jax.Array) -> jax.Array:
+    """Soft foreground mask in [0, 1] of float RGB in [0, 1] ([..., 3] -> [...])."""
+    darkness = 1.0 - rgb.min(axis=-1)
+    return jnp.clip((darkness - FG_LOW) / (FG_HIGH - FG_LOW), 0.0, 1.0)
+
+
+def _edges(rgb: jax.Array) -> jax.Array:
+    luma = rgb @ jnp.asarray([0.299, 0.587, 0.114], jnp.float32)
+    dx = jnp.abs(jnp.diff(luma, axis=2, append=luma[:, :, -1:]))
+    dy = jnp.abs(jnp.diff(luma, axis=1, append=luma[:, -1:, :]))
+    return jnp.clip(dx + dy, 0.0, 1.0)
 
 
 def offline_features(crops: jax.Array) -> jax.Array:
-    """uint8 [B, H, W, 3] -> [B, OFFLINE_FEATURE_DIM] float32 (H, W divisible by H / 112)."""
-    b, h, w, _ = crops.shape
-    x = crops.astype(jnp.float32) / 255.0
-    small = _pool(x, h // LUMA_SIDE)  # [B, 112, 112, 3]
-    luma = small @ jnp.asarray([0.299, 0.587, 0.114], jnp.float32)
-    bins = jnp.clip((small * HIST_BINS).astype(jnp.int32), 0, HIST_BINS - 1)  # [B, 112, 112, 3]
-    onehot = jax.nn.one_hot(bins, HIST_BINS, dtype=jnp.float32)  # [B, 112, 112, 3, bins]
-    hist = onehot.mean(axis=(1, 2)).reshape(b, 3 * HIST_BINS) / 3.0  # sums to 1 over the 3 channels
-    return jnp.concatenate([luma.reshape(b, -1), hist], axis=-1)
+    """uint8 [B, H, W, 3] -> [B, OFFLINE_FEATURE_DIM] float32 (H, W divisible by 112): mask and edge pyramids,
+    then the mean foreground colour per colour cell."""
+    b = crops.shape[0]
+    rgb = _pool(crops.astype(jnp.float32) / 255.0, SIDE)  # [B, 112, 112, 3]
+    mask = foreground(rgb)
+    edges = _edges(rgb)
+    parts = [_pool(mask, n).reshape(b, -1) for n in LEVELS]
+    parts += [_pool(edges, n).reshape(b, -1) for n in LEVELS]
+    for n in COLOUR_LEVELS:
+        cover = _pool(mask, n)[..., None]
+        colour = _pool(rgb * mask[..., None], n) / jnp.maximum(cover, _EPS)
+        parts.append(colour.reshape(b, -1))
+    return jnp.concatenate(parts, axis=-1)
 
 
-def _blur(x: jax.Array) -> jax.Array:
-    taps = jnp.asarray(_gaussian_taps())
-    k = taps.shape[0]
-    x = x[..., None]
-    x = jax.lax.conv_general_dilated(
-        x, taps.reshape(k, 1, 1, 1), (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-    x = jax.lax.conv_general_dilated(
-        x, taps.reshape(1, k, 1, 1), (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-    return x[..., 0]
+def _split(features: jax.Array) -> tuple[list[jax.Array], list[jax.Array], list[jax.Array]]:
+    masks, edges, colours, start = [], [], [], 0
+    for group in (masks, edges):
+        for n in LEVELS:
+            group.append(features[:, start : start + n * n])
+            start += n * n
+    for n in COLOUR_LEVELS:
+        colours.append(features[:, start : start + n * n * 3].reshape(-1, n * n, 3))
+        start += n * n * 3
+    return masks, edges, colours
 
 
-def _ssim(a: jax.Array, b: jax.Array) -> jax.Array:
-    mu_a, mu_b = _blur(a), _blur(b)
-    var_a = _blur(a * a) - mu_a**2
-    var_b = _blur(b * b) - mu_b**2
-    cov = _blur(a * b) - mu_a * mu_b
-    num = (2 * mu_a * mu_b + _C1) * (2 * cov + _C2)
-    den = (mu_a**2 + mu_b**2 + _C1) * (var_a + var_b + _C2)
-    return jnp.mean(num / den, axis=(1, 2))
+def _dice(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Soft Dice per row; 1 when both rows are empty."""
+    inter = jnp.minimum(a, b).sum(-1)
+    total = a.sum(-1) + b.sum(-1)
+    return jnp.where(total > _EPS, 2.0 * inter / jnp.maximum(total, _EPS), 1.0)
+
+
+def _coverage(masks: list[jax.Array], side: int) -> jax.Array:
+    return masks[LEVELS.index(side)]
+
+
+def offline_terms(fa: jax.Array, fb: jax.Array) -> dict[str, jax.Array]:
+    """The three per-crop terms ([B] each, in [0, 1]) of two feature rows."""
+    ma, ea, ca = _split(fa)
+    mb, eb, cb = _split(fb)
+    mask = jnp.mean(jnp.stack([_dice(a, b) for a, b in zip(ma, mb, strict=True)]), axis=0)
+    edges = jnp.mean(jnp.stack([_dice(a, b) for a, b in zip(ea, eb, strict=True)]), axis=0)
+    colour_levels = []
+    for n, col_a, col_b in zip(COLOUR_LEVELS, ca, cb, strict=True):
+        cov_a, cov_b = _coverage(ma, n), _coverage(mb, n)
+        distance = jnp.sqrt(jnp.sum((col_a - col_b) ** 2, axis=-1) / 3.0)
+        agree = jnp.exp(-((distance / 0.15) ** 2))
+        union = jnp.maximum(cov_a, cov_b).sum(-1)
+        hit = (jnp.minimum(cov_a, cov_b) * agree).sum(-1)
+        colour_levels.append(jnp.where(union > _EPS, hit / jnp.maximum(union, _EPS), 1.0))
+    colour = jnp.mean(jnp.stack(colour_levels), axis=0)
+    return {"mask": mask, "edges": edges, "colour": colour}
 
 
 def offline_similarity(fa: jax.Array, fb: jax.Array) -> jax.Array:
-    """[B, D] x [B, D] -> [B] similarity in [0, 1]."""
-    n = LUMA_SIDE * LUMA_SIDE
-    a = fa[:, :n].reshape(-1, LUMA_SIDE, LUMA_SIDE)
-    b = fb[:, :n].reshape(-1, LUMA_SIDE, LUMA_SIDE)
-    ssims = []
-    for scale in range(_SCALES):
-        if scale:
-            a, b = _pool(a, 2), _pool(b, 2)
-        ssims.append(jnp.clip(_ssim(a, b), 0.0, 1.0))
-    ssim = jnp.mean(jnp.stack(ssims), axis=0)
-    hist = jnp.sum(jnp.minimum(fa[:, n:], fb[:, n:]), axis=-1)
-    return SSIM_WEIGHT * ssim + (1.0 - SSIM_WEIGHT) * hist
+    """[B, D] x [B, D] -> [B] similarity in [0, 1] (1 for identical crops)."""
+    terms = offline_terms(fa, fb)
+    overlap = sum(WEIGHTS[name] * value for name, value in terms.items())
+    return RENDER_CREDIT + (1.0 - RENDER_CREDIT) * overlap
+
+
+def offline_crop_mass(fa: jax.Array, fb: jax.Array) -> jax.Array:
+    """[B] weight of each crop pair: the larger foreground fraction of the two, plus a floor."""
+    n = LEVELS[0] * LEVELS[0]
+    return MASS_FLOOR + jnp.maximum(fa[:, :n].mean(-1), fb[:, :n].mean(-1))

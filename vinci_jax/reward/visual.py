@@ -4,7 +4,8 @@ Host: parse responses (format / alignment), decode and check renders, resize eac
 tile both (PIL, as released). Device: target crops are encoded once per prompt group (the reference encodes them
 again for every rollout); render crops of all samples are packed into fixed-size bucketed batches with a mask,
 encoded, compared with their target crop's features and summed per sample with the crop weights. A render crop
-that is pixel-identical to its target crop scores exactly 1 without being encoded.
+that is pixel-identical to its target crop scores exactly 1 without being encoded. An encoder with a `crop_mass`
+(the offline one) also scales each crop's weight by its content, so the visual term is a content-weighted mean.
 """
 
 from __future__ import annotations
@@ -87,12 +88,21 @@ def _jitted(encoder: CropEncoder) -> tuple[Any, Any]:
     def encode(params, crops):
         return encoder.features(params, crops)
 
+    crop_mass = getattr(encoder, "crop_mass", None)
+
     def score_chunk(params, crops, target_feats, pair, segment, weight, acc):
         feats = encoder.features(params, crops)
-        sims = encoder.similarity(target_feats[pair], feats)
-        return acc.at[segment].add(sims * weight)
+        targets = target_feats[pair]
+        sims = encoder.similarity(targets, feats)
+        if crop_mass is None:
+            return acc.at[segment].add(sims * weight)
+        weight = weight * crop_mass(targets, feats)
+        return acc.at[segment].add(jnp.stack([sims * weight, weight], axis=-1))
 
-    fns = (jax.jit(encode), jax.jit(score_chunk))
+    def target_mass(target_feats):
+        return crop_mass(target_feats, target_feats)
+
+    fns = (jax.jit(encode), jax.jit(score_chunk), None if crop_mass is None else jax.jit(target_mass))
     encoder._reward_jitted = fns  # type: ignore[attr-defined]  # lives and dies with the encoder
     return fns
 
@@ -104,7 +114,7 @@ class VisualReward:
         self.config = config or RewardConfig()
         self.encoder = encoder if encoder is not None else build_encoder(self.config, mesh=mesh)
         self.mesh = mesh
-        self._encode, self._score_chunk = _jitted(self.encoder)
+        self._encode, self._score_chunk, self._target_mass = _jitted(self.encoder)
         if self.encoder.name == ENCODER_OFFLINE:
             log.warning("reward encoder: %s (weight-free fallback, not DINOv2)", self.encoder_label)
         else:
@@ -204,7 +214,8 @@ class VisualReward:
         pair_keys: list[tuple[Hashable, int]] = []  # (group, crop index) of the target crop each render crop meets
         segment: list[int] = []
         weight: list[float] = []
-        identical_credit = np.zeros((n,), np.float64)
+        identical: list[tuple[int, Hashable, int, float]] = []  # (rollout, group, crop, weight) scored 1 unencoded
+        weighted = self._target_mass is not None  # the encoder weights crops by their content (offline)
         all_identical = np.zeros((n,), bool)
         scored = np.zeros((n,), bool)
         tile_kw = dict(tile=cfg.tile_size, max_tiles=cfg.max_tiles, thumbnail=cfg.use_thumbnail)
@@ -253,7 +264,7 @@ class VisualReward:
             all_identical[i] = all(same)
             for k in range(target.count):
                 if same[k]:
-                    identical_credit[i] += crop_w[k]
+                    identical.append((i, key, k, crop_w[k]))
                     stats["identical_crops_skipped"] += 1
                     continue
                 render_crops.append(rendered.crops[k])
@@ -281,7 +292,7 @@ class VisualReward:
             seg = np.asarray(segment, np.int32)
             wts = np.asarray(weight, np.float32)
             crops = np.stack(render_crops)
-            acc = jnp.zeros((_pow2(n),), jnp.float32)
+            acc = jnp.zeros((_pow2(n), 2) if weighted else (_pow2(n),), jnp.float32)
             for start, stop, size in self._chunks(len(crops)):
                 m = stop - start
                 batch = np.zeros((size, *crops.shape[1:]), np.uint8)
@@ -302,8 +313,21 @@ class VisualReward:
                 stats["encoder_calls"] += 1
                 stats["padded_crops"] += size - m
             stats["render_crops_encoded"] = len(crops)
-            visual += np.asarray(acc, np.float64)[:n]
-        visual += identical_credit
+            acc = np.asarray(acc, np.float64)[:n]
+            if weighted:
+                numerator, denominator = acc[:, 0].copy(), acc[:, 1].copy()
+                mass = np.asarray(self._target_mass(target_feats), np.float64)
+                for i, key, k, w in identical:
+                    if all_identical[i]:  # scored exactly 1 below; its group may have no encoded target
+                        continue
+                    numerator[i] += w * mass[needed[key] + k]
+                    denominator[i] += w * mass[needed[key] + k]
+                visual += numerator / np.maximum(denominator, 1e-12)
+            else:
+                visual += acc
+        if not weighted:
+            for i, _, _, w in identical:
+                visual[i] += w
         visual[all_identical] = 1.0  # exact, whatever the rounding of the crop weights' sum
         visual = np.where(scored, visual, 0.0)
 

@@ -121,6 +121,9 @@ class Domain:
     name: str
     language: str  # the renderer / fence language
     language_phrase: str  # how prompts name the language ("Python matplotlib", "HTML", ...)
+    # Renderer options of the targets. Kept empty (renderer defaults) on purpose: ViRL rollouts, the evaluator and
+    # `python -m vinci_jax.reward score` render responses with the defaults, and a target made with other options
+    # (a 640x480 viewport, another dpi) is one no policy can match (tests/reward/test_reward_gold.py).
     render_options: Mapping[str, Any]
     sample: Callable[[random.Random, int], Spec]
     to_code: Callable[[Spec], str]

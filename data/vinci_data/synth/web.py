@@ -10,7 +10,7 @@ import random
 
 from vinci_data.synth.common import LIGHT, PALETTE, Domain, Spec, colours, edited, other_colour, truncate_lines, words
 
-WIDTH, HEIGHT = 640, 480
+WIDTH, HEIGHT = 1280, 720  # renderers.lang_html's default viewport, which ViRL rollouts are rendered at
 LAYOUTS: tuple[str, ...] = ("flex", "grid", "stack")
 FONTS: tuple[str, ...] = ("Arial, sans-serif", "Georgia, serif", "Verdana, sans-serif", "Courier New, monospace")
 
@@ -153,7 +153,7 @@ DOMAIN = Domain(
     name="web",
     language="html",
     language_phrase="HTML",
-    render_options={"width": WIDTH, "height": HEIGHT},
+    render_options={},  # renderer defaults: WIDTH x HEIGHT is the HTML renderer's default viewport
     sample=sample,
     to_code=to_code,
     mutations=MUTATIONS,
