@@ -340,3 +340,63 @@ def _pallas_gpu(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, s
     return gpu_attention.mha(
         q, k, v, jnp.asarray(mask.q_segment_ids, jnp.int32), sm_scale=scale, causal=mask.causal, interpret=interpret
     )
+
+
+# ---- paged decode attention (rollout engine) -----------------------------------------------------------------------
+
+
+def paged_decode_attention(
+    q: jax.Array,
+    k_pages: jax.Array,
+    v_pages: jax.Array,
+    page_table: jax.Array,
+    lengths: jax.Array,
+    *,
+    implementation: str = "auto",
+    scale: float | None = None,
+) -> jax.Array:
+    """One query token per row over that row's own pages: q [B, H, D] -> [B, H, D].
+
+    k_pages, v_pages [KV, N, P, D] (the layout of the Pallas paged kernels: N pages of P tokens per kv head);
+    page_table [B, W] int32, the pages of row b in order; lengths [B]: keys 0 .. lengths[b] - 1 of the row are
+    valid (at least 1). "auto" is the Pallas TPU paged attention kernel on TPU, the Pallas GPU paged kernel on GPU
+    (both read only the row's pages), and the reference gather path elsewhere ("xla": the same softmax as
+    `attention`'s xla path over the gathered pages, which the lockstep sampler's cache decode also uses).
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    chosen = resolve(implementation)
+    if chosen == "splash":
+        from jax.experimental.pallas.ops.tpu.paged_attention import paged_attention
+
+        block = next(b for b in (8, 4, 2, 1) if page_table.shape[1] % b == 0)
+        out = paged_attention((q * scale).astype(q.dtype), k_pages, v_pages, lengths.astype(jnp.int32),
+                              page_table.astype(jnp.int32), pages_per_compute_block=block)  # fmt: skip
+        return out.astype(q.dtype)
+    if chosen == "cudnn":
+        from jax.experimental.pallas.ops.gpu.paged_attention import paged_attention as gpu_paged
+
+        block = next(b for b in (8, 4, 2, 1) if page_table.shape[1] % b == 0)
+        out = gpu_paged((q * scale).astype(q.dtype), k_pages, v_pages, page_table.astype(jnp.int32),
+                        lengths.astype(jnp.int32), pages_per_compute_block=block,
+                        k_splits=max(1, page_table.shape[1] // block))  # fmt: skip
+        return out.astype(q.dtype)
+    return _paged_gather(q, k_pages, v_pages, page_table, lengths, scale)
+
+
+def _paged_gather(
+    q: jax.Array, k_pages: jax.Array, v_pages: jax.Array, page_table: jax.Array, lengths: jax.Array, scale: float
+) -> jax.Array:
+    """Reference path: gather each row's pages into [B, W * P, KV, D] and run the xla attention on them."""
+    b, w = page_table.shape
+    kv, _, p, d = k_pages.shape
+
+    def rows(pages: jax.Array) -> jax.Array:
+        return pages[:, page_table].reshape(kv, b, w * p, d).transpose(1, 2, 0, 3)
+
+    keys = jnp.arange(w * p, dtype=jnp.int32)[None, :]
+    mask = AttentionMask(
+        q_segment_ids=jnp.ones((b, 1), jnp.int32),
+        kv_segment_ids=(keys < lengths[:, None]).astype(jnp.int32),
+        causal=False,
+    )
+    return _xla(q[:, None], rows(k_pages).astype(q.dtype), rows(v_pages).astype(q.dtype), mask, scale)[:, 0]

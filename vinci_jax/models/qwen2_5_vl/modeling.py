@@ -390,6 +390,10 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
         return self.compute_logits(hidden)
 
     # -- decoding --
+    def rope_cos_sin(self, position_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The decoder's rotary cos, sin [B, L, head_dim] for 3-D positions (the paged decode step uses it)."""
+        return mrope_cos_sin(position_ids, self.config.text, self.dtype)
+
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:
         """An empty cache (all slots invalid, next_index 0), sharded by the cache logical axes under a mesh."""
         return empty_cache(self.config.text, batch, max_len, dtype or self.dtype)
