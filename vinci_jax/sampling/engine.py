@@ -183,16 +183,7 @@ class Engine:
         return self.generate_with_row_keys(batch, params, jax.random.split(key, rows))
 
     def generate_with_row_keys(self, batch: PromptBatch, params: SamplingParams, row_keys: jax.Array) -> SampleOutput:
-        rows = batch.batch_size * params.n
-        tokens = np.full((rows, params.max_new_tokens), self.pad_token_id, np.int32)
-        logprobs = np.zeros((rows, params.max_new_tokens), np.float32)
-        lengths = np.zeros(rows, np.int32)
-        finished = np.zeros(rows, bool)
-        for out in self.stream(batch, params, row_keys):
-            n = len(out.tokens)
-            tokens[out.row, :n], logprobs[out.row, :n] = out.tokens, out.logprobs
-            lengths[out.row], finished[out.row] = n, out.finished
-        return SampleOutput(tokens, logprobs, lengths, finished, np.repeat(np.arange(batch.batch_size), params.n))
+        return collect_rows(list(self.stream(batch, params, row_keys)), batch.batch_size, params, self.pad_token_id)
 
     def stream(self, batch: PromptBatch, params: SamplingParams, row_keys: jax.Array) -> Iterator[FinishedRow]:
         """Yield every output row (row r continues prompt r // n) as soon as it is done, in finishing order."""
@@ -202,6 +193,22 @@ class Engine:
         run = _Run(self, batch, params, row_keys)
         yield from run.loop()
         self.stats = run.stats
+
+
+def collect_rows(rows: list[FinishedRow], prompts: int, params: SamplingParams, pad_id: int) -> SampleOutput:
+    """Streamed rows -> the lockstep sampler's output layout (row r continues prompt r // n, padded to max_new)."""
+    count = prompts * params.n
+    tokens = np.full((count, params.max_new_tokens), pad_id, np.int32)
+    logprobs = np.zeros((count, params.max_new_tokens), np.float32)
+    lengths = np.zeros(count, np.int32)
+    finished = np.zeros(count, bool)
+    for out in rows:
+        n = len(out.tokens)
+        tokens[out.row, :n], logprobs[out.row, :n] = out.tokens, out.logprobs
+        lengths[out.row], finished[out.row] = n, out.finished
+    if len({out.row for out in rows}) != count:
+        raise RuntimeError(f"the engine returned {len(rows)} rows for {count} requested")
+    return SampleOutput(tokens, logprobs, lengths, finished, np.repeat(np.arange(prompts), params.n))
 
 
 class _Run:
