@@ -17,7 +17,8 @@ def _virl_step(corpus, workdir, engine):
         f"--config.data.path={corpus}", f"--config.workdir={workdir}", "--config.num_steps=1",
         "--config.data.prompts_per_step=2", "--config.rollout.n=2", "--config.rollout.max_new_tokens=8",
         "--config.rollout.chunk_prompts=2", "--config.checkpoint.every_steps=1",
-        "--config.checkpoint.async_save=False", "--config.eval.prompts=1", "--config.render.num_workers=1", "--config.progress=False",
+        "--config.checkpoint.async_save=False", "--config.eval.prompts=1", "--config.render.num_workers=1",
+        "--config.progress=False",
         f"--config.rollout.engine={engine}", "--config.rollout.paged.slots=2", "--config.rollout.paged.page_size=8",
     ]  # fmt: skip
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
