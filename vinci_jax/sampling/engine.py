@@ -89,6 +89,12 @@ def _pow2_at_least(x: int, cap: int) -> int:
     return min(size, cap)
 
 
+def _slot_bucket(active: int, slots: int) -> int:
+    """Rows a burst computes for `active` running rows: powers of two up to 8, then multiples of 8, so a shrinking
+    batch wastes at most 7 slots a step once it is large (and compiles a handful of variants)."""
+    return _pow2_at_least(active, slots) if active <= 8 else min(slots, -(-active // 8) * 8)
+
+
 @functools.partial(jax.jit, donate_argnames=("pages",))
 def _load_prompt(pages: PagedKV, dense_k, dense_v, row, start, page_ids) -> PagedKV:
     """Copy len(page_ids) * P prompt tokens of prefill row `row` from column `start` into pages `page_ids`
@@ -182,15 +188,21 @@ class Engine:
         key = jax.random.key(0) if key is None else key
         return self.generate_with_row_keys(batch, params, jax.random.split(key, rows))
 
-    def generate_with_row_keys(self, batch: PromptBatch, params: SamplingParams, row_keys: jax.Array) -> SampleOutput:
-        return collect_rows(list(self.stream(batch, params, row_keys)), batch.batch_size, params, self.pad_token_id)
+    def generate_with_row_keys(
+        self, batch: PromptBatch, params: SamplingParams, row_keys: jax.Array, row_limits: np.ndarray | None = None
+    ) -> SampleOutput:
+        rows = list(self.stream(batch, params, row_keys, row_limits))
+        return collect_rows(rows, batch.batch_size, params, self.pad_token_id)
 
-    def stream(self, batch: PromptBatch, params: SamplingParams, row_keys: jax.Array) -> Iterator[FinishedRow]:
-        """Yield every output row (row r continues prompt r // n) as soon as it is done, in finishing order."""
+    def stream(
+        self, batch: PromptBatch, params: SamplingParams, row_keys: jax.Array, row_limits: np.ndarray | None = None
+    ) -> Iterator[FinishedRow]:
+        """Yield every output row (row r continues prompt r // n) as soon as it is done, in finishing order.
+        `row_limits` [B*n] optionally ends row r after row_limits[r] tokens (a forced stop, for benchmarks)."""
         rows = batch.batch_size * params.n
         if row_keys.shape[0] != rows:
             raise ValueError(f"need {rows} row keys (batch {batch.batch_size} x n {params.n}), got {row_keys.shape[0]}")
-        run = _Run(self, batch, params, row_keys)
+        run = _Run(self, batch, params, row_keys, row_limits)
         yield from run.loop()
         self.stats = run.stats
 
@@ -214,7 +226,10 @@ def collect_rows(rows: list[FinishedRow], prompts: int, params: SamplingParams, 
 class _Run:
     """One `Engine.stream` call: the host-side scheduler state."""
 
-    def __init__(self, engine: Engine, batch: PromptBatch, params: SamplingParams, row_keys: jax.Array):
+    def __init__(
+        self, engine: Engine, batch: PromptBatch, params: SamplingParams, row_keys: jax.Array,
+        row_limits: np.ndarray | None = None,
+    ):  # fmt: skip
         cfg, model = engine.config, engine.model
         self.engine, self.batch, self.params, self.row_keys = engine, batch, params, row_keys
         self.size, self.burst_len = cfg.page_size, cfg.steps_per_sync
@@ -249,6 +264,9 @@ class _Run:
         self.order: list[int] = []  # running slots, oldest admission first
         self.pending = collections.deque(range(rows := batch.batch_size * params.n))
         self.rows = rows
+        self.limits = np.full(rows, params.max_new_tokens, np.int64)
+        if row_limits is not None:
+            self.limits = np.minimum(self.limits, np.asarray(row_limits, np.int64))
         self.shared: dict[int, list[int]] = {}  # prompt -> its resident full pages
         self.readers: collections.Counter[int] = collections.Counter()  # prompt -> running samples reading them
 
@@ -339,7 +357,7 @@ class _Run:
             running = list(self.order)
             if not running:
                 raise RuntimeError("the rollout engine could not admit any row (page pool too small)")
-            b = _pow2_at_least(len(running), len(self.slots))
+            b = _slot_bucket(len(running), len(self.slots))
             width = _pow2_at_least(max(len(self.slots[s].pages) for s in running), self.width)
             table = np.full((b, width), SINK_PAGE, np.int32)
             ids = np.full(b, dummy, np.int32)
@@ -351,7 +369,7 @@ class _Run:
                 table[i, : len(s.pages)] = s.pages
                 ids[i], active[i] = slot, True
                 fields[:, i] = (s.fresh, s.prompt, self.lens[s.prompt] + done, self.next_positions[s.prompt] + done,
-                                done, p.max_new_tokens, s.row)  # fmt: skip
+                                done, self.limits[s.row], s.row)  # fmt: skip
             f = fields.astype(np.int32)
             self.pages, self.slot_logits, tokens, logprobs, done_steps, finished, ran = _burst(
                 self.graphdef, self.state, self.pages, self.slot_logits, self.prefill_logits, jnp.asarray(ids),
@@ -370,7 +388,7 @@ class _Run:
                 s.logprobs.extend(float(x) for x in logprobs[i, :new])
                 s.fresh = False
                 self.stats.useful_tokens += new
-                if finished[i] or len(s.tokens) >= p.max_new_tokens:
+                if finished[i] or len(s.tokens) >= self.limits[s.row]:
                     self._release(slot)
                     yield FinishedRow(s.row, s.prompt, np.asarray(s.tokens, np.int32),
                                       np.asarray(s.logprobs, np.float32), bool(finished[i]))  # fmt: skip
