@@ -359,26 +359,18 @@ def paged_decode_attention(
 
     k_pages, v_pages [KV, N, P, D] (the layout of the Pallas paged kernels: N pages of P tokens per kv head);
     page_table [B, W] int32, the pages of row b in order; lengths [B]: keys 0 .. lengths[b] - 1 of the row are
-    valid (at least 1). "auto" is the Pallas TPU paged attention kernel on TPU, the Pallas GPU paged kernel on GPU
-    (both read only the row's pages), and the reference gather path elsewhere ("xla": the same softmax as
-    `attention`'s xla path over the gathered pages, which the lockstep sampler's cache decode also uses).
+    valid (at least 1). "auto" / "splash" on TPU is the Pallas TPU paged attention kernel (it reads only the row's
+    pages); everything else is the reference gather path: the rows' pages gathered, then the same softmax as
+    `attention`'s xla path (which the lockstep sampler's cache decode uses). The Pallas GPU paged kernel
+    (`pallas.ops.gpu.paged_attention`, same page layout) is not wired in yet: GPU takes the gather path.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    chosen = resolve(implementation)
-    if chosen == "splash":
+    if resolve(implementation) == "splash" and target_platform() == "tpu":
         from jax.experimental.pallas.ops.tpu.paged_attention import paged_attention
 
         block = next(b for b in (8, 4, 2, 1) if page_table.shape[1] % b == 0)
         out = paged_attention((q * scale).astype(q.dtype), k_pages, v_pages, lengths.astype(jnp.int32),
                               page_table.astype(jnp.int32), pages_per_compute_block=block)  # fmt: skip
-        return out.astype(q.dtype)
-    if chosen == "cudnn":
-        from jax.experimental.pallas.ops.gpu.paged_attention import paged_attention as gpu_paged
-
-        block = next(b for b in (8, 4, 2, 1) if page_table.shape[1] % b == 0)
-        out = gpu_paged((q * scale).astype(q.dtype), k_pages, v_pages, page_table.astype(jnp.int32),
-                        lengths.astype(jnp.int32), pages_per_compute_block=block,
-                        k_splits=max(1, page_table.shape[1] // block))  # fmt: skip
         return out.astype(q.dtype)
     return _paged_gather(q, k_pages, v_pages, page_table, lengths, scale)
 
