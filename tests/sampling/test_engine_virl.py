@@ -28,6 +28,7 @@ def _virl_step(corpus, workdir, engine):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_virl_step_with_the_engine_equals_the_lockstep_sampler(tiny_svg_rl_corpus, tmp_path):
     paged = _virl_step(tiny_svg_rl_corpus, tmp_path / "paged", "paged")
     lockstep = _virl_step(tiny_svg_rl_corpus, tmp_path / "lockstep", "lockstep")
