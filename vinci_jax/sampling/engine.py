@@ -246,16 +246,13 @@ class _Run:
         self.stats = EngineStats()
         self.graphdef, self.state = nnx.split(model)
         length = batch.input_ids.shape[1]
+        self.prompt_pages = pages_for_tokens(int(self.lens.max()), self.size)
+        # the prompts' dense cache only needs the columns a page-wide slice may read past a prompt's last token
+        # (not max_new_tokens more, as the lockstep sampler's): the decode happens in the pages
         self.prefill_logits, cache = _prefill(
             self.graphdef, self.state, _host_value(batch.input_ids), _host_value(batch.attention_mask),
-            _host_value(batch.position_ids), batch.vision_inputs, max_len=length + params.max_new_tokens,
+            _host_value(batch.position_ids), batch.vision_inputs, max_len=length + self.prompt_pages * self.size,
         )  # fmt: skip
-        self.prompt_pages = pages_for_tokens(int(self.lens.max()), self.size)
-        spare = self.prompt_pages * self.size  # columns a page-wide slice may read past the last prompt token
-        if params.max_new_tokens < spare:
-            pad = [(0, 0), (0, spare - params.max_new_tokens), (0, 0), (0, 0)]
-            cache = dataclasses.replace(cache, k=tuple(jnp.pad(x, pad) for x in cache.k),
-                                        v=tuple(jnp.pad(x, pad) for x in cache.v))  # fmt: skip
         self.dense_k, self.dense_v, self.columns = cache.k, cache.v, length
         self.pages = empty_pages(text, num_pages, self.size, cache.k[0].dtype)
         self.slot_logits = jnp.zeros((cfg.slots + 1, self.prefill_logits.shape[1]), jnp.float32)
@@ -291,7 +288,7 @@ class _Run:
         if any(t != SINK_PAGE for t in targets):
             start = self.columns - length
             self.pages = _load_prompt(self.pages, self.dense_k, self.dense_v, jnp.int32(prompt), jnp.int32(start),
-                                      jnp.asarray(targets, jnp.int32))  # fmt: skip
+                                      _host_value(np.asarray(targets, np.int32)))  # fmt: skip
         self.shared[prompt] = shared
         self.readers[prompt] += 1
         self.slots[slot] = _Slot(row, prompt, list(shared) + own, len(own))
@@ -370,12 +367,11 @@ class _Run:
                 ids[i], active[i] = slot, True
                 fields[:, i] = (s.fresh, s.prompt, self.lens[s.prompt] + done, self.next_positions[s.prompt] + done,
                                 done, self.limits[s.row], s.row)  # fmt: skip
-            f = fields.astype(np.int32)
+            f = [_host_value(x) for x in fields.astype(np.int32)]
             self.pages, self.slot_logits, tokens, logprobs, done_steps, finished, ran = _burst(
-                self.graphdef, self.state, self.pages, self.slot_logits, self.prefill_logits, jnp.asarray(ids),
-                jnp.asarray(f[0].astype(bool)), jnp.asarray(f[1]), jnp.asarray(table), jnp.asarray(f[2]),
-                jnp.asarray(f[3]), jnp.asarray(f[4]), jnp.asarray(f[5]), jnp.asarray(active), jnp.asarray(f[6]),
-                self.row_keys, temperature, top_p, stop_ids, pad,
+                self.graphdef, self.state, self.pages, self.slot_logits, self.prefill_logits, _host_value(ids),
+                _host_value(fields[0].astype(bool)), f[1], _host_value(table), f[2], f[3], f[4], f[5],
+                _host_value(active), f[6], self.row_keys, temperature, top_p, stop_ids, pad,
                 steps=self.burst_len, greedy=p.greedy, top_k=p.top_k, use_top_p=p.top_p < 1.0,
             )  # fmt: skip
             tokens, logprobs, done_steps, finished, ran = map(to_host, (tokens, logprobs, done_steps, finished, ran))
