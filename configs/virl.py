@@ -82,6 +82,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # groups); spread = rollouts of every group dealt round-robin over processes. Rewards are exchanged
             # before advantages either way.
             "render_on": "owner",
+            # paged = continuous batching over a paged KV cache, each rollout rendered as it finishes
+            # (vinci_jax.sampling.engine); lockstep = the reference sampler (every row of a chunk in lock-step)
+            "engine": "paged",
+            "paged": ml_collections.ConfigDict(
+                {
+                    "slots": 64,  # decode slots (rows decoded at once)
+                    "page_size": 16,  # tokens per KV page
+                    "num_pages": 0,  # 0: as many as memory_budget_mb holds
+                    "memory_budget_mb": 8192.0,
+                    "steps_per_sync": 8,  # decode steps on device between two scheduling rounds
+                }
+            ),
         }
     )
     config.algo = ml_collections.ConfigDict(
@@ -133,6 +145,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.rollout.n = 4
         config.rollout.max_new_tokens = 48
         config.rollout.chunk_prompts = 2
+        config.rollout.paged.slots = 4
+        config.rollout.paged.memory_budget_mb = 64.0
         config.algo.micro_batch_rows = 8
         config.reward.encoder = "offline-msssim-hist"
         config.render.num_workers = 2

@@ -5,6 +5,9 @@ Prompts are sampled in chunks. As soon as a chunk's responses are decoded, their
 instead of their sum. The pool's own bounded queue gives back-pressure; a timeout or a crashed worker comes back as
 a failed RenderResult, which the reward turns into the failed-render score (0.1), so no rollout is ever lost or
 waited on forever.
+
+With the paged engine (`config.rollout.engine=paged`, the default) a chunk's rollouts are streamed: each goes to
+the render pool the moment it finishes, while the rest of the chunk still decodes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from PIL import Image
 
 from renderers import RenderResult
 from vinci_jax.sampling import PromptBatch, SampleOutput, Sampler, SamplingParams, make_prompt_batch
+from vinci_jax.sampling.engine import ENGINES, Engine, EngineConfig, collect_rows
 
 
 @dataclasses.dataclass
@@ -53,7 +57,7 @@ class Rollouts:
 
 
 def sample_render_score(
-    sampler: Sampler,
+    sampler: Sampler | Engine,
     processor: Any,
     model_config: Any,
     raw_prompts: Sequence[dict[str, np.ndarray]],
@@ -83,21 +87,37 @@ def sample_render_score(
     for index, start in enumerate(range(0, len(raw_prompts), chunk_prompts)):
         raw = list(raw_prompts[start : start + chunk_prompts])
         prompts = make_prompt_batch(raw, model_config, processor.pad_token_id, patch_buckets=patch_buckets)
-        began = time.perf_counter()
-        samples = sampler.generate(prompts, params, jax.random.fold_in(key, index))
-        device_s += time.perf_counter() - began
-        chunks.append(Chunk(start, raw, prompts, samples))
-        for row in range(samples.tokens.shape[0]):
-            ids = samples.response_ids(row)
-            text = processor.decode(ids[:-1] if samples.finished[row] else ids)
-            prompt = start + int(samples.prompt_index[row])
-            responses.append(text)
-            if not renders_here(len(responses) - 1, prompt):
-                futures.append(_ELSEWHERE)
-                continue
+        base = len(responses)
+        rows = prompts.batch_size * params.n
+        responses.extend([""] * rows)
+        futures.extend([None] * rows)
+
+        def submit(row: int, ids: np.ndarray, finished: bool, prompt: int, base: int = base) -> None:
+            text = processor.decode(ids[:-1] if finished else ids)
+            responses[base + row] = text
+            if not renders_here(base + row, prompt):
+                futures[base + row] = _ELSEWHERE
+                return
             # the reward's own extraction rules decide what is rendered (language from the prompt, last block)
             job = reward.render_jobs([prompt_texts[prompt]], [text], render_options)[0]
-            futures.append(None if job is None else pool.submit(job))
+            futures[base + row] = None if job is None else pool.submit(job)
+
+        began = time.perf_counter()
+        if isinstance(sampler, Engine):  # each rollout is rendered as soon as it finishes
+            row_keys = jax.random.split(jax.random.fold_in(key, index), rows)
+            done = []
+            for out in sampler.stream(prompts, params, row_keys):
+                submit(out.row, out.tokens, out.finished, start + out.prompt)
+                done.append(out)
+            samples = collect_rows(done, prompts.batch_size, params, sampler.pad_token_id)
+            device_s += time.perf_counter() - began
+        else:
+            samples = sampler.generate(prompts, params, jax.random.fold_in(key, index))
+            device_s += time.perf_counter() - began
+            for row in range(rows):
+                submit(row, samples.response_ids(row), bool(samples.finished[row]),
+                       start + int(samples.prompt_index[row]))  # fmt: skip
+        chunks.append(Chunk(start, raw, prompts, samples))
     began = time.perf_counter()
     results = [None if f is None or f is _ELSEWHERE else _result(f) for f in futures]
     render_wait_s = time.perf_counter() - began
@@ -126,6 +146,17 @@ def sample_render_score(
 
 
 _ELSEWHERE = object()  # a rollout another process renders and scores
+
+
+def rollout_sampler(rollout: Any, model: Any, stop_ids: tuple[int, ...], pad_id: int) -> Sampler | Engine:
+    """`config.rollout.engine`: "paged" (continuous batching, streamed rollouts) or "lockstep" (the reference)."""
+    kind = str(rollout.get("engine", "paged"))
+    if kind not in ENGINES:
+        raise ValueError(f"rollout.engine={kind!r}; choose one of {ENGINES}")
+    if kind == "lockstep":
+        return Sampler(model, stop_ids, pad_id)
+    paged = dict(rollout.get("paged", {}))
+    return Engine(model, stop_ids, pad_id, EngineConfig(**paged))
 
 RENDER_ON = ("owner", "spread")  # config.rollout.render_on
 

@@ -26,9 +26,10 @@ from flax import nnx
 from vinci_jax import multihost, sharding
 from vinci_jax.rl.grpo_step import GRPOLossConfig
 from vinci_jax.rl.panels import write_panel
-from vinci_jax.rl.rollout import RENDER_ON, Rollouts, render_assignment, sample_render_score, summarize
+from vinci_jax.rl.rollout import RENDER_ON, Rollouts, render_assignment, rollout_sampler, sample_render_score, summarize
 from vinci_jax.rl.updater import GRPOUpdater
 from vinci_jax.sampling import Sampler, SamplingParams
+from vinci_jax.sampling.engine import Engine
 from vinci_jax.train import checkpoint as ckpt_lib
 from vinci_jax.train import metrics as metrics_lib
 from vinci_jax.train import optimizer as opt_lib
@@ -183,8 +184,8 @@ class ViRLTrainer:
         """The live policy as an nnx module over the current (sharded) parameters; no copy."""
         return self.split.merge(self.state["params"])
 
-    def sampler(self) -> Sampler:
-        return Sampler(self.policy(), self.stop_ids, self.processor.pad_token_id)
+    def sampler(self) -> Sampler | Engine:
+        return rollout_sampler(self.config.rollout, self.policy(), self.stop_ids, self.processor.pad_token_id)
 
     def sampling_params(self, greedy: bool = False, max_new_tokens: int | None = None) -> SamplingParams:
         r = self.config.rollout

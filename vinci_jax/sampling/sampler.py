@@ -103,7 +103,7 @@ def _prefill(graphdef, state, input_ids, attention_mask, position_ids, vision_in
 # inside the program (XLA updates it in place across iterations), so there is no output it could alias.
 @functools.partial(jax.jit, static_argnames=("graphdef", "n", "max_new", "greedy", "top_k", "use_top_p"))
 def _decode(
-    graphdef, state, cache, last_logits, next_positions, row_keys, temperature, top_p, stop_ids, pad_id,
+    graphdef, state, cache, last_logits, next_positions, row_keys, temperature, top_p, stop_ids, pad_id, limits,
     *, n, max_new, greedy, top_k, use_top_p,
 ):  # fmt: skip
     model = nnx.merge(graphdef, state)
@@ -130,9 +130,10 @@ def _decode(
         logprobs = logprobs.at[:, step].set(jnp.where(active, logprob, 0.0))
         lengths = lengths + active.astype(jnp.int32)
         done = done | (active & jnp.isin(token, stop_ids))
+        ended = done | (lengths >= limits)  # a per-row limit below max_new (benchmarks) ends a row unfinished
         position_ids = jnp.broadcast_to(positions[None, :, None], (3, rows, 1))
         logits, cache = model.forward_with_cache(token[:, None], position_ids, cache, active[:, None])
-        return step + 1, tokens, logprobs, done, lengths, cache, logits[:, 0].astype(jnp.float32), positions + active
+        return step + 1, tokens, logprobs, ended, lengths, cache, logits[:, 0].astype(jnp.float32), positions + active
 
     init = (
         jnp.int32(0),
@@ -145,7 +146,8 @@ def _decode(
         next_positions.astype(jnp.int32),
     )
     _, tokens, logprobs, done, lengths, _, _, _ = jax.lax.while_loop(cond, body, init)
-    return tokens, logprobs, lengths, done
+    finished = done & jnp.isin(jnp.take_along_axis(tokens, jnp.maximum(lengths - 1, 0)[:, None], 1)[:, 0], stop_ids)
+    return tokens, logprobs, lengths, finished
 
 
 def _host_value(x: np.ndarray) -> Any:
@@ -184,9 +186,13 @@ class Sampler:
             key = jax.random.key(0)
         return self.generate_with_row_keys(batch, params, jax.random.split(key, rows))
 
-    def generate_with_row_keys(self, batch: PromptBatch, params: SamplingParams, row_keys: jax.Array) -> SampleOutput:
-        """As `generate`, with the key of every output row given (row r uses row_keys[r])."""
+    def generate_with_row_keys(
+        self, batch: PromptBatch, params: SamplingParams, row_keys: jax.Array, row_limits: np.ndarray | None = None
+    ) -> SampleOutput:
+        """As `generate`, with the key of every output row given (row r uses row_keys[r]); `row_limits` [B*n]
+        optionally ends row r after row_limits[r] <= max_new_tokens tokens (a forced stop, for benchmarks)."""
         rows = batch.batch_size * params.n
+        limits = np.full(rows, params.max_new_tokens) if row_limits is None else np.asarray(row_limits)
         if row_keys.shape[0] != rows:
             raise ValueError(f"need {rows} row keys (batch {batch.batch_size} x n {params.n}), got {row_keys.shape[0]}")
         last_logits, cache = self.prefill(batch, params.max_new_tokens)
@@ -202,6 +208,7 @@ class Sampler:
             jnp.float32(params.top_p),
             jnp.asarray(self.stop_token_ids, jnp.int32),
             jnp.int32(self.pad_token_id),
+            jnp.asarray(np.minimum(limits, params.max_new_tokens), jnp.int32),
             n=params.n,
             max_new=params.max_new_tokens,
             greedy=params.greedy,

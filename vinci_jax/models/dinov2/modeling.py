@@ -8,60 +8,23 @@ the last LayerNorm, which is what the reward's pre-/post-LN CLS choice needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from vinci_jax import sharding
+from vinci_jax.models.attention import AttentionMask, attention, check_implementation
 from vinci_jax.models.dinov2.config import Dinov2Config
 from vinci_jax.models.dinov2.interpolate import bicubic_matrix
+from vinci_jax.models.layers import LayerNorm, activation
+from vinci_jax.models.layers import Linear as _Linear
 
 _init = nnx.initializers.truncated_normal(stddev=0.02)
 
 
-def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
-    table: dict[str, Callable[[jax.Array], jax.Array]] = {
-        "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-        "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-        "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-        "silu": jax.nn.silu,
-        "swish": jax.nn.silu,
-        "relu": jax.nn.relu,
-    }
-    if name not in table:
-        raise ValueError(f"hidden_act {name!r} is not supported; use one of {sorted(table)}")
-    return table[name]
-
-
-class Linear(nnx.Module):
-    def __init__(self, din: int, dout: int, names: tuple[str, str], *, bias: bool, rngs: nnx.Rngs, dtype, param_dtype):
-        self.kernel = sharding.param(_init(rngs.params(), (din, dout), param_dtype), *names)
-        self.bias = sharding.param(jnp.zeros((dout,), param_dtype), names[1]) if bias else None
-        self.dtype = dtype
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
-        if self.bias is not None:
-            y = y + self.bias[...].astype(self.dtype)
-        return y
-
-
-class LayerNorm(nnx.Module):
-    def __init__(self, dim: int, eps: float, *, dtype, param_dtype):
-        self.scale = sharding.param(jnp.ones((dim,), param_dtype), "norm")
-        self.bias = sharding.param(jnp.zeros((dim,), param_dtype), "norm")
-        self.eps = eps
-        self.dtype = dtype
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-        y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
-        return y.astype(self.dtype)
+def Linear(din: int, dout: int, names: tuple[str, str], *, bias: bool, rngs: nnx.Rngs, dtype, param_dtype) -> _Linear:
+    """The shared Linear with DINOv2's truncated-normal init."""
+    return _Linear(din, dout, names, use_bias=bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype, init=_init)
 
 
 class PatchEmbeddings(nnx.Module):
@@ -145,13 +108,14 @@ class SelfAttention(nnx.Module):
 
 
 class Attention(nnx.Module):
-    def __init__(self, config: Dinov2Config, *, rngs: nnx.Rngs, dtype, param_dtype):
+    def __init__(self, config: Dinov2Config, *, rngs: nnx.Rngs, dtype, param_dtype, implementation: str = "auto"):
         self.attention = SelfAttention(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.output = nnx.Module()
         d = config.hidden_size
         self.output.dense = Linear(d, d, ("heads", "embed"), bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
+        self.implementation = check_implementation(implementation)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, n, _ = x.shape
@@ -164,41 +128,9 @@ class Attention(nnx.Module):
             qkv = qkv + bias.astype(qkv.dtype)
         qkv = qkv.reshape(b, n, 3, self.num_heads, self.head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        out = attend(q, k, v, self.head_dim**-0.5).reshape(b, n, -1)
+        out = attention(q, k, v, AttentionMask(), implementation=self.implementation, scale=self.head_dim**-0.5)
+        out = out.reshape(b, n, -1)
         return self.output.dense(out)
-
-
-def _attend_dense(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-
-
-def _attend_per_head(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
-    """Attention as a loop over (image, head) pairs of plain 2-D matmuls.
-
-    XLA:CPU runs batched dots and a [B, H, N, N] softmax poorly (3x slower than a loop over heads at N = 1025);
-    the loop keeps each N x N score matrix in cache. Softmax normalisation is applied to the [N, D] output.
-    """
-    b, n, h, d = q.shape
-    heads = [t.transpose(0, 2, 1, 3).reshape(b * h, n, d) for t in (q, k, v)]
-
-    def one(args):
-        qh, kh, vh = args
-        scores = jnp.dot(qh, kh.T).astype(jnp.float32) * scale
-        weights = jnp.exp(scores - scores.max(axis=-1, keepdims=True))
-        out = jnp.dot(weights.astype(vh.dtype), vh).astype(jnp.float32) / weights.sum(axis=-1, keepdims=True)
-        return out.astype(vh.dtype)
-
-    out = jax.lax.map(one, tuple(heads), batch_size=min(4, b * h))
-    return out.reshape(b, h, n, d).transpose(0, 2, 1, 3)
-
-
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
-    """Softmax attention over [B, N, H, D]; the per-head loop on CPU, one dense batched op on accelerators."""
-    if jax.default_backend() == "cpu":
-        return _attend_per_head(q, k, v, scale)
-    return _attend_dense(q, k, v, scale)
 
 
 class LayerScale(nnx.Module):
@@ -214,7 +146,7 @@ class MLP(nnx.Module):
         kw = dict(bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.fc1 = Linear(config.hidden_size, config.mlp_hidden, ("embed", "mlp"), **kw)
         self.fc2 = Linear(config.mlp_hidden, config.hidden_size, ("mlp", "embed"), **kw)
-        self.act = _activation(config.hidden_act)
+        self.act = activation(config.hidden_act)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.fc2(self.act(self.fc1(x)))
@@ -234,10 +166,10 @@ class SwiGLUFFN(nnx.Module):
 
 
 class Layer(nnx.Module):
-    def __init__(self, config: Dinov2Config, *, rngs: nnx.Rngs, dtype, param_dtype):
+    def __init__(self, config: Dinov2Config, *, rngs: nnx.Rngs, dtype, param_dtype, attention: str = "auto"):
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.norm1 = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw)
-        self.attention = Attention(config, rngs=rngs, **kw)
+        self.attention = Attention(config, rngs=rngs, implementation=attention, **kw)
         self.layer_scale1 = LayerScale(config, param_dtype=param_dtype)
         self.norm2 = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw)
         ffn = SwiGLUFFN if config.use_swiglu_ffn else MLP
@@ -251,10 +183,9 @@ class Layer(nnx.Module):
 
 
 class Encoder(nnx.Module):
-    def __init__(self, config: Dinov2Config, *, rngs: nnx.Rngs, dtype, param_dtype):
-        self.layer = nnx.List(
-            [Layer(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype) for _ in range(config.num_hidden_layers)]
-        )
+    def __init__(self, config: Dinov2Config, *, rngs: nnx.Rngs, dtype, param_dtype, attention: str = "auto"):
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype, attention=attention)
+        self.layer = nnx.List([Layer(config, **kw) for _ in range(config.num_hidden_layers)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for layer in self.layer:
@@ -263,7 +194,11 @@ class Encoder(nnx.Module):
 
 
 class Dinov2Model(nnx.Module):
-    """DINOv2 backbone. `__call__(pixels NHWC float) -> (pre_ln, post_ln)` hidden states [B, 1 + R + N, D]."""
+    """DINOv2 backbone. `__call__(pixels NHWC float) -> (pre_ln, post_ln)` hidden states [B, 1 + R + N, D].
+
+    `attention` (auto | xla | splash | cudnn): unmasked attention over the 1 + R + N tokens; splash needs a token
+    count that is a multiple of 128 and otherwise runs the xla path (a per-head loop on CPU).
+    """
 
     def __init__(
         self,
@@ -272,11 +207,12 @@ class Dinov2Model(nnx.Module):
         rngs: nnx.Rngs,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
+        attention: str = "auto",
     ):
         self.config = config
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.embeddings = Embeddings(config, **kw)
-        self.encoder = Encoder(config, **kw)
+        self.encoder = Encoder(config, attention=attention, **kw)
         self.layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype)
 
     def __call__(self, pixels: jax.Array) -> tuple[jax.Array, jax.Array]:

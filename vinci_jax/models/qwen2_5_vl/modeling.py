@@ -17,7 +17,6 @@ logits and the updated cache. See `KVCache` for the slot rules.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -26,63 +25,12 @@ import numpy as np
 from flax import nnx
 
 from vinci_jax import sharding
+from vinci_jax.models.attention import AttentionMask, attention, check_implementation
+from vinci_jax.models.layers import GatedMLP, Linear, RMSNorm, apply_rope, check_remat_policy, remat
 from vinci_jax.models.qwen2_5_vl.config import Qwen25VLConfig, TextConfig
 from vinci_jax.models.qwen2_5_vl.vision import Qwen25VisionTransformer
 
-_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-}
-
 BATCH_SEQ_EMBED = ("batch", "seq", "act_embed")
-
-
-def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"hidden_act {name!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]
-
-
-class Linear(nnx.Module):
-    """y = x @ kernel (+ bias); kernel [in, out] tagged with logical axis names."""
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        names: tuple[str, str],
-        *,
-        use_bias: bool,
-        rngs: nnx.Rngs,
-        dtype: Any,
-        param_dtype: Any,
-    ):
-        init = nnx.initializers.normal(0.02)
-        self.kernel = sharding.param(init(rngs.params(), (in_features, out_features), param_dtype), *names)
-        self.bias = sharding.param(jnp.zeros((out_features,), param_dtype), names[1]) if use_bias else None
-        self.dtype = dtype
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
-        if self.bias is not None:
-            y = y + self.bias[...].astype(self.dtype)
-        return y
-
-
-class RMSNorm(nnx.Module):
-    """HF's Qwen2_5_VLRMSNorm: normalise in float32, cast back to the input dtype, then scale."""
-
-    def __init__(self, dim: int, eps: float, *, dtype: Any, param_dtype: Any):
-        self.scale = sharding.param(jnp.ones((dim,), param_dtype), "norm")
-        self.eps = eps
-        self.dtype = dtype
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
 
 
 class Embed(nnx.Module):
@@ -115,39 +63,6 @@ def mrope_cos_sin(position_ids: jax.Array, config: TextConfig, dtype: Any) -> tu
     angles = jnp.moveaxis(positions, 0, -1) * jnp.asarray(inv_freq)  # [B, L, dim/2]
     angles = jnp.concatenate([angles, angles], axis=-1)
     return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
-
-
-def _rotate_half(x: jax.Array) -> jax.Array:
-    x1, x2 = jnp.split(x, 2, axis=-1)
-    return jnp.concatenate([-x2, x1], axis=-1)
-
-
-def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """x [B, L, heads, head_dim]; cos/sin [B, L, head_dim] (in x's dtype, as HF does)."""
-    return x * cos[:, :, None, :] + _rotate_half(x) * sin[:, :, None, :]
-
-
-# ---- masks ---------------------------------------------------------------------------------------------------------
-
-
-def attention_mask_from(
-    attention_mask: jax.Array | None, segment_ids: jax.Array | None, batch: int, length: int
-) -> jax.Array:
-    """Boolean [B, 1, L, L]: causal, same segment, key not padding; a padding query sees only itself.
-
-    The self-edge keeps every softmax row non-empty (fused kernels can return NaN on empty rows); padded outputs
-    are meaningless either way and callers ignore them.
-    """
-    if segment_ids is not None and attention_mask is not None:
-        raise ValueError("pass attention_mask or segment_ids, not both")
-    if segment_ids is None:
-        segment_ids = jnp.ones((batch, length), jnp.int32) if attention_mask is None else attention_mask
-    seg = jnp.asarray(segment_ids).astype(jnp.int32)
-    idx = jnp.arange(length)
-    causal = idx[:, None] >= idx[None, :]
-    same = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0)
-    allowed = (causal[None] & same) | (idx[:, None] == idx[None, :])[None]
-    return allowed[:, None]
 
 
 # ---- KV cache --------------------------------------------------------------------------------------------------------
@@ -206,16 +121,23 @@ def empty_cache(text: Any, batch: int, max_len: int, dtype: Any) -> KVCache:
     )
 
 
-def chunk_attention(cache: KVCache, attention_mask: jax.Array | None, batch: int, length: int):
-    """For a chunk [B, T] appended to `cache`: (real tokens [B, T], write start [B], updated valid [B, S],
-    attention mask [B, 1, T, S]: causal over valid slots, plus each query's own slot)."""
+def chunk_attention(
+    cache: KVCache, attention_mask: jax.Array | None, batch: int, length: int
+) -> tuple[jax.Array, jax.Array, jax.Array, AttentionMask]:
+    """For a chunk [B, T] appended to `cache`: (real tokens [B, T], write start [B], updated valid [B, S], the
+    mask: a query in slot s sees valid slots <= s; a padding query sees the invalid slots <= s, its own included)."""
     real = jnp.ones((batch, length), jnp.bool_) if attention_mask is None else jnp.asarray(attention_mask) != 0
     start = cache.next_index
     valid = _write_rows(cache.valid, real, start)
-    slots = start[:, None] + jnp.arange(length)[None, :]  # [B, T] slot of each query
-    keys = jnp.arange(cache.max_len)
-    mask = (keys[None, None, :] <= slots[:, :, None]) & valid[:, None, :]
-    mask = (mask | (keys[None, None, :] == slots[:, :, None]))[:, None]
+    slots = (start[:, None] + jnp.arange(length)[None, :]).astype(jnp.int32)  # [B, T] slot of each query
+    keys = jnp.broadcast_to(jnp.arange(cache.max_len, dtype=jnp.int32), (batch, cache.max_len))
+    mask = AttentionMask(
+        q_segment_ids=real.astype(jnp.int32),
+        kv_segment_ids=valid.astype(jnp.int32),
+        q_positions=slots,
+        kv_positions=keys,
+        causal=True,
+    )
     return real, start, valid, mask
 
 
@@ -229,9 +151,11 @@ def next_write_index(start: jax.Array, real: jax.Array) -> jax.Array:
 
 
 class Attention(nnx.Module):
-    """Grouped-query attention with qkv bias and mRoPE; `jax.nn.dot_product_attention` does the softmax."""
+    """Grouped-query attention with qkv bias and mRoPE; `models.attention` does the softmax (`implementation`)."""
 
-    def __init__(self, config: TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
+    def __init__(
+        self, config: TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, implementation: str = "auto"
+    ):
         d, hd = config.hidden_size, config.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, hd
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -239,55 +163,67 @@ class Attention(nnx.Module):
         self.k_proj = Linear(d, self.num_kv_heads * hd, ("embed", "kv_heads"), use_bias=True, **kw)
         self.v_proj = Linear(d, self.num_kv_heads * hd, ("embed", "kv_heads"), use_bias=True, **kw)
         self.o_proj = Linear(self.num_heads * hd, d, ("heads", "embed"), use_bias=False, **kw)
+        self.implementation = check_implementation(implementation)
 
     def project(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-        q = sharding.constrain(apply_rope(q, cos, sin), ("batch", "seq", "act_heads", None))
-        k = sharding.constrain(apply_rope(k, cos, sin), ("batch", "seq", "act_heads", None))
-        return q, k, sharding.constrain(v, ("batch", "seq", "act_heads", None))
+        return rope_heads(q, k, v, cos, sin)
 
-    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-        b, t = q.shape[:2]
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask)
-        return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))
+    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask) -> jax.Array:
+        return attend_heads(self.o_proj, q, k, v, mask, self.implementation)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: AttentionMask) -> jax.Array:
         return self.attend(*self.project(x, cos, sin), mask)
 
 
-class MLP(nnx.Module):
-    def __init__(self, config: TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
-        d, f = config.hidden_size, config.intermediate_size
-        kw = dict(use_bias=False, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.gate_proj = Linear(d, f, ("embed", "mlp"), **kw)
-        self.up_proj = Linear(d, f, ("embed", "mlp"), **kw)
-        self.down_proj = Linear(f, d, ("mlp", "embed"), **kw)
-        self.act = _activation(config.hidden_act)
+def rope_heads(
+    q: jax.Array, k: jax.Array, v: jax.Array, cos: jax.Array, sin: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Rotary embedding on q and k [B, T, heads, head_dim], all three constrained to the head sharding."""
+    heads = ("batch", "seq", "act_heads", None)
+    q = sharding.constrain(apply_rope(q, cos, sin), heads)
+    k = sharding.constrain(apply_rope(k, cos, sin), heads)
+    return q, k, sharding.constrain(v, heads)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h = sharding.constrain(self.act(self.gate_proj(x)) * self.up_proj(x), ("batch", "seq", "act_mlp"))
-        return self.down_proj(h)
+
+def attend_heads(
+    o_proj: Linear, q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, implementation: str
+) -> jax.Array:
+    """o_proj(attention over heads), [B, T, hidden]: the decoders' attention output."""
+    b, t, h, d = q.shape
+    return o_proj(attention(q, k, v, mask, implementation=implementation).reshape(b, t, h * d))
+
+
+def text_mlp(config: Any, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any) -> GatedMLP:
+    """The decoders' SwiGLU MLP (no biases)."""
+    return GatedMLP(config.hidden_size, config.intermediate_size, config.hidden_act, use_bias=False, rngs=rngs,
+                    dtype=dtype, param_dtype=param_dtype)  # fmt: skip
 
 
 class DecoderLayer(nnx.Module):
-    def __init__(self, config: TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
+    """Pre-norm attention + SwiGLU MLP; `attention_class` is the family's (Qwen2 qkv bias, Qwen3 q/k norm)."""
+
+    def __init__(
+        self, config: Any, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, attention: str = "auto",
+        attention_class: type = Attention,
+    ):  # fmt: skip
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
-        self.self_attn = Attention(config, rngs=rngs, **kw)
+        self.self_attn = attention_class(config, rngs=rngs, implementation=attention, **kw)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
-        self.mlp = MLP(config, rngs=rngs, **kw)
+        self.mlp = text_mlp(config, rngs=rngs, **kw)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: AttentionMask) -> jax.Array:
+        x = x + self.self_attn.attend(*self.self_attn.project(self.input_layernorm(x), cos, sin), mask)
         x = x + self.mlp(self.post_attention_layernorm(x))
         return sharding.constrain(x, BATCH_SEQ_EMBED)
 
     def cached(
-        self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
-        start: jax.Array,
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: AttentionMask, k_cache: jax.Array,
+        v_cache: jax.Array, start: jax.Array,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
         q, k, v = self.self_attn.project(self.input_layernorm(x), cos, sin)
         k_cache = sharding.constrain(_write_rows(k_cache, k, start), CACHE_AXES)
@@ -297,38 +233,31 @@ class DecoderLayer(nnx.Module):
         return sharding.constrain(x, BATCH_SEQ_EMBED), k_cache, v_cache
 
 
-# Rematerialisation policies for decoder layers (what the backward pass may keep instead of recomputing).
-REMAT_POLICIES: dict[str, Any] = {
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
-
-
-def _call_layer(layer: DecoderLayer, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+def call_layer(layer: DecoderLayer, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: AttentionMask) -> jax.Array:
     return layer(x, cos, sin, mask)
 
 
 class Qwen2Model(nnx.Module):
     """Token embedding, decoder layers, final norm (HF's `model.language_model`, saved as `model.*`)."""
 
-    def __init__(self, config: TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, remat_policy: str = "none"):
-        if remat_policy != "none" and remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"remat_policy {remat_policy!r} is not 'none' or one of {sorted(REMAT_POLICIES)}")
+    def __init__(
+        self, config: TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, remat_policy: str = "none",
+        attention: str = "auto",
+    ):  # fmt: skip
         self.config = config
-        self.remat_policy = remat_policy
+        self.remat_policy = check_remat_policy(remat_policy)
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.embed_tokens = Embed(config.vocab_size, config.hidden_size, rngs=rngs, **kw)
-        self.layers = nnx.List([DecoderLayer(config, rngs=rngs, **kw) for _ in range(config.num_hidden_layers)])
+        self.layers = nnx.List(
+            [DecoderLayer(config, rngs=rngs, attention=attention, **kw) for _ in range(config.num_hidden_layers)]
+        )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
         self.dtype = dtype
 
-    def __call__(self, embeds: jax.Array, position_ids: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, embeds: jax.Array, position_ids: jax.Array, mask: AttentionMask) -> jax.Array:
         cos, sin = mrope_cos_sin(position_ids, self.config, self.dtype)
         x = sharding.constrain(embeds, BATCH_SEQ_EMBED)
-        call = _call_layer
-        if self.remat_policy != "none":
-            call = nnx.remat(_call_layer, policy=REMAT_POLICIES[self.remat_policy])
+        call = remat(call_layer, self.remat_policy)
         for layer in self.layers:
             x = call(layer, x, cos, sin, mask)
         return self.norm(x)
@@ -374,12 +303,14 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
     """Vision tower + Qwen2 decoder + LM head, equal to transformers' Qwen2_5_VLForConditionalGeneration.
 
     model(input_ids, position_ids, attention_mask=None, segment_ids=None, pixel_values=None, vision_inputs=None)
-    -> logits [B, L, vocab] in `dtype`. `vision_inputs` comes from
-    `vinci_jax.models.qwen2_5_vl.vision.prepare_vision_inputs` (its `pixel_values` is used unless `pixel_values`
-    is given separately, e.g. to place it on its own sharding).
+    -> logits [B, L, vocab] in `dtype`. `vision_inputs` comes from the family's `prepare_vision_inputs`
+    (`vinci_jax.models.qwen2_5_vl.vision_inputs`); its `pixel_values` is used unless `pixel_values` is given
+    separately, e.g. to place it on its own sharding.
 
-    `remat_policy` ("none", "full", "dots", "dots_no_batch") wraps each decoder layer in `nnx.remat` with that
-    `jax.checkpoint_policies` policy; `model.model.remat_policy` may also be set after loading.
+    `remat_policy` ("none", "full", "dots", "dots_no_batch") wraps each decoder layer and vision block in
+    `nnx.remat` with that `jax.checkpoint_policies` policy; `model.model.remat_policy` / `model.visual.remat_policy`
+    may also be set after loading. `attention` (auto | xla | splash | cudnn) picks the attention kernels of the
+    decoder and the vision tower (`vinci_jax.models.attention`; `set_implementation` changes it after loading).
     """
 
     def __init__(
@@ -390,12 +321,15 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
         remat_policy: str = "none",
+        attention: str = "auto",
     ):
         self.config = config
         self.dtype = dtype
         kw = dict(dtype=dtype, param_dtype=param_dtype)
-        self.visual = Qwen25VisionTransformer(config.vision, rngs=rngs, **kw)
-        self.model = Qwen2Model(config.text, rngs=rngs, remat_policy=remat_policy, **kw)
+        self.visual = Qwen25VisionTransformer(
+            config.vision, rngs=rngs, remat_policy=remat_policy, attention=attention, **kw
+        )
+        self.model = Qwen2Model(config.text, rngs=rngs, remat_policy=remat_policy, attention=attention, **kw)
         text = config.text
         self.lm_head = (
             None
@@ -439,8 +373,7 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
         vision_inputs: Any = None,
     ) -> jax.Array:
         """Final (normed) hidden states [B, L, hidden]."""
-        b, length = input_ids.shape
-        mask = attention_mask_from(attention_mask, segment_ids, b, length)
+        mask = AttentionMask.for_tokens(attention_mask, segment_ids, shape=input_ids.shape)
         embeds = self.embed(input_ids, pixel_values, vision_inputs)
         return self.model(embeds, position_ids, mask)
 
@@ -457,6 +390,10 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
         return self.compute_logits(hidden)
 
     # -- decoding --
+    def rope_cos_sin(self, position_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The decoder's rotary cos, sin [B, L, head_dim] for 3-D positions (the paged decode step uses it)."""
+        return mrope_cos_sin(position_ids, self.config.text, self.dtype)
+
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:
         """An empty cache (all slots invalid, next_index 0), sharded by the cache logical axes under a mesh."""
         return empty_cache(self.config.text, batch, max_len, dtype or self.dtype)

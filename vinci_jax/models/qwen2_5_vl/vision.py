@@ -3,9 +3,9 @@
 The tower runs on arrays of static, bucketed shapes prepared on the host by `prepare_vision_inputs`
 (`vision_inputs.py`): the images of a batch are laid out in HF's window order with one fixed-size slot per attention
 window, packed into rows, padded up to buckets and described by segment ids. Window layers attend within slots
-([num_slots, W] batched attention), full-attention layers within rows; the boolean masks are built on device from
-the segment ids and passed to `jax.nn.dot_product_attention`. One compiled program serves every image size that
-falls into the same bucket.
+([num_slots, W] batched attention), full-attention layers within rows; the segment ids describe the masks to
+`vinci_jax.models.attention` (no dense mask outside its xla path), and every image frame is its own segment. One
+compiled program serves every image size that falls into the same bucket. Blocks run under the model's remat policy.
 
 Parameter layout (NNX path relative to the tower -> HF tensor under `visual.`; the loader's table):
 
@@ -26,7 +26,7 @@ Linear kernels are [in, out] (the transpose of torch's [out, in]).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,64 +34,14 @@ import numpy as np
 from flax import nnx
 
 from vinci_jax import sharding
+from vinci_jax.models.attention import AttentionMask, attention, check_implementation, resolve
+from vinci_jax.models.layers import GatedMLP, Linear, RMSNorm, apply_rope, check_remat_policy, remat
 from vinci_jax.models.qwen2_5_vl.config import VisionConfig
 from vinci_jax.models.qwen2_5_vl.vision_inputs import VisionInputs, global_reverse_index, prepare_vision_inputs
 
 __all__ = ["Qwen25VisionTransformer", "VisionConfig", "VisionInputs", "prepare_vision_inputs"]
 
-_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-}
-
-
-def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"vision hidden_act {name!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]
-
-
-class Linear(nnx.Module):
-    """y = x @ kernel + bias with a kernel stored [in, out] and tagged with logical axis names."""
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        names: tuple[str, str],
-        *,
-        use_bias: bool = True,
-        rngs: nnx.Rngs,
-        dtype: jnp.dtype,
-        param_dtype: jnp.dtype,
-    ):
-        init = nnx.initializers.lecun_normal()
-        self.kernel = sharding.param(init(rngs.params(), (in_features, out_features), param_dtype), *names)
-        self.bias = sharding.param(jnp.zeros((out_features,), param_dtype), names[1]) if use_bias else None
-        self.dtype = dtype
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
-        if self.bias is not None:
-            y = y + self.bias[...].astype(self.dtype)
-        return y
-
-
-class RMSNorm(nnx.Module):
-    """HF's Qwen2_5_VLRMSNorm: statistics in float32, cast back to the input dtype, then scaled."""
-
-    def __init__(self, dim: int, eps: float, *, dtype: jnp.dtype, param_dtype: jnp.dtype):
-        self.scale = sharding.param(jnp.ones((dim,), param_dtype), "norm")
-        self.eps = eps
-        self.dtype = dtype
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
+_INIT = nnx.initializers.lecun_normal()
 
 
 class PatchProjection(nnx.Module):
@@ -131,69 +81,66 @@ def rotary_cos_sin(position_ids: jax.Array, head_dim: int, theta: float) -> tupl
     return jnp.cos(angles), jnp.sin(angles)
 
 
-def _rotate_half(x: jax.Array) -> jax.Array:
-    x1, x2 = jnp.split(x, 2, axis=-1)
-    return jnp.concatenate([-x2, x1], axis=-1)
-
-
-def _apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """x: [..., heads, head_dim]; cos, sin: [..., head_dim]; computed in float32 as HF does."""
-    x32 = x.astype(jnp.float32)
-    out = x32 * cos[..., None, :] + _rotate_half(x32) * sin[..., None, :]
-    return out.astype(x.dtype)
-
-
 class VisionAttention(nnx.Module):
-    def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype):
+    """Fused qkv projection, 2-D rope (float32), attention within segments; shared with Qwen3-VL's tower."""
+
+    def __init__(
+        self, config: Any, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype, implementation: str = "auto"
+    ):
         dim = config.hidden_size
         if dim % config.num_heads:
             raise ValueError(f"vision hidden_size {dim} is not divisible by num_heads {config.num_heads}")
         self.num_heads = config.num_heads
         self.head_dim = dim // config.num_heads
-        self.qkv = Linear(dim, 3 * dim, ("embed", "qkv"), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.proj = Linear(dim, dim, ("heads", "embed"), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype, init=_INIT)
+        self.qkv = Linear(dim, 3 * dim, ("embed", "qkv"), **kw)
+        self.proj = Linear(dim, dim, ("heads", "embed"), **kw)
+        self.implementation = check_implementation(implementation)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
-        """x: [R, L, hidden]; mask: [G, S, S] bool with G * S == R * L: attention within consecutive groups of S
-        patches (window slots or whole rows), True where the query may attend the key."""
-        groups, size = mask.shape[0], mask.shape[1]
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
+        """x: [R, L, hidden]; segment_ids: [G, S] with G * S == R * L: attention within consecutive groups of S
+        patches (window slots or whole rows) and, inside a group, within equal ids (0 = padding)."""
+        groups, size = segment_ids.shape
         qkv = self.qkv(x).reshape(*x.shape[:2], 3, self.num_heads, self.head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+        q, k = apply_rope(q, cos, sin, float32=True), apply_rope(k, cos, sin, float32=True)
         q, k, v = (a.reshape(groups, size, self.num_heads, self.head_dim) for a in (q, k, v))
         q = sharding.constrain(q, ("batch", "seq", "act_heads", None))
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None])
+        out = attention(q, k, v, AttentionMask.segments(segment_ids), implementation=self.implementation)
         return self.proj(out.reshape(x.shape))
 
 
-class VisionMLP(nnx.Module):
-    """SwiGLU-style gated MLP with biases (HF's Qwen2_5_VLMLP with bias=True)."""
-
-    def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype):
-        d, f = config.hidden_size, config.intermediate_size
-        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.gate_proj = Linear(d, f, ("embed", "mlp"), **kw)
-        self.up_proj = Linear(d, f, ("embed", "mlp"), **kw)
-        self.down_proj = Linear(f, d, ("mlp", "embed"), **kw)
-        self.act = _activation(config.hidden_act)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h = self.act(self.gate_proj(x)) * self.up_proj(x)
-        h = sharding.constrain(h, ("batch", "seq", "act_mlp"))
-        return self.down_proj(h)
-
-
 class VisionBlock(nnx.Module):
-    def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype):
+    def __init__(
+        self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype,
+        attention: str = "auto",
+    ):  # fmt: skip
         eps = config.rms_norm_eps
         self.norm1 = RMSNorm(config.hidden_size, eps, dtype=dtype, param_dtype=param_dtype)
         self.norm2 = RMSNorm(config.hidden_size, eps, dtype=dtype, param_dtype=param_dtype)
-        self.attn = VisionAttention(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.mlp = VisionMLP(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.attn = VisionAttention(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, implementation=attention)
+        self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, config.hidden_act, use_bias=True,
+                            rngs=rngs, dtype=dtype, param_dtype=param_dtype, init=_INIT)  # fmt: skip
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
-        x = x + self.attn(self.norm1(x), cos, sin, mask)
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
+        x = sharding.constrain(x, ("batch", "seq", "act_embed"))
+        x = x + self.attn(self.norm1(x), cos, sin, segment_ids)
         return x + self.mlp(self.norm2(x))
+
+
+def call_block(block: nnx.Module, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    return block(x, cos, sin, segment_ids)
+
+
+def window_view(segment_ids: jax.Array, row_length: int, implementation: str) -> jax.Array:
+    """The window layers' segment ids [G, S]: one window slot per group (S = W) for xla; for splash, consecutive
+    slots of one row grouped into S = a multiple of 128 patches (window ids are unique within a row, so grouping
+    slots changes nothing but the kernel's block shape). Falls back to S = W where no such S divides the row."""
+    slots, slot = segment_ids.shape
+    if resolve(implementation) != "splash" or slot % 128 == 0:
+        return segment_ids
+    size = next((m for m in range(slot, row_length + 1, slot) if m % 128 == 0 and row_length % m == 0), slot)
+    return segment_ids.reshape(-1, size)
 
 
 class PatchMerger(nnx.Module):
@@ -203,8 +150,8 @@ class PatchMerger(nnx.Module):
         merged = config.hidden_size * config.spatial_merge_size**2
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.ln_q = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
-        self.mlp_0 = Linear(merged, merged, ("embed", "mlp"), **kw)
-        self.mlp_2 = Linear(merged, config.out_hidden_size, ("mlp", "embed"), **kw)
+        self.mlp_0 = Linear(merged, merged, ("embed", "mlp"), use_bias=True, init=_INIT, **kw)
+        self.mlp_2 = Linear(merged, config.out_hidden_size, ("mlp", "embed"), use_bias=True, init=_INIT, **kw)
         self.merged = merged
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -228,6 +175,8 @@ class Qwen25VisionTransformer(nnx.Module):
         rngs: nnx.Rngs,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
+        remat_policy: str = "none",
+        attention: str = "auto",
     ):
         bad = [i for i in config.fullatt_block_indexes if not 0 <= i < config.depth]
         if bad:
@@ -236,9 +185,10 @@ class Qwen25VisionTransformer(nnx.Module):
         self.dtype = dtype
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.patch_embed = PatchEmbed(config, **kw)
-        self.blocks = nnx.List([VisionBlock(config, **kw) for _ in range(config.depth)])
+        self.blocks = nnx.List([VisionBlock(config, attention=attention, **kw) for _ in range(config.depth)])
         self.merger = PatchMerger(config, **kw)
         self.full_attention_blocks = tuple(sorted(set(config.fullatt_block_indexes)))
+        self.remat_policy = check_remat_policy(remat_policy)
 
     def __call__(self, inputs: VisionInputs) -> jax.Array:
         cfg = self.config
@@ -252,16 +202,10 @@ class Qwen25VisionTransformer(nnx.Module):
         x = self.patch_embed(jnp.asarray(inputs.pixel_values))
         head_dim = cfg.hidden_size // cfg.num_heads
         cos, sin = rotary_cos_sin(jnp.asarray(inputs.position_ids), head_dim, cfg.rope_theta)
-        full_masks = _segment_mask(inputs.full_segment_ids)
-        window_masks = _segment_mask(inputs.window_segment_ids)
+        full_ids = jnp.asarray(inputs.full_segment_ids)
+        window_ids = window_view(jnp.asarray(inputs.window_segment_ids), length, self.blocks[0].attn.implementation)
+        call = remat(call_block, self.remat_policy)
         for i, block in enumerate(self.blocks):
-            x = sharding.constrain(x, ("batch", "seq", "act_embed"))
-            x = block(x, cos, sin, full_masks if i in self.full_attention_blocks else window_masks)
+            x = call(block, x, cos, sin, full_ids if i in self.full_attention_blocks else window_ids)
         merged = self.merger(x)
         return jnp.take(merged, global_reverse_index(inputs, merged.shape[0]), axis=0)
-
-
-def _segment_mask(segment_ids: jax.Array) -> jax.Array:
-    """[G, S] ids -> [G, S, S] bool: same id (padding, id 0, only meets padding)."""
-    ids = jnp.asarray(segment_ids)
-    return ids[:, :, None] == ids[:, None, :]

@@ -1,9 +1,9 @@
 """Qwen3-VL text decoder and the full vision-language model in Flax NNX.
 
-Built from the Qwen2.5-VL port's primitives (Linear, RMSNorm, Embed, MLP, masks, KVCache, row writes, image
-splicing); what differs is written here: per-head RMSNorm on queries and keys (no qkv bias, explicit head_dim), the
-interleaved multimodal rotary layout, and DeepStack (vision features from intermediate tower blocks added to the
-hidden states at image positions after the first decoder layers).
+Built from the shared layers (`models.layers`, `models.attention`) and the Qwen2.5-VL port's decoder layer, Embed,
+KVCache and image splicing; what differs is written here: per-head RMSNorm on queries and keys (no qkv bias,
+explicit head_dim), the interleaved multimodal rotary layout, and DeepStack (vision features from intermediate
+tower blocks added to the hidden states at image positions after the first decoder layers).
 
 The call signatures are the Qwen2.5-VL model's (`__call__`, `hidden_states`, `compute_logits`, `init_cache`,
 `forward_with_cache`), so the sampler and the trainers drive either family unchanged. NNX paths mirror HF names:
@@ -21,22 +21,20 @@ import numpy as np
 from flax import nnx
 
 from vinci_jax import sharding
+from vinci_jax.models.attention import AttentionMask, check_implementation
+from vinci_jax.models.layers import Linear, RMSNorm, check_remat_policy, remat
 from vinci_jax.models.qwen2_5_vl.modeling import (
     BATCH_SEQ_EMBED,
-    CACHE_AXES,
-    MLP,
-    REMAT_POLICIES,
+    DecoderLayer,
     Embed,
     KVCache,
-    Linear,
-    RMSNorm,
-    _write_rows,
-    apply_rope,
-    attention_mask_from,
+    attend_heads,
+    call_layer,
     chunk_attention,
     empty_cache,
     image_feature_rows,
     next_write_index,
+    rope_heads,
     splice_image_features,
 )
 from vinci_jax.models.qwen3_vl.config import Qwen3TextConfig, Qwen3VLConfig
@@ -72,7 +70,9 @@ def mrope_cos_sin(position_ids: jax.Array, config: Qwen3TextConfig, dtype: Any) 
 class Attention(nnx.Module):
     """Grouped-query attention with per-head q/k RMSNorm before the rotary embedding (Qwen3)."""
 
-    def __init__(self, config: Qwen3TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
+    def __init__(
+        self, config: Qwen3TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, implementation: str = "auto"
+    ):
         d, hd = config.hidden_size, config.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, hd
         kw = dict(use_bias=config.attention_bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -82,49 +82,17 @@ class Attention(nnx.Module):
         self.o_proj = Linear(self.num_heads * hd, d, ("heads", "embed"), **kw)
         self.q_norm = RMSNorm(hd, config.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
         self.k_norm = RMSNorm(hd, config.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
+        self.implementation = check_implementation(implementation)
 
     def project(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         b, t, _ = x.shape
         q = self.q_norm(self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim))
         k = self.k_norm(self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim))
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-        q = sharding.constrain(apply_rope(q, cos, sin), ("batch", "seq", "act_heads", None))
-        k = sharding.constrain(apply_rope(k, cos, sin), ("batch", "seq", "act_heads", None))
-        return q, k, sharding.constrain(v, ("batch", "seq", "act_heads", None))
+        return rope_heads(q, k, v, cos, sin)
 
-    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-        b, t = q.shape[:2]
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask)
-        return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))
-
-
-class DecoderLayer(nnx.Module):
-    def __init__(self, config: Qwen3TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
-        kw = dict(dtype=dtype, param_dtype=param_dtype)
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
-        self.self_attn = Attention(config, rngs=rngs, **kw)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
-        self.mlp = MLP(config, rngs=rngs, **kw)
-
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
-        x = x + self.self_attn.attend(*self.self_attn.project(self.input_layernorm(x), cos, sin), mask)
-        x = x + self.mlp(self.post_attention_layernorm(x))
-        return sharding.constrain(x, BATCH_SEQ_EMBED)
-
-    def cached(
-        self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
-        start: jax.Array,
-    ) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
-        q, k, v = self.self_attn.project(self.input_layernorm(x), cos, sin)
-        k_cache = sharding.constrain(_write_rows(k_cache, k, start), CACHE_AXES)
-        v_cache = sharding.constrain(_write_rows(v_cache, v, start), CACHE_AXES)
-        x = x + self.self_attn.attend(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), mask)
-        x = x + self.mlp(self.post_attention_layernorm(x))
-        return sharding.constrain(x, BATCH_SEQ_EMBED), k_cache, v_cache
-
-
-def _call_layer(layer: DecoderLayer, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
-    return layer(x, cos, sin, mask)
+    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask) -> jax.Array:
+        return attend_heads(self.o_proj, q, k, v, mask, self.implementation)
 
 
 def add_image_features(
@@ -156,26 +124,26 @@ class Qwen3Model(nnx.Module):
     """Token embedding, decoder layers, final norm (HF's `model.language_model`)."""
 
     def __init__(
-        self, config: Qwen3TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, remat_policy: str = "none"
-    ):
-        if remat_policy != "none" and remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"remat_policy {remat_policy!r} is not 'none' or one of {sorted(REMAT_POLICIES)}")
+        self, config: Qwen3TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, remat_policy: str = "none",
+        attention: str = "auto",
+    ):  # fmt: skip
         self.config = config
-        self.remat_policy = remat_policy
+        self.remat_policy = check_remat_policy(remat_policy)
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.embed_tokens = Embed(config.vocab_size, config.hidden_size, rngs=rngs, **kw)
-        self.layers = nnx.List([DecoderLayer(config, rngs=rngs, **kw) for _ in range(config.num_hidden_layers)])
+        self.layers = nnx.List([
+            DecoderLayer(config, rngs=rngs, attention=attention, attention_class=Attention, **kw)
+            for _ in range(config.num_hidden_layers)
+        ])  # fmt: skip
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
         self.dtype = dtype
 
     def __call__(
-        self, embeds: jax.Array, position_ids: jax.Array, mask: jax.Array, deepstack: _Deepstack | None = None
+        self, embeds: jax.Array, position_ids: jax.Array, mask: AttentionMask, deepstack: _Deepstack | None = None
     ) -> jax.Array:
         cos, sin = mrope_cos_sin(position_ids, self.config, self.dtype)
         x = sharding.constrain(embeds, BATCH_SEQ_EMBED)
-        call = _call_layer
-        if self.remat_policy != "none":
-            call = nnx.remat(_call_layer, policy=REMAT_POLICIES[self.remat_policy])
+        call = remat(call_layer, self.remat_policy)
         for i, layer in enumerate(self.layers):
             x = call(layer, x, cos, sin, mask)
             if deepstack is not None:
@@ -192,8 +160,9 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
     model(input_ids, position_ids, attention_mask=None, segment_ids=None, pixel_values=None, vision_inputs=None)
     -> logits [B, L, vocab]. `vision_inputs` come from the shared `prepare_vision_inputs` called with this model's
     `config.vision` (see vision.py); `position_ids` [3, B, L] from `vinci_jax.models.qwen3_vl.rope_index`.
-    `remat_policy` ("none", "full", "dots", "dots_no_batch") recomputes each decoder layer's activations in the
-    backward pass under that `jax.checkpoint_policies` policy; `model.model.remat_policy` may be set after loading.
+    `remat_policy` ("none", "full", "dots", "dots_no_batch") recomputes each decoder layer's and vision block's
+    activations in the backward pass under that `jax.checkpoint_policies` policy (settable after loading, as
+    `model.model.remat_policy` / `model.visual.remat_policy`); `attention` picks the attention kernels.
     """
 
     def __init__(
@@ -204,12 +173,15 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
         remat_policy: str = "none",
+        attention: str = "auto",
     ):
         self.config = config
         self.dtype = dtype
         kw = dict(dtype=dtype, param_dtype=param_dtype)
-        self.visual = Qwen3VisionTransformer(config.vision, rngs=rngs, **kw)
-        self.model = Qwen3Model(config.text, rngs=rngs, remat_policy=remat_policy, **kw)
+        self.visual = Qwen3VisionTransformer(
+            config.vision, rngs=rngs, remat_policy=remat_policy, attention=attention, **kw
+        )
+        self.model = Qwen3Model(config.text, rngs=rngs, remat_policy=remat_policy, attention=attention, **kw)
         text = config.text
         self.lm_head = (
             None
@@ -256,8 +228,7 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
         vision_inputs: Any = None,
     ) -> jax.Array:
         """Final (normed) hidden states [B, L, hidden]."""
-        b, length = input_ids.shape
-        mask = attention_mask_from(attention_mask, segment_ids, b, length)
+        mask = AttentionMask.for_tokens(attention_mask, segment_ids, shape=input_ids.shape)
         embeds, deepstack = self.embed_with_deepstack(input_ids, pixel_values, vision_inputs)
         return self.model(embeds, position_ids, mask, deepstack)
 
@@ -274,6 +245,10 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
         return self.compute_logits(hidden)
 
     # -- decoding --
+    def rope_cos_sin(self, position_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The decoder's rotary cos, sin [B, L, head_dim] for 3-D positions (the paged decode step uses it)."""
+        return mrope_cos_sin(position_ids, self.config.text, self.dtype)
+
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:
         """An empty cache (all slots invalid, next_index 0), sharded by the cache logical axes under a mesh."""
         return empty_cache(self.config.text, batch, max_len, dtype or self.dtype)

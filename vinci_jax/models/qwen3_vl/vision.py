@@ -33,26 +33,10 @@ import numpy as np
 from flax import nnx
 
 from vinci_jax import sharding
-from vinci_jax.models.qwen2_5_vl.vision import Linear, VisionAttention, _activation, rotary_cos_sin
+from vinci_jax.models.layers import LayerNorm, Linear, activation, check_remat_policy, remat
+from vinci_jax.models.qwen2_5_vl.vision import VisionAttention, call_block, rotary_cos_sin
 from vinci_jax.models.qwen2_5_vl.vision_inputs import VisionInputs, global_reverse_index
 from vinci_jax.models.qwen3_vl.config import Qwen3VisionConfig
-
-
-class LayerNorm(nnx.Module):
-    """torch.nn.LayerNorm: statistics in float32 (exact for float32 inputs), scale and bias tagged `norm`."""
-
-    def __init__(self, dim: int, eps: float, *, dtype: Any, param_dtype: Any):
-        self.scale = sharding.param(jnp.ones((dim,), param_dtype), "norm")
-        self.bias = sharding.param(jnp.zeros((dim,), param_dtype), "norm")
-        self.eps = eps
-        self.dtype = dtype
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-        return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(self.dtype)
 
 
 class PatchProjection(nnx.Module):
@@ -79,6 +63,9 @@ class PatchEmbed(nnx.Module):
 
     def __call__(self, pixel_values: jax.Array) -> jax.Array:
         return self.proj(pixel_values)
+
+
+_INIT = nnx.initializers.lecun_normal()
 
 
 class PositionEmbedding(nnx.Module):
@@ -123,10 +110,10 @@ def interpolated_positions(table: jax.Array, position_ids: jax.Array, segment_id
 
 class VisionMLP(nnx.Module):
     def __init__(self, config: Qwen3VisionConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
-        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype, init=_INIT)
         self.linear_fc1 = Linear(config.hidden_size, config.intermediate_size, ("embed", "mlp"), **kw)
         self.linear_fc2 = Linear(config.intermediate_size, config.hidden_size, ("mlp", "embed"), **kw)
-        self.act = _activation(config.hidden_act)
+        self.act = activation(config.hidden_act)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = sharding.constrain(self.act(self.linear_fc1(x)), ("batch", "seq", "act_mlp"))
@@ -134,15 +121,18 @@ class VisionMLP(nnx.Module):
 
 
 class VisionBlock(nnx.Module):
-    def __init__(self, config: Qwen3VisionConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
+    def __init__(
+        self, config: Qwen3VisionConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, attention: str = "auto"
+    ):
         norm = dict(dtype=dtype, param_dtype=param_dtype)
         self.norm1 = LayerNorm(config.hidden_size, config.layer_norm_eps, **norm)
         self.norm2 = LayerNorm(config.hidden_size, config.layer_norm_eps, **norm)
-        self.attn = VisionAttention(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.attn = VisionAttention(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, implementation=attention)
         self.mlp = VisionMLP(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
-        x = x + self.attn(self.norm1(x), cos, sin, mask)
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
+        x = sharding.constrain(x, ("batch", "seq", "act_embed"))
+        x = x + self.attn(self.norm1(x), cos, sin, segment_ids)
         return x + self.mlp(self.norm2(x))
 
 
@@ -151,7 +141,7 @@ class PatchMerger(nnx.Module):
 
     def __init__(self, config: Qwen3VisionConfig, *, postshuffle: bool, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
         merged = config.hidden_size * config.spatial_merge_size**2
-        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype, init=_INIT)
         norm_dim = merged if postshuffle else config.hidden_size
         self.norm = LayerNorm(norm_dim, config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype)
         self.linear_fc1 = Linear(merged, merged, ("embed", "mlp"), **kw)
@@ -179,13 +169,16 @@ class Qwen3VisionTransformer(nnx.Module):
         rngs: nnx.Rngs,
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
+        remat_policy: str = "none",
+        attention: str = "auto",
     ):
         self.config = config
         self.dtype = dtype
+        self.remat_policy = check_remat_policy(remat_policy)
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.patch_embed = PatchEmbed(config, **kw)
         self.pos_embed = PositionEmbedding(config, rngs=rngs, param_dtype=param_dtype)
-        self.blocks = nnx.List([VisionBlock(config, **kw) for _ in range(config.depth)])
+        self.blocks = nnx.List([VisionBlock(config, attention=attention, **kw) for _ in range(config.depth)])
         self.merger = PatchMerger(config, postshuffle=False, **kw)
         self.deepstack_merger_list = nnx.List(
             [PatchMerger(config, postshuffle=True, **kw) for _ in config.deepstack_visual_indexes]
@@ -205,12 +198,11 @@ class Qwen3VisionTransformer(nnx.Module):
         pos = interpolated_positions(self.pos_embed.embedding[...], positions, segments, cfg.num_grid_per_side)
         x = x + pos.astype(x.dtype)
         cos, sin = rotary_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
-        mask = segments[:, :, None] == segments[:, None, :]
         reverse = global_reverse_index(inputs, rows * length // cfg.spatial_merge_size**2)
         deepstack = []
+        call = remat(call_block, self.remat_policy)
         for i, block in enumerate(self.blocks):
-            x = sharding.constrain(x, ("batch", "seq", "act_embed"))
-            x = block(x, cos, sin, mask)
+            x = call(block, x, cos, sin, segments)
             if i in cfg.deepstack_visual_indexes:
                 merger = self.deepstack_merger_list[cfg.deepstack_visual_indexes.index(i)]
                 deepstack.append(jnp.take(merger(x), reverse, axis=0))

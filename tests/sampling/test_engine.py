@@ -1,0 +1,136 @@
+"""The paged, continuous-batching rollout engine against the lockstep sampler (same per-row keys) on a tiny
+checkpoint with images and mixed prompt lengths: same tokens, stop and length rules, pages all given back, exact
+under preemption, shared prompt pages left intact, log-probs equal to a teacher-forced forward."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vinci_jax.hf.qwen2_5_vl import load_qwen2_5_vl
+from vinci_jax.models.qwen2_5_vl.rope_index import get_rope_index
+from vinci_jax.models.qwen2_5_vl.vision_inputs import prepare_vision_inputs
+from vinci_jax.sampling import Sampler, SamplingParams, make_prompt_batch
+from vinci_jax.sampling.engine import Engine, EngineConfig, _Run
+
+IMAGE, VSTART, VEND, EOS, PAD = 1000, 1002, 1003, 1010, 1011
+PATCH_DIM = 3 * 2 * 14 * 14
+MAX_NEW = 9
+CONFIG = EngineConfig(slots=4, page_size=4, num_pages=64, steps_per_sync=2)  # 9 rows through 4 slots
+
+
+def _prompt(rng, grid, before, after):
+    t, h, w = grid
+    ids = list(rng.integers(0, 900, before)) + [VSTART] + [IMAGE] * (t * h * w // 4) + [VEND]
+    ids += list(rng.integers(0, 900, after))
+    return {
+        "input_ids": np.asarray(ids, np.int32),
+        "pixel_values": rng.normal(size=(t * h * w, PATCH_DIM)).astype(np.float32),
+        "image_grid_thw": np.asarray([grid], np.int64),
+    }
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_qwen25_dir):
+    jax.config.update("jax_default_matmul_precision", "highest")
+    model = load_qwen2_5_vl(tiny_qwen25_dir)
+    rng = np.random.default_rng(0)
+    # prompt lengths 16 (a whole number of 4-token pages), 19 and 5
+    prompts = [_prompt(rng, (1, 4, 6), 5, 3), _prompt(rng, (1, 6, 4), 2, 9), _prompt(rng, (1, 2, 2), 1, 1)]
+    batch = make_prompt_batch(prompts, model.config, PAD)
+    params = SamplingParams(n=3, temperature=0.8, max_new_tokens=MAX_NEW)
+    keys = jax.random.split(jax.random.key(5), batch.batch_size * params.n)
+    free = Sampler(model, (EOS, EOS), PAD).generate_with_row_keys(batch, params, keys)  # same shapes: one compile
+    # a stop token that row 0 samples first: that row stops at step 1; rows that never sample it hit the limit
+    stops = (int(free.tokens[0, 0]), EOS)
+    lockstep = Sampler(model, stops, PAD).generate_with_row_keys(batch, params, keys)
+    yield model, prompts, batch, params, keys, stops, lockstep
+    jax.config.update("jax_default_matmul_precision", None)
+
+
+def _assert_same(out, ref):
+    np.testing.assert_array_equal(out.lengths, ref.lengths)
+    np.testing.assert_array_equal(out.finished, ref.finished)
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+    np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
+    np.testing.assert_array_equal(out.prompt_index, ref.prompt_index)
+
+
+def test_engine_equals_lockstep_sampler(setup):
+    model, _, batch, params, keys, stops, lockstep = setup
+    assert lockstep.lengths.min() == 1 and lockstep.lengths.max() == MAX_NEW and not lockstep.finished.all()
+    engine = Engine(model, stops, PAD, CONFIG)
+    out = engine.generate_with_row_keys(batch, params, keys)
+    _assert_same(out, lockstep)
+    assert engine.stats.pages_in_use_after == 0
+    assert engine.stats.preemptions == 0
+    assert engine.stats.useful_tokens == int(lockstep.lengths.sum())
+
+
+def test_preemption_under_a_tiny_pool_gives_identical_outputs(setup):
+    model, _, batch, params, keys, stops, lockstep = setup
+    # 9 pages: the sink and one row's worst case (19 + 9 tokens in 4-token pages = 7) plus one
+    engine = Engine(model, stops, PAD, dataclasses.replace(CONFIG, num_pages=9))
+    out = engine.generate_with_row_keys(batch, params, keys)
+    assert engine.stats.preemptions > 0
+    assert engine.stats.peak_pages <= 8
+    _assert_same(out, lockstep)
+    assert engine.stats.pages_in_use_after == 0
+
+
+def test_shared_prompt_pages_stay_intact_while_samples_write(setup):
+    model, _, batch, params, keys, stops, _ = setup
+    engine = Engine(model, stops, PAD, CONFIG)
+    run = _Run(engine, batch, params, keys)
+    checked = shared_by_many = 0
+    for _ in run.loop():  # after every finished row, the other samples have written their own pages
+        for prompt, pages in run.shared.items():
+            length = int(batch.prompt_lengths[prompt])
+            start = run.columns - length
+            for layer in (0, len(run.dense_k) - 1):
+                got = np.asarray(run.pages.k[layer][:, jnp.asarray(pages)])  # [KV, pages, P, D]
+                got = got.transpose(1, 2, 0, 3).reshape(len(pages) * run.size, *got.shape[::3])  # [tokens, KV, D]
+                want = np.asarray(run.dense_k[layer][prompt, start : start + len(pages) * run.size])
+                np.testing.assert_array_equal(got, want)
+                checked += 1
+        tables = [(s.prompt, tuple(s.pages)) for s in run.slots if s is not None]
+        for prompt, pages in run.shared.items():  # every running sample of a prompt reads the same full pages
+            readers = [t[: len(pages)] for p, t in tables if p == prompt]
+            shared_by_many += len(readers) > 1
+            assert len(set(readers)) <= 1 and all(r == tuple(pages) for r in readers)
+    assert checked > 0 and shared_by_many > 0
+    assert run.stats.pages_in_use_after == 0
+
+
+def _teacher_forced_logprobs(model, prompts, rows, temperature):
+    """log_softmax(logits / T) of each streamed row's tokens from one plain forward over prompt + response (all rows
+    right-padded into one batch: one compilation)."""
+    width = max(len(prompts[r.prompt]["input_ids"]) + len(r.tokens) for r in rows)
+    ids = np.full((len(rows), width), PAD, np.int32)
+    mask = np.zeros_like(ids)
+    for i, r in enumerate(rows):
+        seq = np.concatenate([prompts[r.prompt]["input_ids"], r.tokens])
+        ids[i, : len(seq)], mask[i, : len(seq)] = seq, 1
+    grids = np.concatenate([prompts[r.prompt]["image_grid_thw"] for r in rows])
+    pixels = np.concatenate([prompts[r.prompt]["pixel_values"] for r in rows])
+    positions, _ = get_rope_index(ids, grids, mask, image_token_id=IMAGE)
+    vision = prepare_vision_inputs(grids, pixels, model.config.vision)
+    logits = model(jnp.asarray(ids), jnp.asarray(positions), attention_mask=jnp.asarray(mask), vision_inputs=vision)
+    scaled = np.asarray(jax.nn.log_softmax(logits / temperature, axis=-1))
+    out = []
+    for i, r in enumerate(rows):
+        start = len(prompts[r.prompt]["input_ids"])
+        out.append(scaled[i, np.arange(start - 1, start - 1 + len(r.tokens)), r.tokens])
+    return out
+
+
+@pytest.mark.slow
+def test_streamed_rows_have_teacher_forced_logprobs(setup):
+    model, prompts, batch, params, keys, stops, _ = setup
+    engine = Engine(model, stops, PAD, CONFIG)
+    rows = list(engine.stream(batch, params, keys))
+    assert sorted(r.row for r in rows) == list(range(9))
+    for r, expected in zip(rows, _teacher_forced_logprobs(model, prompts, rows, params.temperature), strict=True):
+        np.testing.assert_allclose(r.logprobs, expected, atol=1e-4)
