@@ -100,6 +100,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # response tokens per LM-head chunk in the loss (0: all at once); bounds the [rows, chunk, vocab] logits
             # held at a time (16 x 10,240 x 152k floats = 100 GB unchunked)
             "logit_chunk": 1024,
+            "log_ratio_clamp": 20.0,  # |log pi - log pi_old| is clamped to this before exp (finite ratios)
+            # truncated importance sampling: tokens weighted by min(pi_old / pi_sampler, cap); 0 = off. Corrects
+            # for sampler vs trainer numerics; needs old_logprobs detached or recomputed.
+            "tis_cap": 0.0,
         }
     )
     config.reward = ml_collections.ConfigDict(

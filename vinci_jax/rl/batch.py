@@ -35,7 +35,7 @@ def build_micro_batch(
     patch_buckets: Sequence[int] | int | None = None,
 ) -> dict[str, Any]:
     """Arrays for rollout rows `rows`: input_ids, attention_mask, position_ids, vision_inputs, response_start,
-    and over the response window: targets, response_mask, old_logprobs (the sampler's); plus advantages."""
+    and over the response window: targets, response_mask, rollout_logprobs (the sampler's); plus advantages."""
     rows = list(rows)
     prompt_len = prompts.input_ids.shape[1]
     longest = int(max(samples.lengths[r] for r in rows))
@@ -73,6 +73,6 @@ def build_micro_batch(
         "response_start": np.int32(prompt_len - 1),
         "targets": ids[:, prompt_len:],
         "response_mask": response_mask,
-        "old_logprobs": old,
+        "rollout_logprobs": old,
         "advantages": np.asarray([advantages[r] for r in rows], np.float32),
     }

@@ -2,6 +2,11 @@
 
 Kept apart from the ViRL job so that a small loop (tests, the toy run, a future async trainer) can drive the same
 update without the data pipeline or checkpointing around it.
+
+A step whose loss or accumulated gradient is not finite is skipped: the optimizer is not applied, the state comes
+back unchanged (its buffers are only donated to the apply), and the step is logged and counted
+(`skipped_nonfinite` in the metrics, `GRPOUpdater.skipped_steps` in total). One NaN would otherwise poison every
+parameter and every later step.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from absl import logging
 from jax.sharding import Mesh
 
 from vinci_jax import sharding
@@ -58,6 +65,8 @@ class GRPOUpdater:
                 make_apply_fn(optimizer, schedule), donate_argnums=0, out_shardings=(state_shardings, None)
             )
             self.accumulate = jax.jit(add_trees, donate_argnums=0)  # one executable per micro-batch, not one per leaf
+            self.finite = jax.jit(_all_finite)
+        self.skipped_steps = 0
         # XLA:CPU runs each multi-device executable's collectives on a shared thread pool; two in flight at once can
         # starve each other's rendezvous (observed with 8 fake devices on 2 cores). Accelerators keep async dispatch.
         self.serialize = jax.default_backend() == "cpu"
@@ -116,8 +125,17 @@ class GRPOUpdater:
                 grads, stats = (g, s) if grads is None else self.accumulate((grads, stats), (g, s))
                 if self.serialize:
                     jax.block_until_ready(grads)
-            state, applied = self.apply_fn(state, grads)
+            finite = bool(self.finite(stats["loss"], grads))
+            if finite:
+                state, applied = self.apply_fn(state, grads)
         tokens = max(float(stats["tokens"]), 1.0)
+        if not finite:
+            self.skipped_steps += 1
+            logging.warning(
+                "GRPO update skipped: non-finite loss (%s) or gradient; state unchanged (%d skipped so far)",
+                float(stats["loss"]), self.skipped_steps,
+            )  # fmt: skip
+            applied = {"grad_norm": jnp.nan, "param_norm": jnp.nan, "learning_rate": jnp.nan}
         out = {
             "loss": float(stats["loss"]),
             "grad_norm": float(applied["grad_norm"]),
@@ -127,7 +145,15 @@ class GRPOUpdater:
             "clip_fraction": float(stats["clipped_sum"]) / tokens,
             "groups_kept": float(keep.sum()) / self.group_size,
             "response_tokens": total_tokens,
+            "skipped_nonfinite": 0.0 if finite else 1.0,
         }
         if "kl_sum" in stats:
             out["kl"] = float(stats["kl_sum"]) / tokens
+        if "tis_weight_sum" in stats:
+            out["tis_weight"] = float(stats["tis_weight_sum"]) / tokens
         return state, out
+
+
+def _all_finite(loss: jax.Array, grads: Any) -> jax.Array:
+    """One device scalar: loss finite and the global gradient norm finite (a NaN or inf anywhere makes it not)."""
+    return jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))

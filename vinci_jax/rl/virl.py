@@ -64,6 +64,8 @@ def loss_config(config: ml_collections.ConfigDict) -> GRPOLossConfig:
         temperature=float(config.rollout.temperature),
         old_logprobs=a.old_logprobs,
         logit_chunk=int(a.get("logit_chunk", 0)),
+        log_ratio_clamp=float(a.get("log_ratio_clamp", 20.0)),
+        tis_cap=float(a.get("tis_cap", 0.0)),
     )
 
 
