@@ -117,15 +117,17 @@ def _grpo(rewards):
 ADVANTAGES = {
     "grpo": _grpo,
     "dr_grpo": lambda r: (r.reshape(-1, N) - r.reshape(-1, N).mean(1, keepdims=True)).reshape(-1),
-    "rloo": lambda r: (r.reshape(-1, N) - (r.reshape(-1, N).sum(1, keepdims=True) - r.reshape(-1, N)) / (N - 1))
-    .reshape(-1),
+    "rloo": lambda r: (
+        r.reshape(-1, N) - (r.reshape(-1, N).sum(1, keepdims=True) - r.reshape(-1, N)) / (N - 1)
+    ).reshape(-1),
 }
 
 # name: (updater kwargs, loss kwargs, rewards). Two compiled updaters cover every non-default mode (each compile is
 # most of a test's time); the reference models each mode's effect on its own, so a wrong one fails either test.
+# The first keeps one rollout per row (padded, needed by the per-sequence mean), the second packs rows.
 MODES = {
     "rollout_kl_rloo_seqmean": (
-        {"advantage": "rloo"}, {"old_logprobs": "rollout", "kl_coef": 0.5, "loss_agg": "seq-mean-token-mean"},
+        {"advantage": "rloo", "layout": "padded"}, {"old_logprobs": "rollout", "kl_coef": 0.5, "loss_agg": "seq-mean-token-mean"},
         REWARDS,
     ),
     "recomputed_tis_drgrpo_filtered": (

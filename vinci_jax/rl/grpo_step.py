@@ -25,7 +25,7 @@ from vinci_jax import sharding
 from vinci_jax.rl import algorithms as alg
 from vinci_jax.train.train_state import SplitModel, TrainState
 
-MODEL_KEYS = ("input_ids", "position_ids", "attention_mask", "vision_inputs")
+MODEL_KEYS = ("input_ids", "position_ids", "attention_mask", "segment_ids", "vision_inputs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +98,10 @@ def window_logprobs(
 def _forward_logprobs(split: SplitModel, params: Any, micro: dict[str, Any], temperature: float, chunk: int = 0):
     model = split.merge(params)
     hidden = model.hidden_states(**{k: micro[k] for k in MODEL_KEYS if micro.get(k) is not None})
-    window = jax.lax.dynamic_slice_in_dim(hidden, micro["response_start"], micro["targets"].shape[1], axis=1)
+    if "target_positions" in micro:  # packed rows: the hidden state before each response token, per row
+        window = jnp.take_along_axis(hidden, micro["target_positions"][..., None], axis=1)
+    else:
+        window = jax.lax.dynamic_slice_in_dim(hidden, micro["response_start"], micro["targets"].shape[1], axis=1)
     return window_logprobs(model, window, micro["targets"], temperature, chunk)
 
 
@@ -125,7 +128,8 @@ def make_grad_fn(
             old = jax.lax.stop_gradient(logp)
         else:  # the sampler's, or the updater's recomputation under the pre-update parameters
             old = micro["rollout_logprobs" if loss.old_logprobs == "rollout" else "old_logprobs"]
-        advantages = micro["advantages"][:, None]
+        advantages = micro["advantages"]  # [B] one per row, or [B, L] per token (packed rows hold several rollouts)
+        advantages = advantages[:, None] if advantages.ndim == 1 else advantages
         kwargs = {"clip_low": loss.clip_low, "clip_high": loss.clip_high, "dual_clip": loss.dual_clip}
         per_token = policy_loss(logp, old, advantages, log_ratio_clamp=loss.log_ratio_clamp, **kwargs)
         stats = {}
