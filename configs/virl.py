@@ -96,7 +96,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "kl_estimator": "k3",
             "filter_equal_groups": False,  # drop groups whose rewards are all equal (zero advantage)
             "old_logprobs": "detached",  # detached (one on-policy update) | rollout (sampler's) | recomputed
-            "micro_batch_rows": 16,  # rollouts per gradient micro-batch
+            # packed: rollouts first-fit into rows of row_length tokens (0 = widest prompt bucket + max_new_tokens),
+            # told apart by segment ids; padded: one rollout per row (needed by the seq-mean loss aggregations)
+            "row_layout": "packed",
+            "row_length": 0,
+            "micro_batch_rows": 16,  # rows per gradient micro-batch (packed rows each hold one or more rollouts)
             # response tokens per LM-head chunk in the loss (0: all at once); bounds the [rows, chunk, vocab] logits
             # held at a time (16 x 10,240 x 152k floats = 100 GB unchunked)
             "logit_chunk": 1024,

@@ -18,7 +18,7 @@ from vinci_jax.hf.qwen2_5_vl import load_qwen2_5_vl
 from vinci_jax.rl.grpo_step import GRPOLossConfig
 from vinci_jax.rl.rollout import Chunk, Rollouts
 from vinci_jax.rl.updater import GRPOUpdater
-from vinci_jax.sampling import Sampler, SamplingParams, make_prompt_batch
+from vinci_jax.sampling import SampleOutput, Sampler, SamplingParams, make_prompt_batch
 from vinci_jax.train import train_state as ts
 
 IMAGE, VSTART, VEND, EOS, PAD = 1000, 1002, 1003, 1010, 1011
@@ -127,7 +127,8 @@ ADVANTAGES = {
 # The first keeps one rollout per row (padded, needed by the per-sequence mean), the second packs rows.
 MODES = {
     "rollout_kl_rloo_seqmean": (
-        {"advantage": "rloo", "layout": "padded"}, {"old_logprobs": "rollout", "kl_coef": 0.5, "loss_agg": "seq-mean-token-mean"},
+        {"advantage": "rloo", "layout": "padded"},
+        {"old_logprobs": "rollout", "kl_coef": 0.5, "loss_agg": "seq-mean-token-mean"},
         REWARDS,
     ),
     "recomputed_tis_drgrpo_filtered": (
@@ -233,3 +234,50 @@ def test_nonfinite_step_is_skipped_and_counted(setup, updaters):
     moved = [not np.array_equal(a, np.asarray(b)) for a, b in zip(jax.tree.leaves(before),
              jax.tree.leaves(state["params"]), strict=True)]  # fmt: skip
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"])) and any(moved)
+
+
+def test_first_fit_packs_longest_first_into_the_first_bin_with_room():
+    from vinci_jax.rl.batch import first_fit, response_window, row_bucket
+
+    assert first_fit([5, 9, 3, 7, 4, 2], 10) == [[1], [3, 2], [0, 4], [5]]
+    assert sorted(sum(first_fit([6, 6, 6, 1], 12), [])) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="does not fit"):
+        first_fit([11], 10)
+    assert [response_window(t, 100) for t in (1, 50, 51, 100)] == [50, 50, 100, 100]
+    assert [row_bucket(r, 6) for r in (1, 3, 5, 6)] == [1, 4, 6, 6]
+
+
+def _synthetic_chunk(model, rng, prompts_raw, lengths, width):
+    """Rollouts of the given response lengths (tokens, log-probs as a sampler would return them)."""
+    prompts = make_prompt_batch(prompts_raw, model.config, PAD)
+    rows = len(lengths)
+    live = np.arange(width)[None] < lengths[:, None]
+    samples = SampleOutput(
+        tokens=np.where(live, rng.integers(0, 900, (rows, width)), PAD).astype(np.int32),
+        logprobs=np.where(live, -rng.uniform(0.1, 3.0, (rows, width)), 0.0).astype(np.float32),
+        lengths=lengths.astype(np.int32), finished=np.ones(rows, bool),
+        prompt_index=np.repeat(np.arange(len(prompts_raw)), N).astype(np.int32),
+    )  # fmt: skip
+    return Chunk(0, prompts_raw, prompts, samples)
+
+
+def test_packed_updates_stop_recompiling_after_warm_up(setup):
+    """Text prompts, 16 rollouts of 1-24 tokens a step: packed micro-batches take one of a bounded set of shapes
+    (row count a power of two <= micro_batch_rows, window half or whole row), each compiled once (the logged count is
+    the executable cache's), and a shape depends only on the rollouts' lengths: later steps that reorder them (the
+    padded layout's windows would follow whichever rollouts share a micro-batch) compile nothing."""
+    model, split, chunk, reference, mesh, _ = setup
+    rng = np.random.default_rng(11)
+    raw = [{"input_ids": rng.integers(0, 900, k).astype(np.int32)} for k in (5, 9, 6, 8)]
+    updater = _updater(split, mesh, chunk, None)
+    assert updater.layout == "packed"
+    warm = [rng.integers(1, 25, 4 * N) for _ in range(4)]
+    steps = warm + [rng.permutation(lengths) for lengths in warm]
+    compiled = []
+    for lengths in steps:
+        rollouts = make_rollouts([_synthetic_chunk(model, rng, raw, lengths, 24)], rng.uniform(0, 1, 4 * N))
+        state, metrics = updater.update(_fresh_state(split), rollouts)
+        assert metrics["skipped_nonfinite"] == 0.0 and metrics["response_tokens"] == lengths.sum()
+        compiled.append(updater.grad_fn._cache_size())
+        assert compiled[-1] == metrics["compiled_shapes"]  # one compile per logged shape, none unlogged
+    assert compiled[-1] <= 3 * 2 and compiled[4:] == [compiled[3]] * 4, compiled  # rows {1, 2, 4} x 2 windows

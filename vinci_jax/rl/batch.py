@@ -1,9 +1,10 @@
 """Host-side assembly of GRPO training micro-batches from sampled rollouts, in one of two row layouts.
 
-Padded (`build_micro_batch`, one rollout per row): row r of a micro-batch is prompt `prompt_index[r]` (left-padded, as the sampler saw it) followed by its response
-(right-padded). Positions continue the prompt's 3-D positions on all three axes, exactly as decoding assigned them,
-so the training forward sees the same inputs the sampler conditioned on. The response window is rounded up to a
-bucket of the longest response in the micro-batch, not the maximum allowed response length.
+Padded (`build_micro_batch`, one rollout per row): row r of a micro-batch is prompt `prompt_index[r]` (left-padded,
+as the sampler saw it) followed by its response (right-padded). Positions continue the prompt's 3-D positions on all
+three axes, exactly as decoding assigned them, so the training forward sees the same inputs the sampler conditioned
+on. The response window is rounded up to a bucket of the longest response in the micro-batch, not the maximum
+allowed response length.
 
 Targets live in that window only: `targets[b, j]` is the token at sequence position `response_start + 1 + j`
 (`response_start` = prompt length - 1), so the LM head and the log-softmax over the vocabulary run on the response
@@ -15,7 +16,7 @@ packed first-fit by length into rows of one fixed `row_length`, told apart by `s
 padding), which the decoder's attention already honours (causal within a segment, never across: the path packed SFT
 rows use). Positions are each rollout's own, as in the padded layout. `target_positions[b, j]` is the row index of
 the hidden state that predicts response token `targets[b, j]`, so the LM head still runs on response tokens only;
-the response window is a multiple of row_length / 4 (at least 16), and the row count a power of two: a micro-batch
+the response window is half the row or the whole row, and the row count a power of two: a micro-batch
 has one of a few shapes whatever the lengths, so the gradient compiles a bounded number of times.
 
 Shared-prefix rows (a group's prompt once, then its n responses, each attending to the prompt and itself) would
@@ -134,8 +135,10 @@ def first_fit(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 
 
 def response_window(tokens: int, row_length: int) -> int:
-    """The response window of a packed micro-batch: a multiple of max(16, row_length // 4), at most row_length."""
-    quantum = max(16, row_length // 4)
+    """The response window of a packed micro-batch: half the row when its responses fit, else the whole row.
+
+    Two sizes only (each is one more compile); the LM head then runs on at most twice the response tokens."""
+    quantum = max(1, -(-row_length // 2))
     return min(row_length, -(-max(tokens, 1) // quantum) * quantum)
 
 

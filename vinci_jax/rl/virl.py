@@ -152,6 +152,8 @@ class ViRLTrainer:
             pad_token_id=self.processor.pad_token_id,
             state_shardings=self.state_shardings,
             reference_params=reference,
+            layout=str(config.algo.get("row_layout", "packed")),
+            row_length=int(config.algo.get("row_length", 0)),
         )
         workers = int(config.render.num_workers) or None
         self.pool = RenderPool(num_workers=workers, timeout_s=float(config.render.timeout_s))
