@@ -243,8 +243,10 @@ def test_first_fit_packs_longest_first_into_the_first_bin_with_room():
     assert sorted(sum(first_fit([6, 6, 6, 1], 12), [])) == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="does not fit"):
         first_fit([11], 10)
-    assert [response_window(t, 100) for t in (1, 50, 51, 100)] == [50, 50, 100, 100]
-    assert [row_bucket(r, 6) for r in (1, 3, 5, 6)] == [1, 4, 6, 6]
+    assert [response_window(t, 100) for t in (1, 16, 17, 99, 100)] == [16, 16, 32, 100, 100]
+    assert [response_window(t, 400) for t in (1, 50, 51)] == [50, 50, 100]
+    assert [row_bucket(r, 16) for r in (1, 4, 5, 13, 16)] == [4, 4, 8, 16, 16]
+    assert [row_bucket(r, 3) for r in (1, 2, 3)] == [1, 2, 3]
 
 
 def _synthetic_chunk(model, rng, prompts_raw, lengths, width):
@@ -263,16 +265,17 @@ def _synthetic_chunk(model, rng, prompts_raw, lengths, width):
 
 def test_packed_updates_stop_recompiling_after_warm_up(setup):
     """Text prompts, 16 rollouts of 1-24 tokens a step: packed micro-batches take one of a bounded set of shapes
-    (row count a power of two <= micro_batch_rows, window half or whole row), each compiled once (the logged count is
-    the executable cache's), and a shape depends only on the rollouts' lengths: later steps that reorder them (the
-    padded layout's windows would follow whichever rollouts share a micro-batch) compile nothing."""
+    (row count and response window bucketed), each compiled once (the logged count is the executable cache's), and a
+    shape depends only on the rollouts' lengths: later steps that reorder them within their groups (the padded
+    layout's windows would follow whichever rollouts share a micro-batch) compile nothing."""
     model, split, chunk, reference, mesh, _ = setup
     rng = np.random.default_rng(11)
     raw = [{"input_ids": rng.integers(0, 900, k).astype(np.int32)} for k in (5, 9, 6, 8)]
     updater = _updater(split, mesh, chunk, None)
     assert updater.layout == "packed"
     warm = [rng.integers(1, 25, 4 * N) for _ in range(4)]
-    steps = warm + [rng.permutation(lengths) for lengths in warm]
+    # the same lengths, dealt to other rollouts of the same prompt (so the same packed segment lengths)
+    steps = warm + [rng.permuted(lengths.reshape(-1, N), axis=1).reshape(-1) for lengths in warm]
     compiled = []
     for lengths in steps:
         rollouts = make_rollouts([_synthetic_chunk(model, rng, raw, lengths, 24)], rng.uniform(0, 1, 4 * N))
@@ -280,4 +283,4 @@ def test_packed_updates_stop_recompiling_after_warm_up(setup):
         assert metrics["skipped_nonfinite"] == 0.0 and metrics["response_tokens"] == lengths.sum()
         compiled.append(updater.grad_fn._cache_size())
         assert compiled[-1] == metrics["compiled_shapes"]  # one compile per logged shape, none unlogged
-    assert compiled[-1] <= 3 * 2 and compiled[4:] == [compiled[3]] * 4, compiled  # rows {1, 2, 4} x 2 windows
+    assert compiled[-1] <= 4 * 4 and compiled[4:] == [compiled[3]] * 4, compiled  # rows 1-4 x windows 16-56

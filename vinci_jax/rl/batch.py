@@ -16,8 +16,9 @@ packed first-fit by length into rows of one fixed `row_length`, told apart by `s
 padding), which the decoder's attention already honours (causal within a segment, never across: the path packed SFT
 rows use). Positions are each rollout's own, as in the padded layout. `target_positions[b, j]` is the row index of
 the hidden state that predicts response token `targets[b, j]`, so the LM head still runs on response tokens only;
-the response window is half the row or the whole row, and the row count a power of two: a micro-batch
-has one of a few shapes whatever the lengths, so the gradient compiles a bounded number of times.
+the response window is a multiple of row_length / 8 and the row count a multiple of micro_batch_rows / 4: a
+micro-batch has one of at most 32 shapes whatever the lengths (in practice a handful: full micro-batches are alike),
+so the gradient compiles a bounded number of times.
 
 Shared-prefix rows (a group's prompt once, then its n responses, each attending to the prompt and itself) would
 be a third builder here: segment ids become branch ids that the new attention layer's mask description resolves
@@ -135,19 +136,17 @@ def first_fit(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 
 
 def response_window(tokens: int, row_length: int) -> int:
-    """The response window of a packed micro-batch: half the row when its responses fit, else the whole row.
+    """The response window of a packed micro-batch: a multiple of max(16, row_length // 8), at most row_length.
 
-    Two sizes only (each is one more compile); the LM head then runs on at most twice the response tokens."""
-    quantum = max(1, -(-row_length // 2))
+    At most 8 sizes (each one more compile), and the LM head runs on at most row_length / 8 padding per row."""
+    quantum = max(16, -(-row_length // 8))
     return min(row_length, -(-max(tokens, 1) // quantum) * quantum)
 
 
 def row_bucket(rows: int, max_rows: int) -> int:
-    """Rows of a packed micro-batch: the smallest power of two >= rows, capped at max_rows."""
-    size = 1
-    while size < rows:
-        size *= 2
-    return min(size, max(max_rows, rows))
+    """Rows of a packed micro-batch: a multiple of max(1, max_rows // 4), at most max_rows (4 sizes at most)."""
+    quantum = max(1, max_rows // 4)
+    return min(max(max_rows, rows), -(-rows // quantum) * quantum)
 
 
 def build_packed_micro_batch(
