@@ -1,4 +1,4 @@
-"""ViRL's init_from of a training checkpoint restores every parameter straight into its target sharding.
+"""ViRL's init_from of a training checkpoint (Orbax) or an HF dir puts every parameter straight on its sharding.
 
 A watcher thread polls the live device arrays during `load_policy` over 8 fake devices and records the largest
 number of bytes each device held: it stays near the shard size, never near the whole parameter set (the path it
@@ -16,6 +16,7 @@ from flax import nnx
 
 from vinci_jax import sharding
 from vinci_jax.hf.loader import path_str
+from vinci_jax.hf.qwen2_5_vl import export_qwen2_5_vl
 from vinci_jax.models.qwen2_5_vl import Qwen25VLConfig, Qwen25VLForConditionalGeneration
 from vinci_jax.policy import load_policy
 
@@ -58,7 +59,25 @@ class PeakWatcher:
         self._thread.join()
 
 
-def test_orbax_init_from_restores_into_target_shardings(tmp_path):
+def _check_sharded_load(path, mesh, expected, total):
+    with PeakWatcher() as watch:
+        model, _ = load_policy(path, mesh=mesh, dtype=jnp.float32)
+    loaded = nnx.state(model, nnx.Param)
+    final = _device_bytes(jax.tree.leaves(loaded), set())
+    assert watch.polls > 1 and len(final) == 8
+    shard = max(final.values())
+    assert shard < total / 4  # the load itself is sharded: about 1/8 of the set per device, plus small replicas
+    for device in jax.devices():
+        assert watch.peak.get(device, 0) <= 1.3 * shard, (path, device, watch.peak.get(device), shard, total)
+    targets = dict(nnx.to_flat_state(sharding.state_shardings(loaded, mesh)))
+    for key, variable in nnx.to_flat_state(loaded):
+        value = variable.get_value()
+        assert value.sharding == targets[key]
+        np.testing.assert_array_equal(np.asarray(value), expected[path_str(key)])
+    return model
+
+
+def test_init_from_restores_into_target_shardings(tmp_path):
     config = Qwen25VLConfig.tiny()  # the real 151,936-token vocabulary: embedding and head are most of the bytes
     source = nnx.state(Qwen25VLForConditionalGeneration(config, rngs=nnx.Rngs(0)), nnx.Param)
     expected = {path_str(k): np.asarray(v.get_value()) for k, v in nnx.to_flat_state(source)}
@@ -74,17 +93,8 @@ def test_orbax_init_from_restores_into_target_shardings(tmp_path):
     jax.clear_caches()
 
     mesh = sharding.make_mesh({"fsdp": 8})
-    with PeakWatcher() as watch:
-        model, _ = load_policy(tmp_path, mesh=mesh, dtype=jnp.float32)
-    loaded = nnx.state(model, nnx.Param)
-    final = _device_bytes(jax.tree.leaves(loaded), set())
-    assert watch.polls > 1 and len(final) == 8
-    shard = max(final.values())
-    assert shard < total / 4  # the load itself is sharded: about 1/8 of the set per device, plus small replicas
-    for device in jax.devices():
-        assert watch.peak.get(device, 0) <= 1.3 * shard, (device, watch.peak.get(device), shard, total)
-    targets = dict(nnx.to_flat_state(sharding.state_shardings(loaded, mesh)))
-    for key, variable in nnx.to_flat_state(loaded):
-        value = variable.get_value()
-        assert value.sharding == targets[key]
-        np.testing.assert_array_equal(np.asarray(value), expected[path_str(key)])
+    model = _check_sharded_load(tmp_path, mesh, expected, total)
+    # the same parameters as an HF dir: the streaming loader places each tensor's slices on their devices
+    hf_dir = export_qwen2_5_vl(model, tmp_path / "hf", dtype="float32")
+    del model
+    _check_sharded_load(hf_dir, mesh, expected, total)
