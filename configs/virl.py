@@ -98,7 +98,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "old_logprobs": "detached",  # detached (one on-policy update) | rollout (sampler's) | recomputed
             # packed: rollouts first-fit into rows of row_length tokens (0 = widest prompt bucket + max_new_tokens),
             # told apart by segment ids; padded: one rollout per row (needed by the seq-mean loss aggregations)
-            "row_layout": "packed",
+            # padded by default for now: on the short CPU demo the packed layout's extra compiled shapes cost more
+            # than its fewer tokens save (`python -m vinci_jax.bench grpo_update`)
+            "row_layout": "padded",
             "row_length": 0,
             "micro_batch_rows": 16,  # rows per gradient micro-batch (packed rows each hold one or more rollouts)
             # response tokens per LM-head chunk in the loss (0: all at once); bounds the [rows, chunk, vocab] logits
