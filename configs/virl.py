@@ -108,10 +108,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "kl_estimator": "k3",
             "filter_equal_groups": False,  # drop groups whose rewards are all equal (zero advantage)
             "old_logprobs": "detached",  # detached (one on-policy update) | rollout (sampler's) | recomputed
-            "micro_batch_rows": 16,  # rollouts per gradient micro-batch
+            # packed: rollouts first-fit into rows of row_length tokens (0 = widest prompt bucket + max_new_tokens),
+            # told apart by segment ids; padded: one rollout per row (needed by the seq-mean loss aggregations)
+            # padded by default for now: on the short CPU demo the packed layout's extra compiled shapes cost more
+            # than its fewer tokens save (`python -m vinci_jax.bench grpo_update`)
+            "row_layout": "padded",
+            "row_length": 0,
+            "micro_batch_rows": 16,  # rows per gradient micro-batch (packed rows each hold one or more rollouts)
             # response tokens per LM-head chunk in the loss (0: all at once); bounds the [rows, chunk, vocab] logits
             # held at a time (16 x 10,240 x 152k floats = 100 GB unchunked)
             "logit_chunk": 1024,
+            "log_ratio_clamp": 20.0,  # |log pi - log pi_old| is clamped to this before exp (finite ratios)
+            # truncated importance sampling: tokens weighted by min(pi_old / pi_sampler, cap); 0 = off. Corrects
+            # for sampler vs trainer numerics; needs old_logprobs detached or recomputed.
+            "tis_cap": 0.0,
         }
     )
     config.reward = ml_collections.ConfigDict(

@@ -85,26 +85,33 @@ def _processor_dir(path: Path) -> Path | None:
 
 
 def _load_orbax(path: Path, mesh: Mesh | None, dtype: Any, config: Any = None) -> nnx.Module:
-    """Model parameters from an Orbax checkpoint (the latest step of a workdir or a step dir) into a new model."""
+    """Model parameters from an Orbax checkpoint (the latest step of a workdir or a step dir) into a new model.
+
+    Each parameter is restored by Orbax straight into its target sharding (its logical axes over `mesh`; without a
+    mesh, the first device) and dtype: at 8B the whole set (35 GB) never sits on one device or in host memory."""
     import jax
 
     from vinci_jax import sharding
-    from vinci_jax.hf.export import restore_orbax_params
+    from vinci_jax.hf.export import orbax_model_config, restore_orbax_params
     from vinci_jax.hf.loader import path_str
 
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    params, config = restore_orbax_params(root, config)
+    config = config if config is not None else orbax_model_config(root)
     abstract = families.family_of_config(config).abstract_model(config, dtype, jnp.float32)
     graphdef, state = nnx.split(abstract)
+    param_state = nnx.state(abstract, nnx.Param)
+    if mesh is not None:
+        targets = sharding.state_shardings(param_state, mesh)
+        by_name = {path_str(k): v for k, v in nnx.to_flat_state(targets)}
+    else:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        by_name = {path_str(k): device for k, _ in nnx.to_flat_state(param_state)}
+    dtypes = {path_str(k): v.get_value().dtype for k, v in nnx.to_flat_state(param_state)}
+    params, config = restore_orbax_params(root, config, shardings=by_name, dtypes=dtypes)
     for key, variable in nnx.to_flat_state(state):
         name = path_str(key)
         if isinstance(variable, nnx.Param):
-            variable.set_value(jnp.asarray(params[name]))
+            variable.set_value(params[name])
         else:  # non-parameter state (none today) would be rebuilt here
             raise ValueError(f"checkpoint restore does not know how to rebuild state {name!r}")
-    model = nnx.merge(graphdef, state)
-    if mesh is not None:
-        sharding.shard_module(model, mesh)
-    else:
-        nnx.update(model, jax.device_put(nnx.state(model)))
-    return model
+    return nnx.merge(graphdef, state)

@@ -65,3 +65,28 @@ def test_kl_estimators_agree_in_expectation_and_k3_is_nonnegative():
     assert float(jnp.sum(p * alg.kl_k1(lp, lq))) == pytest.approx(exact, rel=1e-5)
     assert float(jnp.sum(p * alg.kl_k3(lp, lq))) == pytest.approx(exact, rel=1e-5)  # unbiased under p
     assert bool(jnp.all(alg.kl_k3(lp, lq) >= 0))
+
+
+def test_log_ratio_is_clamped_before_exp():
+    """Log-probs 200 nats apart (a recomputed or rollout old log-prob of a near-impossible token) overflow exp in
+    float32; with the clamp the ratio, the losses and their gradients stay finite, and the clamp is inactive near 1."""
+    logp = jnp.array([-0.1, -250.0, -1.0])
+    old = jnp.array([-250.0, -0.1, -1.2])
+    adv = jnp.array([-1.0, 1.0, 0.5])
+    assert not bool(jnp.all(jnp.isfinite(jnp.exp(logp - old))))  # what an unclamped ratio gives
+    ratio = alg.importance_ratio(logp, old)
+    np.testing.assert_allclose(ratio, [np.exp(20.0), np.exp(-20.0), np.exp(0.2)], rtol=1e-6)
+    for name in ("ppo_clip", "reinforce"):
+        fn = alg.POLICY_LOSSES[name]
+        grad = jax.grad(lambda lp, fn=fn: jnp.sum(fn(lp, old, adv, dual_clip=None)))(logp)
+        assert bool(jnp.all(jnp.isfinite(fn(logp, old, adv, dual_clip=None)))) and bool(jnp.all(jnp.isfinite(grad)))
+    assert float(alg.ppo_clip_loss(logp, old, adv, dual_clip=None)[2]) == pytest.approx(-0.5 * np.exp(0.2), rel=1e-6)
+
+
+def test_truncated_importance_weights_are_capped_and_carry_no_gradient():
+    old = jnp.log(jnp.array([0.5, 0.2, 0.9]))
+    rollout = jnp.log(jnp.array([0.25, 0.4, 0.9]))
+    weights = alg.truncated_is_weights(old, rollout, cap=1.5)
+    np.testing.assert_allclose(weights, [1.5, 0.5, 1.0], rtol=1e-6)  # 2.0 capped at 1.5
+    grad = jax.grad(lambda o: jnp.sum(alg.truncated_is_weights(o, rollout, cap=1.5)))(old)
+    np.testing.assert_array_equal(grad, 0.0)

@@ -46,7 +46,7 @@ def test_training_batch_reproduces_sampler_logprobs(rollouts):
     logp = np.asarray(make_logprob_fn(split, 0.8)(split.params, micro))
     m = micro["response_mask"] > 0
     assert m.sum() == samples.lengths.sum()
-    np.testing.assert_allclose(logp[m], micro["old_logprobs"][m], atol=1e-4)
+    np.testing.assert_allclose(logp[m], micro["rollout_logprobs"][m], atol=1e-4)
 
 
 def test_micro_batches_sum_to_the_full_batch_gradient(rollouts):

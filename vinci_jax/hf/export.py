@@ -62,14 +62,15 @@ def _orbax_items(src: Path, step: int | None) -> tuple[list[Path], list[Path]]:
     return items, list(dict.fromkeys([step_dir, src, src.parent, *_workdir_of(step_dir)]))
 
 
+def _leaf_name(path: Any) -> str:
+    keys = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+    if keys and keys[-1] == "value":  # nnx.Variable leaves are saved as {"value": array}
+        keys = keys[:-1]
+    return ".".join(keys)
+
+
 def _flat_tree(tree: Any) -> dict[str, Any]:
-    flat = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        keys = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
-        if keys and keys[-1] == "value":  # nnx.Variable leaves are saved as {"value": array}
-            keys = keys[:-1]
-        flat[".".join(keys)] = leaf
-    return flat
+    return {_leaf_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _best_prefix(paths: list[str], rules: list[Rule]) -> tuple[int, str]:
@@ -126,10 +127,32 @@ def orbax_config_dir(src: str | os.PathLike, step: int | None = None) -> Path | 
     return next((d for d in [*items, *config_dirs] if (d / "config.json").is_file()), None)
 
 
+def orbax_model_config(src: str | os.PathLike, step: int | None = None) -> Qwen25VLConfig:
+    """The model config of an Orbax checkpoint, from the config.json beside it (see `orbax_config_dir`)."""
+    config_dir = orbax_config_dir(_orbax_root(src), step)
+    if config_dir is None:
+        raise FileNotFoundError(
+            f"no config.json next to the Orbax checkpoint {_orbax_root(src)}; write the model config's to_hf() there "
+            "(the SFT and ViRL trainers write it into their workdir)"
+        )
+    config_json = json.loads((config_dir / "config.json").read_text())
+    return family_of_model_type(config_json.get("model_type", "qwen2_5_vl")).config_from_hf(config_json)
+
+
 def restore_orbax_params(
-    src: str | os.PathLike, config: Qwen25VLConfig | None = None, *, step: int | None = None
-) -> tuple[dict[str, np.ndarray], Qwen25VLConfig]:
-    """Flat {NNX path: host array} of the model parameters in an Orbax checkpoint, and its config."""
+    src: str | os.PathLike,
+    config: Qwen25VLConfig | None = None,
+    *,
+    step: int | None = None,
+    shardings: Mapping[str, jax.sharding.Sharding] | None = None,
+    dtypes: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], Qwen25VLConfig]:
+    """Flat {NNX path: array} of the model parameters in an Orbax checkpoint, and its config.
+
+    Host numpy arrays by default. With `shardings` ({NNX path: sharding}), those parameters are restored by Orbax
+    straight into their target shardings (each device reads only its shard; nothing passes through one device),
+    cast to `dtypes[path]` when given.
+    """
     import orbax.checkpoint as ocp
 
     root = _orbax_root(src)
@@ -137,14 +160,7 @@ def restore_orbax_params(
     if not items:
         raise FileNotFoundError(f"{root} holds no Orbax checkpoint (no _METADATA in it, its steps or items)")
     if config is None:
-        config_dir = orbax_config_dir(root, step)
-        if config_dir is None:
-            raise FileNotFoundError(
-                f"no config.json next to the Orbax checkpoint {root}; write the model config's to_hf() there "
-                "(the SFT and ViRL trainers write it into their workdir)"
-            )
-        config_json = json.loads((config_dir / "config.json").read_text())
-        config = family_of_model_type(config_json.get("model_type", "qwen2_5_vl")).config_from_hf(config_json)
+        config = orbax_model_config(root, step)
     family = family_of_config(config)  # Qwen2.5-VL or Qwen3-VL
     rules = family.rules(config)
 
@@ -156,11 +172,20 @@ def restore_orbax_params(
     _, _, _, _, item, prefix = min(ranked)
 
     target = _only_subtree(_item_tree_metadata(item), prefix.split(".") if prefix else [])
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+    start = f"{prefix}." if prefix else ""
+    shardings, dtypes = shardings or {}, dtypes or {}
+
+    def restore_arg(path: Any, _: Any) -> Any:
+        name = _leaf_name(path)
+        name = name[len(start) :] if name.startswith(start) else None
+        if name in shardings:
+            return ocp.ArrayRestoreArgs(sharding=shardings[name], dtype=dtypes.get(name))
+        return ocp.RestoreArgs(restore_type=np.ndarray)
+
+    restore_args = jax.tree_util.tree_map_with_path(restore_arg, target)
     tree = ocp.PyTreeCheckpointer().restore(
         item, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
     )
-    start = f"{prefix}." if prefix else ""
     flat = {k[len(start) :]: v for k, v in _flat_tree(tree).items() if k.startswith(start)}
 
     # keep exactly the model's parameters, and check them against its shapes

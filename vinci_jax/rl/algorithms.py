@@ -7,6 +7,10 @@
 
 Defaults follow the released run (shared/reference/virl.md): GRPO advantages with the unbiased group std + 1e-6,
 PPO clip low 0.2 / high 0.3, dual-clip 3.0, token-mean aggregation, KL off.
+
+Importance ratios are exp of a log-ratio clamped to +-LOG_RATIO_CLAMP (as verl does): with rollout or recomputed old
+log-probs one token whose log-probs disagree by more than ~88 would otherwise give inf, and inf * 0 in the masked
+sum gives NaN for the whole step.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ ADVANTAGES: dict[str, AdvantageFn] = {}
 POLICY_LOSSES: dict[str, Callable[..., jax.Array]] = {}
 AGGREGATIONS: dict[str, Callable[[jax.Array, jax.Array, jax.Array | float | None], jax.Array]] = {}
 KL_ESTIMATORS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {}
+LOG_RATIO_CLAMP = 20.0
 
 
 def _register(table: dict, name: str):
@@ -71,6 +76,23 @@ def informative_groups(rewards: np.ndarray, group_size: int, atol: float = 1e-9)
     return (groups.max(axis=1) - groups.min(axis=1)) > atol
 
 
+def importance_ratio(
+    logprobs: jax.Array, old_logprobs: jax.Array, log_ratio_clamp: float = LOG_RATIO_CLAMP
+) -> jax.Array:
+    """exp(clip(logp - old, -c, c)): finite for any finite inputs (outside the clamp the gradient is zero)."""
+    return jnp.exp(jnp.clip(logprobs - old_logprobs, -log_ratio_clamp, log_ratio_clamp))
+
+
+def truncated_is_weights(
+    old_logprobs: jax.Array, rollout_logprobs: jax.Array, cap: float, log_ratio_clamp: float = LOG_RATIO_CLAMP
+) -> jax.Array:
+    """Truncated importance sampling (verl's `tis_imp_ratio_cap`): per-token weights min(pi_old / pi_rollout, cap),
+    no gradient. They correct for the sampler's numerics differing from the trainer's (pi_old: the trainer's
+    log-probs of the behaviour policy, pi_rollout: the sampler's)."""
+    ratio = importance_ratio(old_logprobs, rollout_logprobs, log_ratio_clamp)
+    return jax.lax.stop_gradient(jnp.minimum(ratio, cap))
+
+
 @_register(POLICY_LOSSES, "ppo_clip")
 def ppo_clip_loss(
     logprobs: jax.Array,
@@ -79,12 +101,13 @@ def ppo_clip_loss(
     clip_low: float = 0.2,
     clip_high: float = 0.3,
     dual_clip: float | None = 3.0,
+    log_ratio_clamp: float = LOG_RATIO_CLAMP,
 ) -> jax.Array:
     """Per-token PPO clipped surrogate with asymmetric clip range and dual clip for negative advantages.
 
     advantages broadcast over tokens ([B, 1] for one advantage per response).
     """
-    ratio = jnp.exp(logprobs - old_logprobs)
+    ratio = importance_ratio(logprobs, old_logprobs, log_ratio_clamp)
     unclipped = -advantages * ratio
     clipped = -advantages * jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high)
     loss = jnp.maximum(unclipped, clipped)
@@ -95,9 +118,15 @@ def ppo_clip_loss(
 
 
 @_register(POLICY_LOSSES, "reinforce")
-def reinforce_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array, **_: object) -> jax.Array:
+def reinforce_loss(
+    logprobs: jax.Array,
+    old_logprobs: jax.Array,
+    advantages: jax.Array,
+    log_ratio_clamp: float = LOG_RATIO_CLAMP,
+    **_: object,
+) -> jax.Array:
     """Plain policy gradient with an importance ratio, no clipping."""
-    return -advantages * jnp.exp(logprobs - jax.lax.stop_gradient(old_logprobs))
+    return -advantages * importance_ratio(logprobs, jax.lax.stop_gradient(old_logprobs), log_ratio_clamp)
 
 
 @_register(AGGREGATIONS, "token-mean")

@@ -1,20 +1,35 @@
-"""Host-side assembly of GRPO training micro-batches from sampled rollouts.
+"""Host-side assembly of GRPO training micro-batches from sampled rollouts, in one of two row layouts.
 
-Row r of a micro-batch is prompt `prompt_index[r]` (left-padded, as the sampler saw it) followed by its response
-(right-padded). Positions continue the prompt's 3-D positions on all three axes, exactly as decoding assigned them,
-so the training forward sees the same inputs the sampler conditioned on. The response window is rounded up to a
-bucket of the longest response in the micro-batch, not the maximum allowed response length.
+Padded (`build_micro_batch`, one rollout per row): row r of a micro-batch is prompt `prompt_index[r]` (left-padded,
+as the sampler saw it) followed by its response (right-padded). Positions continue the prompt's 3-D positions on all
+three axes, exactly as decoding assigned them, so the training forward sees the same inputs the sampler conditioned
+on. The response window is rounded up to a bucket of the longest response in the micro-batch, not the maximum
+allowed response length.
 
 Targets live in that window only: `targets[b, j]` is the token at sequence position `response_start + 1 + j`
 (`response_start` = prompt length - 1), so the LM head and the log-softmax over the vocabulary run on the response
 window instead of the whole sequence (the prompt's logits are never needed, and with a 152k vocabulary they would
 dominate memory).
+
+Packed (`build_packed_micro_batch`, the default): rollouts (each its prompt's real tokens, then its response) are
+packed first-fit by length into rows of one fixed `row_length`, told apart by `segment_ids` (1, 2, ... per row, 0 =
+padding), which the decoder's attention already honours (causal within a segment, never across: the path packed SFT
+rows use). Positions are each rollout's own, as in the padded layout. `target_positions[b, j]` is the row index of
+the hidden state that predicts response token `targets[b, j]`, so the LM head still runs on response tokens only;
+the response window is a multiple of row_length / 8 and the row count a multiple of micro_batch_rows / 4: a
+micro-batch has one of at most 32 shapes whatever the lengths (in practice a handful: full micro-batches are alike),
+so the gradient compiles a bounded number of times.
+
+Shared-prefix rows (a group's prompt once, then its n responses, each attending to the prompt and itself) would
+be a third builder here: segment ids become branch ids that the new attention layer's mask description resolves
+(prompt segment visible to all branches), `target_positions` stays as is, and the vision inputs hold each prompt's
+image once. They need that attention layer (the current mask is segment-equality only), so they are not built yet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,7 +50,7 @@ def build_micro_batch(
     patch_buckets: Sequence[int] | int | None = None,
 ) -> dict[str, Any]:
     """Arrays for rollout rows `rows`: input_ids, attention_mask, position_ids, vision_inputs, response_start,
-    and over the response window: targets, response_mask, old_logprobs (the sampler's); plus advantages."""
+    and over the response window: targets, response_mask, rollout_logprobs (the sampler's); plus advantages."""
     rows = list(rows)
     prompt_len = prompts.input_ids.shape[1]
     longest = int(max(samples.lengths[r] for r in rows))
@@ -73,6 +88,127 @@ def build_micro_batch(
         "response_start": np.int32(prompt_len - 1),
         "targets": ids[:, prompt_len:],
         "response_mask": response_mask,
-        "old_logprobs": old,
+        "rollout_logprobs": old,
         "advantages": np.asarray([advantages[r] for r in rows], np.float32),
+    }
+
+
+class RolloutRef(NamedTuple):
+    """One rollout to pack: row `row` of `samples`, sampled from the left-padded `prompts` built from `raw`."""
+
+    prompts: PromptBatch
+    raw: Sequence[dict[str, np.ndarray]]
+    samples: SampleOutput
+    row: int
+    advantage: float
+
+    @property
+    def prompt_index(self) -> int:
+        return int(self.samples.prompt_index[self.row])
+
+    @property
+    def response_length(self) -> int:
+        return int(self.samples.lengths[self.row])
+
+    @property
+    def length(self) -> int:
+        """Tokens the rollout takes in a packed row: its prompt's real tokens and its response."""
+        return int(self.prompts.attention_mask[self.prompt_index].sum()) + self.response_length
+
+
+def first_fit(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Indices of `lengths` in bins of total <= capacity: first-fit decreasing (longest first, each into the first
+    bin with room; ties keep input order, so the packing is deterministic)."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -int(lengths[i])):
+        size = int(lengths[i])
+        if size > capacity:
+            raise ValueError(f"a rollout of {size} tokens does not fit a packed row of {capacity}")
+        slot = next((b for b, free in enumerate(room) if free >= size), None)
+        if slot is None:
+            bins.append([i])
+            room.append(capacity - size)
+        else:
+            bins[slot].append(i)
+            room[slot] -= size
+    return bins
+
+
+def response_window(tokens: int, row_length: int) -> int:
+    """The response window of a packed micro-batch: a multiple of max(16, row_length // 8), at most row_length.
+
+    At most 8 sizes (each one more compile), and the LM head runs on at most row_length / 8 padding per row."""
+    quantum = max(16, -(-row_length // 8))
+    return min(row_length, -(-max(tokens, 1) // quantum) * quantum)
+
+
+def row_bucket(rows: int, max_rows: int) -> int:
+    """Rows of a packed micro-batch: a multiple of max(1, max_rows // 4), at most max_rows (4 sizes at most)."""
+    quantum = max(1, max_rows // 4)
+    return min(max(max_rows, rows), -(-rows // quantum) * quantum)
+
+
+def build_packed_micro_batch(
+    rows: Sequence[Sequence[RolloutRef]],
+    row_length: int,
+    vision_config: Any,
+    pad_token_id: int,
+    *,
+    num_rows: int | None = None,
+    patch_buckets: Sequence[int] | int | None = None,
+) -> dict[str, Any]:
+    """Packed rows (each a list of rollouts) -> input_ids, segment_ids, position_ids [3, B, L], vision_inputs and,
+    over the response window: target_positions, targets, response_mask, rollout_logprobs, advantages (per token).
+    `num_rows` >= len(rows) pads with empty rows (segment 0, no targets)."""
+    count = num_rows or len(rows)
+    window = response_window(max((sum(ref.response_length for ref in row) for row in rows), default=1), row_length)
+    ids = np.full((count, row_length), pad_token_id, np.int32)
+    segments = np.zeros((count, row_length), np.int32)
+    positions = np.zeros((3, count, row_length), np.int32)
+    target_positions = np.zeros((count, window), np.int32)
+    targets = np.full((count, window), pad_token_id, np.int32)
+    response_mask = np.zeros((count, window), np.float32)
+    rollout_logprobs = np.zeros((count, window), np.float32)
+    advantages = np.zeros((count, window), np.float32)
+    grids, pixels = [], []
+    for b, row in enumerate(rows):
+        offset = out = 0
+        for segment, ref in enumerate(row, start=1):
+            p, n, samples = ref.prompt_index, ref.response_length, ref.samples
+            real = ref.prompts.attention_mask[p] > 0
+            prompt_len = int(real.sum())
+            start, end = offset + prompt_len, offset + prompt_len + n
+            if end > row_length or out + n > window:
+                raise ValueError(f"packed row {b} overflows its {row_length} tokens")
+            ids[b, offset:start] = ref.prompts.input_ids[p][real]
+            ids[b, start:end] = samples.tokens[ref.row, :n]
+            segments[b, offset:end] = segment
+            positions[:, b, offset:start] = ref.prompts.position_ids[:, p][:, real]
+            positions[:, b, start:end] = ref.prompts.next_positions[p] + np.arange(n)
+            target_positions[b, out : out + n] = start - 1 + np.arange(n)
+            targets[b, out : out + n] = samples.tokens[ref.row, :n]
+            response_mask[b, out : out + n] = 1.0
+            rollout_logprobs[b, out : out + n] = samples.logprobs[ref.row, :n]
+            advantages[b, out : out + n] = ref.advantage
+            grid = np.asarray(ref.raw[p].get("image_grid_thw", np.zeros((0, 3)))).reshape(-1, 3)
+            if len(grid):  # image features replace image tokens in row-major order: images in packed order
+                grids.append(grid)
+                pixels.append(np.asarray(ref.raw[p]["pixel_values"]))
+            offset, out = end, out + n
+    vision = None
+    if grids:
+        vision = prepare_vision_inputs(
+            np.concatenate(grids), np.concatenate(pixels), vision_config, bucket_sizes=patch_buckets
+        )
+    return {
+        "input_ids": ids,
+        "segment_ids": segments,
+        "position_ids": positions,
+        "vision_inputs": vision,
+        "target_positions": target_positions,
+        "targets": targets,
+        "response_mask": response_mask,
+        "rollout_logprobs": rollout_logprobs,
+        "advantages": advantages,
     }

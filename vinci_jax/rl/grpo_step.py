@@ -25,7 +25,7 @@ from vinci_jax import sharding
 from vinci_jax.rl import algorithms as alg
 from vinci_jax.train.train_state import SplitModel, TrainState
 
-MODEL_KEYS = ("input_ids", "position_ids", "attention_mask", "vision_inputs")
+MODEL_KEYS = ("input_ids", "position_ids", "attention_mask", "segment_ids", "vision_inputs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +44,9 @@ class GRPOLossConfig:
     # response tokens per LM-head chunk (0: the whole window at once). Each chunk's [rows, chunk, vocab] logits are
     # recomputed in the backward pass instead of kept, so memory holds one chunk's logits, not the window's.
     logit_chunk: int = 0
+    log_ratio_clamp: float = alg.LOG_RATIO_CLAMP  # |log pi - log pi_old| bound before exp (finite ratios)
+    # truncated importance sampling (0: off): tokens weighted by min(pi_old / pi_sampler, cap), as verl's TIS
+    tis_cap: float = 0.0
 
     def __post_init__(self) -> None:
         alg.lookup(alg.POLICY_LOSSES, self.policy_loss, "policy loss")
@@ -51,6 +54,8 @@ class GRPOLossConfig:
         alg.lookup(alg.KL_ESTIMATORS, self.kl_estimator, "KL estimator")
         if self.old_logprobs not in ("detached", "rollout", "recomputed"):
             raise ValueError(f"old_logprobs must be detached, rollout or recomputed, got {self.old_logprobs!r}")
+        if self.tis_cap and self.old_logprobs == "rollout":
+            raise ValueError("tis_cap weighs the sampler's log-probs against the trainer's: use detached or recomputed")
 
 
 def target_logprobs(logits: jax.Array, targets: jax.Array, temperature: float) -> tuple[jax.Array, jax.Array]:
@@ -93,7 +98,10 @@ def window_logprobs(
 def _forward_logprobs(split: SplitModel, params: Any, micro: dict[str, Any], temperature: float, chunk: int = 0):
     model = split.merge(params)
     hidden = model.hidden_states(**{k: micro[k] for k in MODEL_KEYS if micro.get(k) is not None})
-    window = jax.lax.dynamic_slice_in_dim(hidden, micro["response_start"], micro["targets"].shape[1], axis=1)
+    if "target_positions" in micro:  # packed rows: the hidden state before each response token, per row
+        window = jnp.take_along_axis(hidden, micro["target_positions"][..., None], axis=1)
+    else:
+        window = jax.lax.dynamic_slice_in_dim(hidden, micro["response_start"], micro["targets"].shape[1], axis=1)
     return window_logprobs(model, window, micro["targets"], temperature, chunk)
 
 
@@ -116,17 +124,25 @@ def make_grad_fn(
         params = jax.tree.map(lambda x, m: x if m else jax.lax.stop_gradient(x), params, trainable)
         logp, entropy = _forward_logprobs(split, params, micro, loss.temperature, loss.logit_chunk)
         mask = micro["response_mask"].astype(jnp.float32)
-        old = jax.lax.stop_gradient(logp) if loss.old_logprobs == "detached" else micro["old_logprobs"]
-        advantages = micro["advantages"][:, None]
+        if loss.old_logprobs == "detached":
+            old = jax.lax.stop_gradient(logp)
+        else:  # the sampler's, or the updater's recomputation under the pre-update parameters
+            old = micro["rollout_logprobs" if loss.old_logprobs == "rollout" else "old_logprobs"]
+        advantages = micro["advantages"]  # [B] one per row, or [B, L] per token (packed rows hold several rollouts)
+        advantages = advantages[:, None] if advantages.ndim == 1 else advantages
         kwargs = {"clip_low": loss.clip_low, "clip_high": loss.clip_high, "dual_clip": loss.dual_clip}
-        per_token = policy_loss(logp, old, advantages, **kwargs)
+        per_token = policy_loss(logp, old, advantages, log_ratio_clamp=loss.log_ratio_clamp, **kwargs)
         stats = {}
+        if loss.tis_cap:
+            weights = alg.truncated_is_weights(old, micro["rollout_logprobs"], loss.tis_cap, loss.log_ratio_clamp)
+            per_token = per_token * weights
+            stats["tis_weight_sum"] = jnp.sum(weights * mask)
         if loss.kl_coef > 0:
             kl = kl_fn(logp, micro["ref_logprobs"])
             per_token = per_token + loss.kl_coef * kl
             stats["kl_sum"] = jnp.sum(kl * mask)
         value = aggregate(per_token, mask, normaliser)
-        ratio = jnp.exp(logp - old)
+        ratio = alg.importance_ratio(logp, old, loss.log_ratio_clamp)
         clipped = ((ratio < 1 - loss.clip_low) & (advantages < 0)) | ((ratio > 1 + loss.clip_high) & (advantages > 0))
         stats |= {
             "loss": value,

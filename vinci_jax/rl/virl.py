@@ -65,6 +65,8 @@ def loss_config(config: ml_collections.ConfigDict) -> GRPOLossConfig:
         temperature=float(config.rollout.temperature),
         old_logprobs=a.old_logprobs,
         logit_chunk=int(a.get("logit_chunk", 0)),
+        log_ratio_clamp=float(a.get("log_ratio_clamp", 20.0)),
+        tis_cap=float(a.get("tis_cap", 0.0)),
     )
 
 
@@ -151,6 +153,8 @@ class ViRLTrainer:
             pad_token_id=self.processor.pad_token_id,
             state_shardings=self.state_shardings,
             reference_params=reference,
+            layout=str(config.algo.get("row_layout", "packed")),
+            row_length=int(config.algo.get("row_length", 0)),
         )
         workers = int(config.render.num_workers) or None
         self.pool = RenderPool(num_workers=workers, timeout_s=float(config.render.timeout_s))
