@@ -18,7 +18,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -34,94 +33,37 @@ _JSON_OUT = flags.DEFINE_string("json_out", "", "Also write the JSON report to t
 flags.mark_flag_as_required("config")
 
 
-def _prepare_backend() -> None:
-    """Compile-only TPU devices come from libtpu; JAX itself runs on the CPU (nothing executes)."""
-    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-    import jax
-
-    jax.config.update("jax_platforms", "cpu")
-
-
-def _compile_all(config: Any, topology: Any, devices: list, wanted: list[str], layers: int | None) -> list[Any]:
-    from vinci_jax import sharding
-    from vinci_jax.aot.programs import build_programs
-    from vinci_jax.aot.report import compile_program
-
-    if layers:
-        with config.unlocked():
-            config.model.num_layers = layers
-    mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
-    programs = build_programs(config, mesh, _IMAGE_TOKENS.value, _REWARD_CROPS.value)
-    known = [p.name for p in programs]
-    unknown = sorted(set(wanted) - set(known))
-    if unknown:
-        print(f"error: unknown programs {unknown}; this job has {known}", file=sys.stderr)
-        sys.exit(2)
-    reports = []
-    for program in programs:
-        if wanted and program.name not in wanted:
-            continue
-        print(f"compiling {program.name} ({program.note}) for {topology.name}"
-              + (f" with {layers} decoder layers" if layers else "") + " ...", flush=True)  # fmt: skip
-        reports.append(compile_program(program, mesh))
-    return reports
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    _prepare_backend()
-    from vinci_jax.aot import report as report_lib
-    from vinci_jax.aot import topologies
-    from vinci_jax.train.model import resolve_model
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")  # compile-only TPU devices come from libtpu; nothing executes
+    from vinci_jax.aot.run import UnknownName, fit_report
 
     try:
-        topology = topologies.lookup(_TOPOLOGY.value)
-    except KeyError as err:
-        print(f"error: {err.args[0]}", file=sys.stderr)
+        result, table = fit_report(
+            _CONFIG.value,
+            _TOPOLOGY.value,
+            programs=_PROGRAMS.value,
+            hbm_fraction=_HBM_FRACTION.value,
+            num_layers=_NUM_LAYERS.value,
+            image_tokens=_IMAGE_TOKENS.value,
+            reward_crops=_REWARD_CROPS.value,
+            progress=lambda line: print(line, flush=True),
+        )
+    except UnknownName as err:
+        print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    devices = topologies.topology_devices(topology)
-    config = _CONFIG.value
-    full_layers = int(resolve_model(config.model)[1].text.num_hidden_layers)
-    layers = _NUM_LAYERS.value
-    wanted = list(_PROGRAMS.value)
-    if layers and 2 * layers < full_layers:
-        small = _compile_all(config, topology, devices, wanted, layers)
-        large = _compile_all(config, topology, devices, wanted, 2 * layers)
-        reports = [report_lib.extrapolate(s, b, (layers, 2 * layers), full_layers)
-                   for s, b in zip(small, large, strict=True)]  # fmt: skip
-    else:
-        reports = _compile_all(config, topology, devices, wanted, None)
-    rows = [r.summary(topology, _HBM_FRACTION.value) for r in reports]
-    print(report_lib.format_table(rows, topology))
-    over = [r for r in rows if not r["fits"]]
-    for r in over:
-        why = "failed to compile" if r["error"] else (
-            f"needs {r['total_gib']:.1f} GiB per chip, over the budget of {r['budget_bytes'] / 2**30:.1f} GiB "
-            f"({_HBM_FRACTION.value:.0%} of {r['hbm_bytes'] / 2**30:.0f} GiB) by "
-            f"{-r['headroom_bytes'] / 2**30:.1f} GiB"
-        )  # fmt: skip
-        print(f"DOES NOT FIT: {r['name']} on {topology.name}: {why}", file=sys.stderr)
-    result = {
-        "config": f"{config.job}:{config.get('preset', '')}",
-        "topology": topology.name,
-        "topology_name": topology.topology_name,
-        "chips": topology.chips,
-        "mesh": dict(config.mesh.to_dict()),
-        "hbm_bytes_per_chip": topology.chip.hbm_bytes,
-        "peak_bf16_flops_per_chip": topology.chip.peak_bf16_flops,
-        "hbm_fraction": _HBM_FRACTION.value,
-        "decoder_layers": full_layers,
-        "compiled_layers": [layers, 2 * layers] if layers and 2 * layers < full_layers else [full_layers],
-        "image_tokens": _IMAGE_TOKENS.value,
-        "programs": rows,
-        "over_budget": [r["name"] for r in over],
-    }
+    print(table)
+    for line in result["over_budget_reasons"]:
+        print(f"DOES NOT FIT: {line}", file=sys.stderr)
     line = json.dumps(result, default=str)
     if _JSON_OUT.value:
         Path(_JSON_OUT.value).write_text(line + "\n")
     print(line, flush=True)
-    if over:
+    if result["over_budget"]:
         sys.exit(3)
 
 

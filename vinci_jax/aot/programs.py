@@ -36,6 +36,7 @@ class Program:
     tokens: int  # tokens (or patches / crops) one call processes, for the report
     note: str = ""
     static: dict[str, Any] = dataclasses.field(default_factory=dict)  # static keyword arguments of `fn`
+    depth_scaled: bool = True  # grows with the policy's decoder layers (False: reward encoder, vision tower)
 
 
 def _sds(shape: tuple[int, ...], dtype: Any, mesh: Mesh, names: tuple[str | None, ...] | None = None) -> Any:
@@ -331,13 +332,16 @@ def _reward_program(config: ml_collections.ConfigDict, mesh: Mesh, crops: int = 
         dtype = jnp.dtype(reward.compute_dtype)
         model = nnx.eval_shape(lambda: Dinov2Model(Dinov2Config.large(), rngs=nnx.Rngs(0), dtype=dtype))
         encoder: Any = Dinov2Encoder(model, post_layernorm=reward.post_layernorm, compute_dtype=dtype)
-        state = nnx.state(model)
-        encoder.params = _with_shardings(
-            jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), state), sharding.state_shardings(state, mesh)
+        state = encoder.params  # nnx.State of Variables holding ShapeDtypeStructs
+        encoder.params = jax.tree.map(
+            lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)),
+            state,
+            sharding.state_shardings(state, mesh),
+            is_leaf=lambda x: isinstance(x, nnx.Variable),
         )
         dim = int(model.config.hidden_size)
         patches = (reward.tile_size // model.config.patch_size) ** 2 + 1
-        per_crop = 2.0 * sum(int(np.prod(v.shape)) for v in jax.tree.leaves(state) if v.ndim >= 2) * patches
+        per_crop = 2.0 * sum(int(np.prod(v.shape)) for v in jax.tree.leaves(state) if len(v.shape) >= 2) * patches
         per_crop += 4.0 * model.config.num_hidden_layers * dim * patches * patches
     else:
         encoder, dim, per_crop = OfflineEncoder(), OfflineEncoder.feature_dim, 0.0
@@ -355,7 +359,7 @@ def _reward_program(config: ml_collections.ConfigDict, mesh: Mesh, crops: int = 
         _sds((groups * int(config.rollout.n),), jnp.float32, mesh),
     )
     return Program("reward_encoder", score_chunk, args, per_crop * crops, crops,
-                   f"{reward.encoder}: {crops} crops of {reward.tile_size}px")  # fmt: skip
+                   f"{reward.encoder}: {crops} crops of {reward.tile_size}px", depth_scaled=False)  # fmt: skip
 
 
 def _vision_program(policy: _Policy, vision: Any, mesh: Mesh) -> Program:
@@ -370,7 +374,8 @@ def _vision_program(policy: _Policy, vision: Any, mesh: Mesh) -> Program:
     patches, row_len = _vision_patches(vision)
     model_flops = flops_lib.vision_flops(policy.model_config.vision, split.params, patches, row_len, 2)
     return Program("vision_tower", fn, (policy.abstract_state["params"], vision), model_flops, patches,
-                   f"{patches} patches in rows of {row_len} (the micro-batch's layout, forward only)")  # fmt: skip
+                   f"{patches} patches in rows of {row_len} (the micro-batch's layout, forward only)",
+                   depth_scaled=False)  # fmt: skip
 
 
 def build_programs(

@@ -88,6 +88,8 @@ def lookup(name: str) -> Topology:
 def topology_devices(topology: Topology) -> list[Any]:
     """TPU devices of `topology` that JAX can compile for on a CPU host (needs libtpu: pip install 'jax[tpu]')."""
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no GCE metadata server here
+    # nothing runs on these devices, so compile-only processes need not take libtpu's one-process-per-host lock
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     import jax
     from jax.experimental import topologies
 
