@@ -5,7 +5,8 @@ Each builder takes the job's config and a mesh (over real or compile-only TPU de
 the sampler's prefill and decode, the reward's scoring chunk) and whose `args` are ShapeDtypeStructs carrying the
 shardings the trainer places its inputs on. Parameters stay abstract (`nnx.eval_shape`), so an 8B model costs no
 memory. Batch shapes follow the config and the host-side bucketing rules (power-of-two prompt / response buckets,
-window-slot vision rows); one image of `image_tokens` merged tokens per prompt stands for the data.
+window-slot vision rows); one image of `image_tokens` merged tokens per prompt stands for the data (0: text only,
+which separates the decoder's memory from the vision tower's).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Program:
     note: str = ""
     static: dict[str, Any] = dataclasses.field(default_factory=dict)  # static keyword arguments of `fn`
     depth_scaled: bool = True  # grows with the policy's decoder layers (False: reward encoder, vision tower)
+    # XLA's cost analysis counts a while loop's body once; a decode loop runs it up to max_new times
+    loop_iterations: int = 1
 
 
 def _sds(shape: tuple[int, ...], dtype: Any, mesh: Mesh, names: tuple[str | None, ...] | None = None) -> Any:
@@ -127,7 +130,7 @@ def sft_programs(config: ml_collections.ConfigDict, mesh: Mesh, image_tokens: in
     }
     vision_config = getattr(trainer.factory.model_config, "vision", None)
     vision = None
-    if vision_config is not None and data.source == "grain":
+    if vision_config is not None and data.source == "grain" and image_tokens > 0:
         # the SFT pipeline: one vision block per batch shard, each text row's patch budget full
         from vinci_jax.train.sft_data import VisionBatches
 
@@ -218,7 +221,7 @@ def virl_programs(
     def rows_spec(shape: tuple[int, ...], dtype: Any) -> Any:
         return _sds(shape, dtype, mesh, ("batch",) + (None,) * (len(shape) - 1))
 
-    vision = vision_specs(vision_config, rows, image_tokens, mesh)
+    vision = vision_specs(vision_config, rows, image_tokens, mesh) if image_tokens > 0 else None
     micro: dict[str, Any] = {
         "input_ids": rows_spec((rows, width), jnp.int32),
         "attention_mask": rows_spec((rows, width), jnp.int32),
@@ -232,9 +235,10 @@ def virl_programs(
     }
     params_sds = policy.abstract_state["params"]
     normaliser = _sds((), jnp.float32, mesh)
-    patches, row_len = _vision_patches(vision)
     grad_flops = flops_lib.text_train_flops(model_config, params, rows, width, window)
-    grad_flops += flops_lib.vision_flops(vision_config, params, patches, row_len, 6)
+    if vision is not None:
+        patches, row_len = _vision_patches(vision)
+        grad_flops += flops_lib.vision_flops(vision_config, params, patches, row_len, 6)
     grads_sds = _with_shardings(
         jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params_sds), policy.state_shardings["params"]
     )
@@ -255,7 +259,7 @@ def virl_programs(
     chunk = int(config.rollout.chunk_prompts)
     n, max_new = int(config.rollout.n), int(config.rollout.max_new_tokens)
     graphdef, state = nnx.split(policy.split.merge(params_sds))
-    prompt_vision = vision_specs(vision_config, chunk, image_tokens, mesh)
+    prompt_vision = vision_specs(vision_config, chunk, image_tokens, mesh) if image_tokens > 0 else None
     replicated = lambda shape, dtype: _sds(shape, dtype, mesh)  # noqa: E731 - the sampler's host inputs (jnp.asarray)
     prefill_args = (
         graphdef,  # static (by name), passed in its position
@@ -266,9 +270,10 @@ def virl_programs(
         prompt_vision,
     )
     prefill_static = {"max_len": prompt_len + max_new}
-    patches, row_len = _vision_patches(prompt_vision)
     prefill_flops = flops_lib.text_forward_flops(model_config, params, chunk, prompt_len, prompt_len, 1)
-    prefill_flops += flops_lib.vision_flops(vision_config, params, patches, row_len, 2)
+    if prompt_vision is not None:
+        patches, row_len = _vision_patches(prompt_vision)
+        prefill_flops += flops_lib.vision_flops(vision_config, params, patches, row_len, 2)
     programs.append(
         Program("sampler_prefill", sampler_lib._prefill, prefill_args, prefill_flops, chunk * prompt_len,
                 f"{chunk} prompts x {prompt_len} tokens, cache for {prompt_len + max_new}", prefill_static)
@@ -296,11 +301,12 @@ def virl_programs(
     decode_flops = flops_lib.decode_flops(model_config, params, decode_rows, prompt_len, max_new)
     programs.append(
         Program("sampler_decode", sampler_lib._decode, decode_args, decode_flops, decode_rows * max_new,
-                f"{decode_rows} rows x {max_new} new tokens (while_loop: compiled FLOPs count one iteration)",
-                decode_static)
+                f"{decode_rows} rows x {max_new} new tokens (compiled FLOPs: one loop step x {max_new})",
+                decode_static, loop_iterations=max_new)
     )  # fmt: skip
     programs.append(_reward_program(config, mesh, reward_crops))
-    programs.append(_vision_program(policy, vision, mesh))
+    if vision is not None:
+        programs.append(_vision_program(policy, vision, mesh))
     return programs
 
 

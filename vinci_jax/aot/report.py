@@ -137,8 +137,8 @@ def compile_program(program: Program, mesh: Any) -> ProgramReport:
     report.code_bytes = float(memory.generated_code_size_in_bytes)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    report.compiled_flops = float(cost.get("flops", 0.0))
-    report.bytes_accessed = float(cost.get("bytes accessed", 0.0))
+    report.compiled_flops = float(cost.get("flops", 0.0)) * program.loop_iterations
+    report.bytes_accessed = float(cost.get("bytes accessed", 0.0)) * program.loop_iterations
     report.largest_temporaries = largest_temporaries(compiled.as_text())
     return report
 
