@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Any
 
 import jax
@@ -294,6 +295,8 @@ def virl_programs(
         replicated((2,), jnp.int32),
         replicated((), jnp.int32),
     )
+    if "limits" in inspect.signature(sampler_lib._decode).parameters:  # per-row token limits [B*n], when taken
+        decode_args += (replicated((decode_rows,), jnp.int32),)
     top_p, top_k = float(config.rollout.top_p), int(config.rollout.top_k)
     decode_static = {
         "n": n, "max_new": max_new, "greedy": False, "top_k": top_k, "use_top_p": top_p < 1.0,
