@@ -172,4 +172,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.family = "qwen3_vl"
         config.model.preset = "qwen3_vl_8b"
         config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
+        # its slice is v5p-64 (32 chips): 32 rollouts a micro-batch put one row on every chip; 16 rows would not
+        # divide the batch axes and the whole micro-batch would be replicated on every chip (vinci_jax.aot)
+        config.algo.micro_batch_rows = 32
     return config

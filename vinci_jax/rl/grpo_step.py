@@ -23,6 +23,7 @@ import optax
 
 from vinci_jax import sharding
 from vinci_jax.rl import algorithms as alg
+from vinci_jax.train.sft_step import constrain_like_params
 from vinci_jax.train.train_state import SplitModel, TrainState
 
 MODEL_KEYS = ("input_ids", "position_ids", "attention_mask", "segment_ids", "vision_inputs")
@@ -113,9 +114,13 @@ def make_logprob_fn(
 
 
 def make_grad_fn(
-    split: SplitModel, loss: GRPOLossConfig, trainable: Any
+    split: SplitModel, loss: GRPOLossConfig, trainable: Any, param_shardings: Any = None
 ) -> Callable[[Any, dict[str, Any], jax.Array], tuple[Any, dict[str, jax.Array]]]:
-    """(params, micro, normaliser) -> (grads, summed statistics). Frozen leaves get stop_gradient."""
+    """(params, micro, normaliser) -> (grads, summed statistics). Frozen leaves get stop_gradient.
+
+    With `param_shardings` (the train state's "params" shardings) the gradients come out on them, so a micro-batch's
+    gradient and the accumulator summing them are FSDP-sharded like the parameters, never whole on every chip.
+    """
     policy_loss = alg.lookup(alg.POLICY_LOSSES, loss.policy_loss, "policy loss")
     aggregate = alg.lookup(alg.AGGREGATIONS, loss.loss_agg, "loss aggregation")
     kl_fn = alg.lookup(alg.KL_ESTIMATORS, loss.kl_estimator, "KL estimator")
@@ -155,7 +160,7 @@ def make_grad_fn(
 
     def grad_fn(params: Any, micro: dict[str, Any], normaliser: jax.Array):
         (_, stats), grads = jax.value_and_grad(objective, has_aux=True)(params, micro, normaliser)
-        return grads, stats
+        return constrain_like_params(param_shardings or split.param_shardings, grads), stats
 
     return grad_fn
 

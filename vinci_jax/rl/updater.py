@@ -73,7 +73,8 @@ class GRPOUpdater:
         if loss.kl_coef > 0 and reference_params is None:
             raise ValueError("kl_coef > 0 needs reference_params (the frozen initial policy)")
         with jax.set_mesh(mesh):
-            self.grad_fn = jax.jit(make_grad_fn(split, loss, trainable))
+            param_shardings = None if state_shardings is None else state_shardings["params"]
+            self.grad_fn = jax.jit(make_grad_fn(split, loss, trainable, param_shardings))
             self.logprob_fn = jax.jit(make_logprob_fn(split, loss.temperature, loss.logit_chunk))
             self.apply_fn = jax.jit(
                 make_apply_fn(optimizer, schedule), donate_argnums=0, out_shardings=(state_shardings, None)

@@ -7,6 +7,7 @@ of `model.hf_dir` / `model.init_from`; everything else here is family-agnostic.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -45,12 +46,16 @@ def model_family(config: ml_collections.ConfigDict) -> ModelFamily:
 
 def resolve_model(config: ml_collections.ConfigDict) -> tuple[ModelFamily, Any]:
     """(family, model config) of a run's model block: from the config.json of `_config_source`, else the family's
-    size `preset` (e.g. "tiny", "8b", "qwen3_vl_8b")."""
+    size `preset` (e.g. "tiny", "8b", "qwen3_vl_8b"); an optional `num_layers` > 0 keeps only that many decoder
+    layers."""
     source = _config_source(config)
     family = model_family(config)
-    if source:
-        return family, family.read_config(source)
-    return family, family.preset(str(config.get("preset") or "tiny"))
+    model_config = family.read_config(source) if source else family.preset(str(config.get("preset") or "tiny"))
+    layers = int(config.get("num_layers", 0) or 0)  # a shallower copy (vinci_jax.aot extrapolates from it)
+    if layers:
+        text = dataclasses.replace(model_config.text, num_hidden_layers=layers)
+        model_config = dataclasses.replace(model_config, text=text)
+    return family, model_config
 
 
 def _constructor(
@@ -115,7 +120,11 @@ class ModelFactory:
             return jax.jit(init, out_shardings=shardings)()
 
     def rest(self) -> nnx.State:
-        """Non-parameter variables (buffers), which checkpoints do not store."""
+        """Non-parameter variables (buffers), which checkpoints do not store. None in the Qwen models: then nothing
+        runs, so a mesh of devices that only compile (vinci_jax.aot's TPU topologies) works too."""
+        rest = nnx.state(self.abstract, nnx.Not(nnx.Param))
+        if not jax.tree.leaves(rest):
+            return rest
         return self._jit_init(lambda m: nnx.state(m, nnx.Not(nnx.Param)))
 
     def params(self) -> dict[str, Any]:

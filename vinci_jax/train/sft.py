@@ -118,17 +118,21 @@ class SFTTrainer:
         return {"params": params, "opt_state": opt_state, "step": step}
 
     # -- compiled steps ------------------------------------------------------------------------------------------
-    def train_step(self, state: ts.TrainState, batch: dict[str, Any]) -> tuple[ts.TrainState, dict[str, Any]]:
+    def jitted_train_step(self, batch_shardings: Any) -> Any:
+        """The jitted, donating train step for batches on `batch_shardings` (built once; vinci_jax.aot lowers it)."""
         if self._jit_step is None:
-            batch_shd = jax.tree.map(lambda x: x.sharding, batch)
             self._jit_step = jax.jit(
                 self._step_fn,
-                in_shardings=(self.state_shardings, batch_shd),
+                in_shardings=(self.state_shardings, batch_shardings),
                 out_shardings=(self.state_shardings, None),
                 donate_argnums=(0,),
             )
+        return self._jit_step
+
+    def train_step(self, state: ts.TrainState, batch: dict[str, Any]) -> tuple[ts.TrainState, dict[str, Any]]:
+        step = self.jitted_train_step(jax.tree.map(lambda x: x.sharding, batch))
         with jax.set_mesh(self.mesh):
-            return self._jit_step(state, batch)
+            return step(state, batch)
 
     def eval_sums(self, params: Any, batch: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
         if self._jit_eval is None:

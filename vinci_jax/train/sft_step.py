@@ -9,6 +9,7 @@ big-batch gradient (up to float summation order) whatever the per-micro-batch to
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -27,6 +28,14 @@ def model_input_names(model: nnx.Module) -> frozenset[str]:
     """Keyword arguments the model's __call__ accepts; batch keys outside this set are not passed to it."""
     params = inspect.signature(type(model).__call__).parameters
     return frozenset(name for name in params if name != "self")
+
+
+def constrain_like_params(param_shardings: Any, tree: Any) -> Any:
+    """Gradients (and their accumulator) on the parameters' own (FSDP) shardings: without this XLA may keep a
+    gradient whole on every chip (a full fp32 copy of the model per chip at 7B). A no-op without shardings."""
+    if param_shardings is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, param_shardings)
 
 
 def token_ce_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -59,6 +68,7 @@ def make_train_step(
     Frozen leaves (`trainable` False) pass through stop_gradient, so autodiff prunes their backward work.
     """
     names = frozenset(input_names if input_names is not None else model_input_names(split.merge()))
+    on_params = functools.partial(constrain_like_params, split.param_shardings)
 
     def sums_and_grads(params: Any, micro: dict[str, Any]) -> tuple[tuple[jax.Array, jax.Array], Any]:
         def loss_sum(p: Any) -> tuple[jax.Array, jax.Array]:
@@ -67,19 +77,19 @@ def make_train_step(
             return total, count
 
         (total, count), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
-        return (total, count), grads
+        return (total, count), on_params(grads)
 
     def step(state: TrainState, batch: dict[str, Any]) -> tuple[TrainState, dict[str, jax.Array]]:
         params = state["params"]
         if accum_steps == 1:
             (total, count), grads = sums_and_grads(params, batch)
         else:
-            zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+            zeros = on_params(jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params))
 
             def body(carry: Any, micro: dict[str, Any]) -> tuple[Any, None]:
                 acc_total, acc_count, acc_grads = carry
                 (t, c), g = sums_and_grads(params, micro)
-                acc_grads = jax.tree.map(lambda a, b: a + b.astype(jnp.float32), acc_grads, g)
+                acc_grads = on_params(jax.tree.map(lambda a, b: a + b.astype(jnp.float32), acc_grads, g))
                 return (acc_total + t, acc_count + c, acc_grads), None
 
             init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zeros)

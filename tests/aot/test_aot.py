@@ -1,0 +1,126 @@
+"""vinci_jax.aot: the trainers' programs compile for a small TPU topology from this CPU host (libtpu, nothing runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+pytest.importorskip("libtpu", reason="compiling for TPU needs libtpu: pip install 'jax[tpu]' (make test installs it)")
+
+from configs import sft as sft_configs  # noqa: E402
+from configs import virl as virl_configs  # noqa: E402
+from vinci_jax.aot import topologies  # noqa: E402
+from vinci_jax.aot.run import UnknownName, fit_report  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPOLOGY = "v5e:2x2"
+# small shapes: the tiny presets' real 151,936-token vocabulary already dominates the compile time
+VIRL_OVERRIDES = {
+    "mesh": {"data": 1, "fsdp": 4, "tensor": 1},
+    "data.max_prompt_len": 32,
+    "rollout.max_new_tokens": 16,
+    "rollout.n": 2,
+    "rollout.chunk_prompts": 1,
+    "algo.micro_batch_rows": 4,
+    "algo.logit_chunk": 8,
+}
+
+
+def _config(module, preset: str, overrides: dict):
+    config = module.get_config(preset)
+    for key, value in overrides.items():
+        node = config
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node[part]
+        if isinstance(value, dict):
+            node[leaf].update(value)
+        else:
+            node[leaf] = value
+    return config
+
+
+def _check_fields(row: dict, fits: bool = True) -> None:
+    assert not row["error"], row["error"]
+    for field in ("argument_bytes", "total_bytes", "compile_s", "roofline_s", "compiled_flops"):
+        assert row[field] > 0, (row["name"], field, row[field])
+    assert row["fits"] is fits and row["total_bytes"] < row["hbm_bytes"]
+    assert (row["headroom_bytes"] > 0) is fits
+    assert row["headroom_fraction"] == pytest.approx(1 - row["total_bytes"] / row["hbm_bytes"])
+    assert row["largest_temporaries"] and all(t["bytes"] > 0 and "[" in t["shape"] for t in row["largest_temporaries"])
+    assert len(row["largest_temporaries"]) <= 5
+    if row["model_flops"]:
+        assert row["flops_ratio"] == pytest.approx(row["compiled_flops"] / row["model_flops"])
+        assert 0 < row["mfu_ceiling"]
+
+
+def test_topology_table_names_chips_hbm_and_peak_with_sources():
+    assert {"v4", "v5e", "v5p", "v6e"} <= set(topologies.CHIPS)
+    for chip in topologies.CHIPS.values():
+        assert chip.hbm_bytes > 0 and chip.peak_bf16_flops > 0 and chip.source.startswith("https://cloud.google.com")
+    v5p = topologies.lookup("v5p-64")
+    assert (v5p.chips, v5p.topology_name) == (32, "v5p:2x4x4")  # v5p-N counts TensorCores: 2 per chip
+    assert topologies.lookup("v5e-256").chips == 256 and topologies.lookup("v6e-64").topology_name == "v6e:8x8"
+    assert topologies.lookup("v5e:2x2") is topologies.lookup("v5e-4")
+    devices = topologies.topology_devices(topologies.lookup(TOPOLOGY))
+    assert len(devices) == 4 and all(d.platform == "tpu" for d in devices)
+
+
+def test_unknown_topology_lists_the_known_ones():
+    with pytest.raises(UnknownName, match="known topologies: .*v5p-64"):
+        fit_report(virl_configs.get_config("tiny"), "v9x-8")
+    with pytest.raises(UnknownName, match="the virl job has .*grpo_grad"):
+        fit_report(virl_configs.get_config("tiny"), TOPOLOGY, programs=["sft_train_step"])
+
+
+def test_tiny_virl_programs_compile_for_a_tpu_topology_with_sharded_gradients():
+    config = _config(virl_configs, "tiny", VIRL_OVERRIDES)
+    result, table = fit_report(config, TOPOLOGY, image_tokens=16, reward_crops=4)
+    rows = {r["name"]: r for r in result["programs"]}
+    assert set(rows) == {"grpo_grad", "grpo_apply", "sampler_prefill", "sampler_decode", "reward_encoder",
+                         "vision_tower"}  # fmt: skip
+    for row in rows.values():
+        _check_fields(row)
+        assert row["name"] in table
+    assert result["over_budget"] == [] and result["chips"] == 4
+    # the micro-batch gradient comes out FSDP-sharded like the fp32 params (4 chips): about a quarter of them
+    grad, apply = rows["grpo_grad"], rows["grpo_apply"]
+    params_per_chip = apply["output_bytes"] / 3  # apply returns params + Adam mu + nu, all sharded alike
+    assert grad["output_bytes"] < 1.2 * params_per_chip
+    assert apply["alias_bytes"] > 0  # the train state is donated
+
+
+def test_tiny_sft_step_compiles_and_an_over_budget_program_is_named():
+    overrides = {"data.global_batch_size": 4, "data.seq_len": 32, "data.patches_per_row": 64, "grad_accum_steps": 2,
+                 "mesh": {"data": 2, "fsdp": 2, "tensor": 1}}  # fmt: skip
+    config = _config(sft_configs, "tiny", overrides)
+    result, _ = fit_report(config, TOPOLOGY, image_tokens=16, hbm_fraction=1e-6)
+    (row,) = result["programs"]
+    assert row["name"] == "sft_train_step"
+    _check_fields(row, fits=False)
+    assert row["model_flops"] > 0 and row["alias_bytes"] > 0  # the train state is donated
+    assert result["over_budget"] == ["sft_train_step"]
+    (reason,) = result["over_budget_reasons"]
+    assert reason.startswith("sft_train_step on v5e-4: needs") and "over the budget" in reason
+
+
+@pytest.mark.slow
+def test_command_line_exit_codes(tmp_path):
+    """2 and the known names for an unknown topology; 3 naming the program over --hbm_fraction."""
+    cli = [sys.executable, "-m", "vinci_jax.aot", "--config", "configs/virl.py:tiny"]
+    result = subprocess.run([*cli, "--topology", "v5p-7"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "unknown topology 'v5p-7'" in result.stderr and "v6e-64" in result.stderr
+    out = tmp_path / "report.json"
+    args = ["--topology", TOPOLOGY, "--programs", "grpo_apply", "--hbm_fraction", "1e-6", "--json_out", str(out)]
+    result = subprocess.run([*cli, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "DOES NOT FIT: grpo_apply on v5e-4" in result.stderr and "over the budget" in result.stderr
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert last["over_budget"] == ["grpo_apply"] and json.loads(out.read_text()) == last

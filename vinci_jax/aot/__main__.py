@@ -1,0 +1,71 @@
+"""`python -m vinci_jax.aot --config configs/virl.py:qwen3_vl_8b --topology v5p-64 [--config.x=y ...]`
+
+Will it fit? Compiles every program of an SFT or ViRL job for a Cloud TPU slice on this (CPU) machine and prints,
+per program and per chip: argument / output / aliased / temporary bytes, the total against the chip's HBM, compiled
+and analytic FLOPs, a roofline time and MFU ceiling, the five largest temporaries, and the compile seconds. The JSON
+report is the last line of output (and `--json_out`). Exits 3 naming every program over `--hbm_fraction` of HBM (or
+that failed to compile), 2 on a bad topology or program name.
+
+Programs: sft_train_step (SFT); grpo_grad, grpo_apply, sampler_prefill, sampler_decode, reward_encoder,
+vision_tower (ViRL). `--num_layers N` compiles N and 2N decoder layers and extrapolates linearly to the model's
+depth (the output says so): full-depth 8B compiles take minutes each on a small CPU host.
+Model options pass through as config overrides, e.g. `--config.model.remat=full`, `--config.model.attention=...`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/sft.py or configs/virl.py, with ':preset'.")
+_TOPOLOGY = flags.DEFINE_string("topology", "v5e-4", "Cloud TPU slice (v5p-64, v5e-256, v6e-64, ...) or v5e:2x2.")
+_PROGRAMS = flags.DEFINE_list("programs", [], "Programs to compile (default: all of the job's).")
+_HBM_FRACTION = flags.DEFINE_float("hbm_fraction", 0.9, "Budget per chip as a fraction of its HBM.")
+_NUM_LAYERS = flags.DEFINE_integer("num_layers", 0, "Compile N and 2N decoder layers and extrapolate (0: full).")
+_IMAGE_TOKENS = flags.DEFINE_integer("image_tokens", 1024, "Merged vision tokens of the one image per prompt/row.")
+_REWARD_CROPS = flags.DEFINE_integer("reward_crops", 0, "Crops per reward-encoder call (0: the largest crop bucket).")
+_JSON_OUT = flags.DEFINE_string("json_out", "", "Also write the JSON report to this file.")
+flags.mark_flag_as_required("config")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")  # compile-only TPU devices come from libtpu; nothing executes
+    from vinci_jax.aot.run import UnknownName, fit_report
+
+    try:
+        result, table = fit_report(
+            _CONFIG.value,
+            _TOPOLOGY.value,
+            programs=_PROGRAMS.value,
+            hbm_fraction=_HBM_FRACTION.value,
+            num_layers=_NUM_LAYERS.value,
+            image_tokens=_IMAGE_TOKENS.value,
+            reward_crops=_REWARD_CROPS.value,
+            progress=lambda line: print(line, flush=True),
+        )
+    except UnknownName as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(table)
+    for line in result["over_budget_reasons"]:
+        print(f"DOES NOT FIT: {line}", file=sys.stderr)
+    line = json.dumps(result, default=str)
+    if _JSON_OUT.value:
+        Path(_JSON_OUT.value).write_text(line + "\n")
+    print(line, flush=True)
+    if result["over_budget"]:
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    app.run(main)
