@@ -231,7 +231,7 @@ def virl_programs(
         "response_start": _sds((), jnp.int32, mesh),
         "targets": rows_spec((rows, window), jnp.int32),
         "response_mask": rows_spec((rows, window), jnp.float32),
-        "old_logprobs": rows_spec((rows, window), jnp.float32),
+        "rollout_logprobs": rows_spec((rows, window), jnp.float32),
         "advantages": rows_spec((rows,), jnp.float32),
     }
     params_sds = policy.abstract_state["params"]
