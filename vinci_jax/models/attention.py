@@ -340,3 +340,14 @@ def _pallas_gpu(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, s
     return gpu_attention.mha(
         q, k, v, jnp.asarray(mask.q_segment_ids, jnp.int32), sm_scale=scale, causal=mask.causal, interpret=interpret
     )
+
+
+def set_implementation(module: Any, implementation: str) -> Any:
+    """Switch every attention layer of `module` (a model loaded or built elsewhere) to `implementation`."""
+    from flax import nnx
+
+    check_implementation(implementation)
+    for _, sub in nnx.iter_modules(module):
+        if hasattr(sub, "implementation"):
+            sub.implementation = implementation
+    return module

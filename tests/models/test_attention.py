@@ -1,0 +1,239 @@
+"""The attention entry point: mask descriptions, and splash (Pallas interpret mode on CPU) / Pallas GPU equal to the
+xla reference in float32, forward and gradients, for every layout the models produce."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vinci_jax import sharding
+from vinci_jax.models.attention import AttentionMask, attention, plan, set_implementation
+from vinci_jax.models.dinov2 import Dinov2Config, Dinov2Model
+from vinci_jax.models.qwen2_5_vl import Qwen25VLConfig, Qwen25VLForConditionalGeneration
+from vinci_jax.models.qwen2_5_vl.modeling import KVCache, chunk_attention
+from vinci_jax.models.qwen2_5_vl.vision import Qwen25VisionTransformer
+from vinci_jax.models.qwen2_5_vl.vision_inputs import prepare_vision_inputs
+from vinci_jax.models.qwen3_vl import Qwen3VLConfig
+from vinci_jax.models.qwen3_vl.vision import Qwen3VisionTransformer
+
+TOL = 1e-5
+
+
+def _qkv(batch: int, length: int, heads: int, kv_heads: int, dim: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    shapes = [(batch, length, heads, dim), (batch, length, kv_heads, dim), (batch, length, kv_heads, dim)]
+    return tuple(jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes)
+
+
+def _close(a, b, tol: float = TOL) -> None:
+    """Equal within `tol` relative to the larger magnitude (gradients of sums grow with the sequence length)."""
+    a, b = np.asarray(a), np.asarray(b)
+    scale = max(1.0, float(np.abs(b).max()))
+    np.testing.assert_allclose(a, b, atol=tol * scale, rtol=0)
+
+
+def _check_pair(q, k, v, mask: AttentionMask, real: np.ndarray | None = None, implementation: str = "splash"):
+    """`implementation` and xla agree on outputs at real positions and on dq, dk, dv of a loss over them."""
+    weight = jnp.asarray(np.random.default_rng(1).normal(size=q.shape), jnp.float32)
+    if real is not None:
+        weight = weight * jnp.asarray(real, jnp.float32)[:, :, None, None]
+
+    def loss(impl):
+        return lambda q, k, v: jnp.sum(attention(q, k, v, mask, implementation=impl) * weight)
+
+    out_x = attention(q, k, v, mask, implementation="xla")
+    out_s = attention(q, k, v, mask, implementation=implementation)
+    keep = np.ones(q.shape[:2], bool) if real is None else np.asarray(real, bool)
+    _close(np.asarray(out_s)[keep], np.asarray(out_x)[keep])
+    grads_x = jax.grad(loss("xla"), argnums=(0, 1, 2))(q, k, v)
+    grads_s = jax.grad(loss(implementation), argnums=(0, 1, 2))(q, k, v)
+    for gs, gx in zip(grads_s, grads_x, strict=True):
+        _close(gs, gx)
+
+
+# ---- descriptions ----------------------------------------------------------------------------------------------------
+
+
+def test_token_mask_is_causal_within_segments_and_padding_is_its_own_segment():
+    ids = np.asarray([[0, 0, 1, 1, 1, 2, 2, 0]], np.int32)
+    dense = np.asarray(AttentionMask.for_tokens(segment_ids=ids, shape=ids.shape).dense(1, 8, 8))[0]
+    i, j = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+    expected = (j <= i) & (ids[0][:, None] == ids[0][None, :])
+    np.testing.assert_array_equal(dense, expected)
+    assert dense.any(axis=1).all()  # no empty softmax row, padding included
+    with pytest.raises(ValueError, match="not both"):
+        AttentionMask.for_tokens(ids, ids, shape=ids.shape)
+
+
+def test_cache_chunk_mask_sees_valid_slots_up_to_the_query_slot():
+    """A 3-token chunk (last one padding) written at per-row offsets into a 6-slot cache with earlier holes."""
+    cache = KVCache(k=(), v=(), valid=jnp.asarray([[1, 1, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0]], bool),
+                    next_index=jnp.asarray([2, 2], jnp.int32))  # fmt: skip
+    _, _, valid, mask = chunk_attention(cache, jnp.asarray([[1, 1, 0], [1, 1, 0]]), 2, 3)
+    dense = np.asarray(mask.dense(2, 3, 6))
+    np.testing.assert_array_equal(np.asarray(valid), [[1, 1, 1, 1, 0, 0], [0, 1, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(dense[0, 0], [1, 1, 1, 0, 0, 0])  # slot 2 sees 0..2
+    np.testing.assert_array_equal(dense[1, 1], [0, 1, 1, 1, 0, 0])  # slot 3 sees the valid slots 1..3
+    np.testing.assert_array_equal(dense[1, 2], [1, 0, 0, 0, 1, 0])  # the padding query: invalid slots <= 4
+    assert plan("splash", 3, 6, mask) == "xla"  # per-row positions: no kernel expresses them
+
+
+def test_auto_is_xla_on_cpu_and_splash_needs_no_positions():
+    mask = AttentionMask.segments(jnp.ones((1, 256), jnp.int32), causal=True)
+    assert plan("auto", 256, 256, mask) == "xla"
+    assert plan("splash", 256, 256, mask) == "splash"
+    assert plan("splash", 100, 100, mask) == "splash"  # padded to 128 inside
+    assert plan("splash", 100, 256, mask) == "xla"  # causal with unequal unaligned lengths
+    assert plan("cudnn", 256, 256, mask) == "pallas_gpu"
+    assert plan("cudnn", 256, 256, AttentionMask(causal=True)) == "cudnn"
+    with pytest.raises(ValueError, match="not one of"):
+        plan("flash", 256, 256, mask)
+
+
+# ---- splash == xla on the decoders' layouts ---------------------------------------------------------------------
+
+
+def test_splash_packed_sft_rows_with_segment_ids():
+    q, k, v = _qkv(2, 256, 4, 2, 32)
+    ids = np.zeros((2, 256), np.int32)
+    ids[0, :90], ids[0, 90:200], ids[0, 200:] = 1, 2, 0  # two samples then right padding
+    ids[1, :40], ids[1, 40:] = 3, 4
+    _check_pair(q, k, v, AttentionMask.for_tokens(segment_ids=ids, shape=ids.shape), real=ids > 0)
+
+
+def test_splash_left_padded_prompts_and_grpo_response_windows():
+    """GRPO rows: a left-padded prompt, then its response, then right padding up to the window bucket."""
+    q, k, v = _qkv(3, 128, 4, 1, 16, seed=2)
+    real = np.zeros((3, 128), np.int32)
+    for row, (pad, prompt, response) in enumerate([(20, 44, 64), (0, 64, 30), (50, 14, 1)]):
+        real[row, pad : pad + prompt + response] = 1
+    _check_pair(q, k, v, AttentionMask.for_tokens(attention_mask=real, shape=real.shape), real=real > 0)
+
+
+def test_splash_pads_lengths_that_are_not_a_block_multiple():
+    q, k, v = _qkv(2, 100, 2, 2, 16, seed=3)
+    ids = np.ones((2, 100), np.int32)
+    ids[1, 70:] = 2
+    _check_pair(q, k, v, AttentionMask.segments(ids, causal=True))
+    _check_pair(q, k, v, AttentionMask())  # unmasked (DINOv2's layout)
+
+
+def test_splash_inside_shard_map_over_the_mesh_equals_xla():
+    q, k, v = _qkv(4, 128, 4, 2, 16, seed=4)
+    ids = np.ones((4, 128), np.int32)
+    ids[:, 60:] = 2
+    mask = AttentionMask.for_tokens(segment_ids=ids, shape=ids.shape)
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+
+    @jax.jit
+    def both(q, k, v):
+        return attention(q, k, v, mask, implementation="splash"), attention(q, k, v, mask, implementation="xla")
+
+    with jax.set_mesh(mesh):
+        out_s, out_x = both(q, k, v)
+        text = both.lower(q, k, v).as_text()
+    assert "shard_map" in text or "sdy.manual_computation" in text
+    _close(out_s, out_x)
+
+
+def test_pallas_gpu_kernel_with_segment_ids_equals_xla():
+    """The cudnn implementation's segment-id path (Triton kernel, interpret mode here)."""
+    q, k, v = _qkv(1, 128, 2, 1, 16, seed=5)
+    ids = np.ones((1, 128), np.int32)
+    ids[0, 50:] = 2
+    mask = AttentionMask.for_tokens(segment_ids=ids, shape=ids.shape)
+    _close(attention(q, k, v, mask, implementation="cudnn"), attention(q, k, v, mask, implementation="xla"))
+
+
+def _param_grads(model: nnx.Module, loss_of) -> dict:
+    graphdef, params = nnx.split(model)
+    grads = jax.grad(lambda p: loss_of(nnx.merge(graphdef, p)))(params)
+    return dict(jax.tree_util.tree_flatten_with_path(grads)[0])
+
+
+def _check_model(model: nnx.Module, run, real_of_output=None) -> None:
+    """Forward and parameter gradients of `run(model)` equal under splash and xla."""
+    weight_cache = {}
+
+    def loss_of(m):
+        out = run(m)
+        if "w" not in weight_cache:
+            weight_cache["w"] = jnp.asarray(np.random.default_rng(7).normal(size=out.shape), out.dtype)
+        w = weight_cache["w"] if real_of_output is None else weight_cache["w"] * real_of_output
+        return jnp.sum(out * w)
+
+    outs, grads = {}, {}
+    for impl in ("xla", "splash"):
+        set_implementation(model, impl)
+        outs[impl] = run(model)
+        grads[impl] = _param_grads(model, loss_of)
+    keep = np.ones(outs["xla"].shape, bool) if real_of_output is None else np.broadcast_to(
+        np.asarray(real_of_output) != 0, outs["xla"].shape)  # fmt: skip
+    _close(np.asarray(outs["splash"])[keep], np.asarray(outs["xla"])[keep])
+    assert grads["xla"].keys() == grads["splash"].keys()
+    for path, gx in grads["xla"].items():
+        _close(grads["splash"][path], gx)
+
+
+def test_qwen25_decoder_splash_equals_xla_on_grpo_rows():
+    config = Qwen25VLConfig.tiny()
+    config = dataclasses.replace(config, text=dataclasses.replace(config.text, vocab_size=256, num_hidden_layers=1))
+    model = Qwen25VLForConditionalGeneration(config, rngs=nnx.Rngs(0))
+    real = np.zeros((2, 128), np.int32)
+    real[0, 30:100], real[1, 0:128] = 1, 1
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 200, size=(2, 128)), jnp.int32)
+    positions = jnp.broadcast_to(jnp.cumsum(jnp.asarray(real), axis=1), (3, 2, 128))
+    mask = jnp.asarray(real)
+
+    def run(m):
+        return m.hidden_states(ids, positions, attention_mask=mask)
+
+    _check_model(model, run, jnp.asarray(real, jnp.float32)[:, :, None])
+
+
+# ---- vision towers and DINOv2 ------------------------------------------------------------------------------------
+
+
+def _pixels(grid: np.ndarray, patch_dim: int, seed: int = 0) -> np.ndarray:
+    count = int(np.prod(grid, axis=1).sum())
+    return np.random.default_rng(seed).normal(size=(count, patch_dim)).astype(np.float32)
+
+
+def test_qwen25_vision_windowed_and_full_blocks_with_several_images():
+    config = dataclasses.replace(Qwen25VLConfig.tiny().vision, depth=2, fullatt_block_indexes=(1,))
+    model = Qwen25VisionTransformer(config, rngs=nnx.Rngs(1))
+    grid = np.asarray([[1, 4, 6], [1, 8, 4], [1, 2, 2]])
+    patch_dim = config.in_channels * config.temporal_patch_size * config.patch_size**2
+    inputs = prepare_vision_inputs(grid, _pixels(grid, patch_dim), config, row_patches=256)
+    assert inputs.full_segment_ids.shape == (1, 256)
+    assert len(set(np.unique(inputs.full_segment_ids)) - {0}) == 3  # one segment per image
+    real = jnp.arange(inputs.reverse_index.shape[0])[:, None] < int(inputs.num_merged_tokens)
+    _check_model(model, lambda m: m(inputs), real.astype(jnp.float32))
+
+
+def test_qwen3_vision_splash_equals_xla():
+    config = dataclasses.replace(Qwen3VLConfig.tiny().vision, depth=2, deepstack_visual_indexes=(0,))
+    model = Qwen3VisionTransformer(config, rngs=nnx.Rngs(2))
+    grid = np.asarray([[1, 4, 4], [1, 6, 4]])
+    patch_dim = config.in_channels * config.temporal_patch_size * config.patch_size**2
+    inputs = prepare_vision_inputs(grid, _pixels(grid, patch_dim, 1), config, row_patches=128)
+    real = jnp.arange(inputs.reverse_index.shape[0])[:, None] < int(inputs.num_merged_tokens)
+
+    def run(m):
+        features, deepstack = m(inputs)
+        return jnp.concatenate([features, *deepstack], axis=-1)
+
+    _check_model(model, run, real.astype(jnp.float32))
+
+
+def test_dinov2_splash_equals_xla():
+    config = Dinov2Config.tiny()
+    model = Dinov2Model(config, rngs=nnx.Rngs(3))
+    side = config.patch_size * 4
+    pixels = jnp.asarray(np.random.default_rng(4).normal(size=(2, side, side, 3)), jnp.float32)
+    _check_model(model, lambda m: m(pixels)[1])
