@@ -46,12 +46,14 @@ def _check_pair(q, k, v, mask: AttentionMask, real: np.ndarray | None = None, im
     def loss(impl):
         return lambda q, k, v: jnp.sum(attention(q, k, v, mask, implementation=impl) * weight)
 
-    out_x = attention(q, k, v, mask, implementation="xla")
-    out_s = attention(q, k, v, mask, implementation=implementation)
+    def forward(impl):
+        return jax.jit(lambda q, k, v: attention(q, k, v, mask, implementation=impl))
+
+    out_x, out_s = forward("xla")(q, k, v), forward(implementation)(q, k, v)
     keep = np.ones(q.shape[:2], bool) if real is None else np.asarray(real, bool)
     _close(np.asarray(out_s)[keep], np.asarray(out_x)[keep])
-    grads_x = jax.grad(loss("xla"), argnums=(0, 1, 2))(q, k, v)
-    grads_s = jax.grad(loss(implementation), argnums=(0, 1, 2))(q, k, v)
+    grads_x = jax.jit(jax.grad(loss("xla"), argnums=(0, 1, 2)))(q, k, v)
+    grads_s = jax.jit(jax.grad(loss(implementation), argnums=(0, 1, 2)))(q, k, v)
     for gs, gx in zip(grads_s, grads_x, strict=True):
         _close(gs, gx)
 
@@ -116,11 +118,11 @@ def test_splash_left_padded_prompts_and_grpo_response_windows():
 
 
 def test_splash_pads_lengths_that_are_not_a_block_multiple():
+    """100 tokens padded to one 128 block: the pads are their own segment, causal rows stay unchanged."""
     q, k, v = _qkv(2, 100, 2, 2, 16, seed=3)
     ids = np.ones((2, 100), np.int32)
     ids[1, 70:] = 2
     _check_pair(q, k, v, AttentionMask.segments(ids, causal=True))
-    _check_pair(q, k, v, AttentionMask())  # unmasked (DINOv2's layout)
 
 
 def test_splash_inside_shard_map_over_the_mesh_equals_xla():
@@ -150,36 +152,37 @@ def test_pallas_gpu_kernel_with_segment_ids_equals_xla():
     _close(attention(q, k, v, mask, implementation="cudnn"), attention(q, k, v, mask, implementation="xla"))
 
 
-def _param_grads(model: nnx.Module, loss_of) -> dict:
+def _forward_and_grads(model: nnx.Module, run, weight) -> tuple[jax.Array, dict]:
     graphdef, params = nnx.split(model)
-    grads = jax.grad(lambda p: loss_of(nnx.merge(graphdef, p)))(params)
-    return dict(jax.tree_util.tree_flatten_with_path(grads)[0])
+
+    @jax.jit
+    def both(p):
+        out, vjp = jax.vjp(lambda p: run(nnx.merge(graphdef, p)), p)
+        return out, vjp(weight)[0]
+
+    out, grads = both(params)
+    return out, dict(jax.tree_util.tree_flatten_with_path(grads)[0])
 
 
 def _check_model(model: nnx.Module, run, real_of_output=None) -> None:
-    """Forward and parameter gradients of `run(model)` equal under splash and xla."""
-    weight_cache = {}
-
-    def loss_of(m):
-        out = run(m)
-        if "w" not in weight_cache:
-            weight_cache["w"] = jnp.asarray(np.random.default_rng(7).normal(size=out.shape), out.dtype)
-        w = weight_cache["w"] if real_of_output is None else weight_cache["w"] * real_of_output
-        return jnp.sum(out * w)
-
+    """Forward and parameter gradients (of a random projection of the real outputs) of `run(model)` equal under
+    splash and xla."""
+    shape = jax.eval_shape(lambda: run(model)).shape
+    weight = jnp.asarray(np.random.default_rng(7).normal(size=shape), jnp.float32)
+    if real_of_output is not None:
+        weight = weight * real_of_output
     outs, grads = {}, {}
     for impl in ("xla", "splash"):
         set_implementation(model, impl)
-        outs[impl] = run(model)
-        grads[impl] = _param_grads(model, loss_of)
-    keep = np.ones(outs["xla"].shape, bool) if real_of_output is None else np.broadcast_to(
-        np.asarray(real_of_output) != 0, outs["xla"].shape)  # fmt: skip
+        outs[impl], grads[impl] = _forward_and_grads(model, run, weight)
+    keep = np.ones(shape, bool) if real_of_output is None else np.broadcast_to(np.asarray(real_of_output) != 0, shape)
     _close(np.asarray(outs["splash"])[keep], np.asarray(outs["xla"])[keep])
     assert grads["xla"].keys() == grads["splash"].keys()
     for path, gx in grads["xla"].items():
         _close(grads["splash"][path], gx)
 
 
+@pytest.mark.slow  # whole-model compiles in interpret mode (30-40 s here)
 def test_qwen25_decoder_splash_equals_xla_on_grpo_rows():
     config = Qwen25VLConfig.tiny()
     config = dataclasses.replace(config, text=dataclasses.replace(config.text, vocab_size=256, num_hidden_layers=1))
@@ -216,6 +219,7 @@ def test_qwen25_vision_windowed_and_full_blocks_with_several_images():
     _check_model(model, lambda m: m(inputs), real.astype(jnp.float32))
 
 
+@pytest.mark.slow  # whole-model compiles in interpret mode (30-40 s here)
 def test_qwen3_vision_splash_equals_xla():
     config = dataclasses.replace(Qwen3VLConfig.tiny().vision, depth=2, deepstack_visual_indexes=(0,))
     model = Qwen3VisionTransformer(config, rngs=nnx.Rngs(2))
@@ -231,7 +235,9 @@ def test_qwen3_vision_splash_equals_xla():
     _check_model(model, run, real.astype(jnp.float32))
 
 
+@pytest.mark.slow  # whole-model compiles in interpret mode (30-40 s here)
 def test_dinov2_splash_equals_xla():
+    """Unmasked attention over 1 + 16 tokens: splash pads them to a 128 block."""
     config = Dinov2Config.tiny()
     model = Dinov2Model(config, rngs=nnx.Rngs(3))
     side = config.patch_size * 4

@@ -241,9 +241,10 @@ def _splash_kernel(heads: int, q_len: int, kv_len: int, causal: bool, window: in
         block_q_dkv=bq, block_kv_dkv=bkv, block_kv_dkv_compute=bkv,
         block_q_dq=bq, block_kv_dq=bkv,
     )  # fmt: skip
-    return sk.make_splash_mha(
-        sm.MultiHeadMask([one] * heads), block_sizes=blocks, head_shards=1, q_seq_shards=1, interpret=interpret
-    )
+    with jax.ensure_compile_time_eval():  # the kernel's mask tables are constants, cached across traces
+        return sk.make_splash_mha(
+            sm.MultiHeadMask([one] * heads), block_sizes=blocks, head_shards=1, q_seq_shards=1, interpret=interpret
+        )
 
 
 def _splash_local(q: jax.Array, k: jax.Array, v: jax.Array, q_seg: Any, kv_seg: Any, *, causal: bool,
