@@ -17,9 +17,9 @@ from vinci_jax.models.dinov2 import Dinov2Config, Dinov2Model
 from vinci_jax.models.qwen2_5_vl import Qwen25VLConfig, Qwen25VLForConditionalGeneration
 from vinci_jax.models.qwen2_5_vl.modeling import KVCache, chunk_attention
 from vinci_jax.models.qwen2_5_vl.vision import Qwen25VisionTransformer
-from vinci_jax.models.qwen2_5_vl.vision_inputs import prepare_vision_inputs
 from vinci_jax.models.qwen3_vl import Qwen3VLConfig
 from vinci_jax.models.qwen3_vl.vision import Qwen3VisionTransformer
+from vinci_jax.models.vision_inputs import prepare_vision_inputs
 
 TOL = 1e-5
 

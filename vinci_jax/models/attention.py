@@ -287,7 +287,11 @@ def _pad_to_block(x: jax.Array, seg: jax.Array | None) -> tuple[jax.Array, jax.A
 
 
 def _splash(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, scale: float) -> jax.Array:
-    interpret = target_platform() != "tpu"
+    platform = target_platform()
+    if platform not in ("tpu", "cpu"):
+        raise ValueError(f"attention 'splash' is a TPU kernel (interpreted on CPU for tests), not for {platform}; "
+                         "use 'cudnn' or 'auto'")  # fmt: skip
+    interpret = platform != "tpu"
     local = functools.partial(_splash_local, causal=mask.causal, window=mask.window, scale=scale, interpret=interpret)
     q_seg, kv_seg = mask.q_segment_ids, mask.key_segment_ids
     if q_seg is not None:

@@ -304,7 +304,7 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
 
     model(input_ids, position_ids, attention_mask=None, segment_ids=None, pixel_values=None, vision_inputs=None)
     -> logits [B, L, vocab] in `dtype`. `vision_inputs` comes from the family's `prepare_vision_inputs`
-    (`vinci_jax.models.qwen2_5_vl.vision_inputs`); its `pixel_values` is used unless `pixel_values` is given
+    (`vinci_jax.models.vision_inputs`); its `pixel_values` is used unless `pixel_values` is given
     separately, e.g. to place it on its own sharding.
 
     `remat_policy` ("none", "full", "dots", "dots_no_batch") wraps each decoder layer and vision block in
