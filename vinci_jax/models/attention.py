@@ -223,8 +223,9 @@ def _per_head(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Arr
 # ---- splash (TPU) --------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=64)
 def _splash_kernel(heads: int, q_len: int, kv_len: int, causal: bool, window: int | None, interpret: bool):
+    """A splash kernel for one shard (built per trace: its mask tables become constants of that trace; the block
+    tables themselves are cached by the splash module)."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
@@ -241,10 +242,9 @@ def _splash_kernel(heads: int, q_len: int, kv_len: int, causal: bool, window: in
         block_q_dkv=bq, block_kv_dkv=bkv, block_kv_dkv_compute=bkv,
         block_q_dq=bq, block_kv_dq=bkv,
     )  # fmt: skip
-    with jax.ensure_compile_time_eval():  # the kernel's mask tables are constants, cached across traces
-        return sk.make_splash_mha(
-            sm.MultiHeadMask([one] * heads), block_sizes=blocks, head_shards=1, q_seq_shards=1, interpret=interpret
-        )
+    return sk.make_splash_mha(
+        sm.MultiHeadMask([one] * heads), block_sizes=blocks, head_shards=1, q_seq_shards=1, interpret=interpret
+    )
 
 
 def _splash_local(q: jax.Array, k: jax.Array, v: jax.Array, q_seg: Any, kv_seg: Any, *, causal: bool,
