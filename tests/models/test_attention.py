@@ -243,3 +243,21 @@ def test_dinov2_splash_equals_xla():
     side = config.patch_size * 4
     pixels = jnp.asarray(np.random.default_rng(4).normal(size=(2, side, side, 3)), jnp.float32)
     _check_model(model, lambda m: m(pixels)[1])
+
+
+def test_vision_rows_are_sized_by_the_largest_image_not_the_batch():
+    """Sampling / GRPO layout: 6 prompts' images -> rows of one image's bucket, one segment per image in a row."""
+    from vinci_jax.models.vision_inputs import image_slot_patches, prepare_vision_rows, window_slot_patches
+
+    config = Qwen25VLConfig.tiny().vision
+    grid = np.asarray([[1, 8, 8], [1, 4, 4], [1, 8, 6], [1, 2, 2], [1, 8, 8], [1, 6, 4]])
+    patch_dim = config.in_channels * config.temporal_patch_size * config.patch_size**2
+    inputs = prepare_vision_rows(grid, _pixels(grid, patch_dim), config)
+    sizes = image_slot_patches(grid, config)
+    rows, length = inputs.full_segment_ids.shape
+    slot = window_slot_patches(config)
+    assert length >= max(sizes) and length // 2 < max(sizes) and length % slot == 0
+    assert length < sum(sizes) and rows > 1  # one row of all patches would be `sum(sizes)` long
+    ids = np.asarray(inputs.full_segment_ids)
+    frames = [(r, i) for r in range(rows) for i in np.unique(ids[r]) if i]
+    assert len(frames) == len(grid) == len({i for _, i in frames})  # every image its own segment
