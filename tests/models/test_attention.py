@@ -261,3 +261,20 @@ def test_vision_rows_are_sized_by_the_largest_image_not_the_batch():
     ids = np.asarray(inputs.full_segment_ids)
     frames = [(r, i) for r in range(rows) for i in np.unique(ids[r]) if i]
     assert len(frames) == len(grid) == len({i for _, i in frames})  # every image its own segment
+
+
+def test_config_knob_reaches_every_attention_layer():
+    """--config.model.attention=splash: the trainer's model (decoder, vision blocks) uses splash everywhere."""
+    from configs import sft as sft_config
+    from configs import virl as virl_config
+    from vinci_jax.train.model import ModelFactory
+
+    config = sft_config.get_config("tiny")
+    config.model.family, config.model.attention = "qwen3_vl", "splash"  # Qwen3 layers reach the shared decoder layer
+    factory = ModelFactory(config.model, sharding.make_mesh({"data": 1}, devices=jax.devices()[:1]), seed=0)
+    used = [m.implementation for _, m in nnx.iter_modules(factory.abstract) if hasattr(m, "implementation")]
+    depth = factory.model_config.text.num_hidden_layers + factory.model_config.vision.depth
+    assert used == ["splash"] * depth
+    assert virl_config.get_config("qwen3_vl_8b").model.attention == "splash"
+    assert sft_config.get_config("qwen2_5_vl_7b").model.attention == "splash"
+    assert sft_config.get_config("tiny").model.attention == "auto"
