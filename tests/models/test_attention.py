@@ -101,9 +101,9 @@ def test_auto_is_xla_on_cpu_and_splash_needs_no_positions():
 
 
 def test_splash_packed_sft_rows_with_segment_ids():
-    q, k, v = _qkv(2, 256, 4, 2, 32)
-    ids = np.zeros((2, 256), np.int32)
-    ids[0, :90], ids[0, 90:200], ids[0, 200:] = 1, 2, 0  # two samples then right padding
+    q, k, v = _qkv(2, 128, 4, 2, 16)
+    ids = np.zeros((2, 128), np.int32)
+    ids[0, :45], ids[0, 45:100], ids[0, 100:] = 1, 2, 0  # two samples then right padding
     ids[1, :40], ids[1, 40:] = 3, 4
     _check_pair(q, k, v, AttentionMask.for_tokens(segment_ids=ids, shape=ids.shape), real=ids > 0)
 
@@ -207,13 +207,14 @@ def _pixels(grid: np.ndarray, patch_dim: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(count, patch_dim)).astype(np.float32)
 
 
+@pytest.mark.slow  # a whole tower's gradient in interpret mode (25-50 s here)
 def test_qwen25_vision_windowed_and_full_blocks_with_several_images():
     config = dataclasses.replace(Qwen25VLConfig.tiny().vision, depth=2, fullatt_block_indexes=(1,))
     model = Qwen25VisionTransformer(config, rngs=nnx.Rngs(1))
     grid = np.asarray([[1, 4, 6], [1, 8, 4], [1, 2, 2]])
     patch_dim = config.in_channels * config.temporal_patch_size * config.patch_size**2
-    inputs = prepare_vision_inputs(grid, _pixels(grid, patch_dim), config, row_patches=256)
-    assert inputs.full_segment_ids.shape == (1, 256)
+    inputs = prepare_vision_inputs(grid, _pixels(grid, patch_dim), config, row_patches=128)
+    assert inputs.full_segment_ids.shape == (1, 128)  # window slots of 16 patches, grouped by 8 for splash
     assert len(set(np.unique(inputs.full_segment_ids)) - {0}) == 3  # one segment per image
     real = jnp.arange(inputs.reverse_index.shape[0])[:, None] < int(inputs.num_merged_tokens)
     _check_model(model, lambda m: m(inputs), real.astype(jnp.float32))
@@ -278,3 +279,19 @@ def test_config_knob_reaches_every_attention_layer():
     assert virl_config.get_config("qwen3_vl_8b").model.attention == "splash"
     assert sft_config.get_config("qwen2_5_vl_7b").model.attention == "splash"
     assert sft_config.get_config("tiny").model.attention == "auto"
+
+
+def test_window_view_groups_whole_slots_of_one_row_for_splash():
+    from vinci_jax.models.qwen2_5_vl.vision import window_view
+
+    config = Qwen25VLConfig.tiny().vision  # window slots of 16 patches
+    grid = np.asarray([[1, 4, 6], [1, 8, 4], [1, 2, 2], [1, 8, 8]])
+    patch_dim = config.in_channels * config.temporal_patch_size * config.patch_size**2
+    inputs = prepare_vision_inputs(grid, _pixels(grid, patch_dim), config, row_patches=128)
+    ids = jnp.asarray(inputs.window_segment_ids)
+    assert window_view(ids, 128, "xla").shape == ids.shape == (inputs.full_segment_ids.size // 16, 16)
+    grouped = np.asarray(window_view(ids, 128, "splash"))
+    assert grouped.shape == (inputs.full_segment_ids.shape[0], 128)  # 8 slots a group, never across rows
+    np.testing.assert_array_equal(grouped.reshape(-1), np.asarray(ids).reshape(-1))
+    real = grouped[grouped > 0]
+    assert len(np.unique(real)) == int(np.asarray(ids).max())  # window ids stay unique across the grouped slots
