@@ -93,6 +93,7 @@ def test_auto_is_xla_on_cpu_and_splash_needs_no_positions():
     assert plan("splash", 100, 256, mask) == "xla"  # causal with unequal unaligned lengths
     assert plan("cudnn", 256, 256, mask) == "pallas_gpu"
     assert plan("cudnn", 256, 256, AttentionMask(causal=True)) == "cudnn"
+    assert plan("cudnn", 256, 256, AttentionMask(causal=True), jnp.float32) == "xla"  # cuDNN: 16-bit only
     with pytest.raises(ValueError, match="not one of"):
         plan("flash", 256, 256, mask)
 
@@ -123,6 +124,13 @@ def test_splash_pads_lengths_that_are_not_a_block_multiple():
     ids = np.ones((2, 100), np.int32)
     ids[1, 70:] = 2
     _check_pair(q, k, v, AttentionMask.segments(ids, causal=True))
+
+
+def test_splash_sliding_window_within_segments():
+    q, k, v = _qkv(1, 128, 2, 1, 16, seed=6)
+    ids = np.ones((1, 128), np.int32)
+    ids[0, 90:] = 2
+    _check_pair(q, k, v, AttentionMask.segments(ids, causal=True, window=24))
 
 
 def test_splash_inside_shard_map_over_the_mesh_equals_xla():

@@ -146,8 +146,10 @@ def _splash_block(length: int) -> int | None:
     return next((b for b in SPLASH_BLOCKS if length % b == 0), None)
 
 
-def plan(implementation: str, q_len: int, kv_len: int, mask: AttentionMask) -> str:
-    """The implementation a call will really use: "xla", "splash", "cudnn" or "pallas_gpu" (see module docstring)."""
+def plan(implementation: str, q_len: int, kv_len: int, mask: AttentionMask, dtype: Any = jnp.bfloat16) -> str:
+    """The implementation a call will really use: "xla", "splash", "cudnn" or "pallas_gpu" (see module docstring).
+
+    cuDNN's fused attention takes 16-bit inputs only: float32 calls (tiny presets, the reward) take xla there."""
     chosen = resolve(implementation)
     if chosen == "xla" or mask.has_positions:
         return "xla"
@@ -159,7 +161,7 @@ def plan(implementation: str, q_len: int, kv_len: int, mask: AttentionMask) -> s
         if mask.kv_segment_ids is not None or q_len != kv_len or mask.window is not None or q_len % 128:
             return "xla"
         return "pallas_gpu"
-    return "cudnn"
+    return "cudnn" if jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)) else "xla"
 
 
 def attention(
@@ -177,7 +179,7 @@ def attention(
     if h % kv:
         raise ValueError(f"{h} query heads are not a multiple of {kv} key/value heads")
     scale = d**-0.5 if scale is None else scale
-    used = plan(implementation, t, s, mask)
+    used = plan(implementation, t, s, mask, q.dtype)
     if used == "splash":
         return _splash(q, k, v, mask, scale)
     if used == "cudnn":
