@@ -4,6 +4,7 @@ xla reference in float32, forward and gradients, for every layout the models pro
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -303,3 +304,30 @@ def test_window_view_groups_whole_slots_of_one_row_for_splash():
     np.testing.assert_array_equal(grouped.reshape(-1), np.asarray(ids).reshape(-1))
     real = grouped[grouped > 0]
     assert len(np.unique(real)) == int(np.asarray(ids).max())  # window ids stay unique across the grouped slots
+
+
+def test_fresh_prefill_attends_over_its_own_keys_like_the_cache_mask():
+    """The sampler's prefill (`fresh=True`): same logits and cache as the [T, max_len] cache mask, and a description
+    the kernels take (splash here) instead of per-row positions."""
+    config = Qwen25VLConfig.tiny()
+    config = dataclasses.replace(config, text=dataclasses.replace(config.text, vocab_size=256, num_hidden_layers=1))
+    model = Qwen25VLForConditionalGeneration(config, rngs=nnx.Rngs(0))
+    mask = np.zeros((2, 16), np.int32)
+    mask[0, 5:], mask[1, :] = 1, 1  # left padding in row 0
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 200, size=(2, 16)), jnp.int32)
+    positions = jnp.broadcast_to(jnp.cumsum(jnp.asarray(mask), axis=1), (3, 2, 16))
+    cache = model.init_cache(2, 24)
+
+    @functools.partial(nnx.jit, static_argnames="fresh")
+    def prefill(model, fresh):
+        return model.forward_with_cache(ids, positions, cache, jnp.asarray(mask), fresh=fresh)
+
+    ref, ref_cache = prefill(model, False)
+    out, out_cache = prefill(model, True)
+    real = mask.astype(bool)
+    _close(np.asarray(out)[real], np.asarray(ref)[real])
+    for a, b in zip(jax.tree.leaves(out_cache), jax.tree.leaves(ref_cache), strict=True):
+        np.testing.assert_array_equal(np.asarray(a)[..., :1], np.asarray(b)[..., :1])  # written slots, valid, index
+    _close(out_cache.k[0][real], ref_cache.k[0][real])
+    prefill = AttentionMask.for_tokens(jnp.asarray(mask), shape=mask.shape)
+    assert plan("splash", 16, 16, prefill) == "splash"
