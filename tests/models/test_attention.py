@@ -328,6 +328,6 @@ def test_fresh_prefill_attends_over_its_own_keys_like_the_cache_mask():
     _close(np.asarray(out)[real], np.asarray(ref)[real])
     for a, b in zip(jax.tree.leaves(out_cache), jax.tree.leaves(ref_cache), strict=True):
         np.testing.assert_array_equal(np.asarray(a)[..., :1], np.asarray(b)[..., :1])  # written slots, valid, index
-    _close(out_cache.k[0][real], ref_cache.k[0][real])
+    _close(np.asarray(out_cache.k[0])[:, :16][real], np.asarray(ref_cache.k[0])[:, :16][real])
     prefill = AttentionMask.for_tokens(jnp.asarray(mask), shape=mask.shape)
     assert plan("splash", 16, 16, prefill) == "splash"
