@@ -14,6 +14,15 @@ def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collection
     return ml_collections.ConfigDict({"data": data, "fsdp": fsdp, "tensor": tensor})
 
 
+# --config.model.attention: the attention kernels of the decoder, the vision tower and DINOv2
+# (vinci_jax/models/attention.py). auto = splash on TPU, cudnn on GPU, xla on CPU; xla is the reference path and
+# materialises [B, heads, L, L] scores; splash (TPU Pallas, segment ids, O(L) memory) is a TPU-only kernel; cudnn is
+# GPU flash attention (the Pallas GPU kernel where segment ids are needed).
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "splash", "cudnn")
+DEFAULT_ATTENTION = "auto"
+POD_ATTENTION = "splash"  # the 7B/8B presets run on TPU pods: no [L, L] buffer at the released lengths
+
+
 def base_config(job: str) -> ml_collections.ConfigDict:
     """Fields every job has: what to run, where it writes, how long, the seed and the mesh."""
     config = ml_collections.ConfigDict()

@@ -31,7 +31,8 @@ def _model() -> ml_collections.ConfigDict:
             "hf_dir": "",  # load weights (and config) from this HF directory instead of random init
             "dtype": "bfloat16",  # compute dtype
             "param_dtype": "float32",  # master weights (optimizer state follows them unless optimizer.mu_dtype)
-            "remat": "none",  # none | full | dots | dots_no_batch (per decoder block)
+            "remat": "none",  # none | full | dots | dots_no_batch (per decoder layer and vision block)
+            "attention": common.DEFAULT_ATTENTION,  # auto | xla | splash | cudnn (see configs/common.py)
             "freeze_vision": False,  # vision tower without the merger
             "freeze_merger": False,
             "freeze": "",  # extra comma-separated regexes over parameter paths ("model/layers/0/.*")
@@ -129,6 +130,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.log_every = 10  # fetching metrics syncs host and device; not every step on a pod
         config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
         config.model.remat = "dots_no_batch"
+        if preset in ("qwen2_5_vl_7b", "qwen3_vl_8b"):
+            config.model.attention = common.POD_ATTENTION
         config.optimizer.learning_rate = 1e-5
         config.optimizer.warmup_steps = 100
         config.data.global_batch_size = 128

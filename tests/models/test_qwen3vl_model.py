@@ -21,10 +21,10 @@ from vinci_jax import sharding
 from vinci_jax.hf.check import Batch, jax_logits, random_batch, torch_logits
 from vinci_jax.hf.loader import hf_tensor_files
 from vinci_jax.hf.qwen3_vl import export_qwen3_vl, load_qwen3_vl, read_config
-from vinci_jax.models.qwen2_5_vl.vision_inputs import prepare_vision_inputs
 from vinci_jax.models.qwen3_vl.modeling import mrope_axis_of_slot
 from vinci_jax.models.qwen3_vl.rope_index import get_rope_index, text_position_ids
 from vinci_jax.models.qwen3_vl.testing import save_tiny_checkpoint
+from vinci_jax.models.vision_inputs import prepare_vision_inputs
 
 LAYOUTS = {
     "untied_deepstack_0_2": dict(tie_word_embeddings=False, deepstack_visual_indexes=(0, 2)),

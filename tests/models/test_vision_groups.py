@@ -14,7 +14,8 @@ from vinci_jax import sharding
 from vinci_jax.hf.qwen2_5_vl import load_qwen2_5_vl
 from vinci_jax.hf.qwen3_vl import load_qwen3_vl
 from vinci_jax.models.families import family_of_model
-from vinci_jax.models.qwen2_5_vl.vision_inputs import (
+from vinci_jax.models.qwen3_vl.testing import save_tiny_checkpoint
+from vinci_jax.models.vision_inputs import (
     blank_like,
     empty_vision_inputs,
     grouped_vision_inputs,
@@ -24,7 +25,6 @@ from vinci_jax.models.qwen2_5_vl.vision_inputs import (
     rows_needed,
     stack_vision_groups,
 )
-from vinci_jax.models.qwen3_vl.testing import save_tiny_checkpoint
 
 # per batch row: the (t, h, w) patch grids of its images, in token order
 ROW_IMAGES = [[(1, 4, 4)], [], [(1, 4, 8), (1, 4, 4)], [(1, 8, 4)]]

@@ -8,7 +8,7 @@ import torch
 
 from vinci_jax.hf.qwen2_5_vl import load_qwen2_5_vl
 from vinci_jax.models.qwen2_5_vl.rope_index import get_rope_index
-from vinci_jax.models.qwen2_5_vl.vision_inputs import prepare_vision_inputs
+from vinci_jax.models.vision_inputs import prepare_vision_inputs
 from vinci_jax.sampling import Sampler, SamplingParams, make_prompt_batch
 
 IMAGE, VSTART, VEND, EOS, PAD = 1000, 1002, 1003, 1010, 1011

@@ -16,9 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vinci_jax.models.qwen2_5_vl.config import Qwen25VLConfig
-from vinci_jax.models.qwen2_5_vl.rope_index import get_rope_index
-from vinci_jax.models.qwen2_5_vl.vision import prepare_vision_inputs
+from vinci_jax.models.families import family_of_config
 
 DEFAULT_GRIDS = ((1, 6, 10), (1, 8, 4), (1, 4, 6))  # (t, h, w) in patches: odd merged widths, different shapes
 
@@ -32,7 +30,7 @@ class Batch:
 
 
 def random_batch(
-    config: Qwen25VLConfig,
+    config: Any,
     seed: int = 0,
     grids: tuple[tuple[int, int, int], ...] = DEFAULT_GRIDS,
     rows: tuple[tuple[Any, ...], ...] = ((5, 0, 3, 1, 4), (3, 2, 6)),
@@ -103,16 +101,9 @@ def jax_logits(model: Any, batch: Batch) -> np.ndarray:
     """vinci_jax logits (float32 numpy) for `batch`, positions and vision inputs prepared on the host."""
 
     config = model.config
-    positions, _ = get_rope_index(
-        batch.input_ids,
-        batch.image_grid_thw,
-        batch.attention_mask,
-        image_token_id=config.image_token_id,
-        video_token_id=config.video_token_id,
-        spatial_merge_size=config.vision.spatial_merge_size,
-        tokens_per_second=config.vision.tokens_per_second,
-    )
-    vision_inputs = prepare_vision_inputs(batch.image_grid_thw, batch.pixel_values, config.vision)
+    family = family_of_config(config)  # the model's own rope index and vision layout (either family)
+    positions, _ = family.get_rope_index(batch.input_ids, batch.image_grid_thw, batch.attention_mask, config=config)
+    vision_inputs = family.prepare_vision_inputs(batch.image_grid_thw, batch.pixel_values, config.vision)
     vision_inputs = jax.tree.map(jnp.asarray, vision_inputs)
 
     logits = _forward(

@@ -146,8 +146,10 @@ def _splash_block(length: int) -> int | None:
     return next((b for b in SPLASH_BLOCKS if length % b == 0), None)
 
 
-def plan(implementation: str, q_len: int, kv_len: int, mask: AttentionMask) -> str:
-    """The implementation a call will really use: "xla", "splash", "cudnn" or "pallas_gpu" (see module docstring)."""
+def plan(implementation: str, q_len: int, kv_len: int, mask: AttentionMask, dtype: Any = jnp.bfloat16) -> str:
+    """The implementation a call will really use: "xla", "splash", "cudnn" or "pallas_gpu" (see module docstring).
+
+    cuDNN's fused attention takes 16-bit inputs only: float32 calls (tiny presets, the reward) take xla there."""
     chosen = resolve(implementation)
     if chosen == "xla" or mask.has_positions:
         return "xla"
@@ -159,7 +161,7 @@ def plan(implementation: str, q_len: int, kv_len: int, mask: AttentionMask) -> s
         if mask.kv_segment_ids is not None or q_len != kv_len or mask.window is not None or q_len % 128:
             return "xla"
         return "pallas_gpu"
-    return "cudnn"
+    return "cudnn" if jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)) else "xla"
 
 
 def attention(
@@ -177,7 +179,7 @@ def attention(
     if h % kv:
         raise ValueError(f"{h} query heads are not a multiple of {kv} key/value heads")
     scale = d**-0.5 if scale is None else scale
-    used = plan(implementation, t, s, mask)
+    used = plan(implementation, t, s, mask, q.dtype)
     if used == "splash":
         return _splash(q, k, v, mask, scale)
     if used == "cudnn":
@@ -223,8 +225,9 @@ def _per_head(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Arr
 # ---- splash (TPU) --------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=64)
 def _splash_kernel(heads: int, q_len: int, kv_len: int, causal: bool, window: int | None, interpret: bool):
+    """A splash kernel for one shard (built per trace: its mask tables become constants of that trace; the block
+    tables themselves are cached by the splash module)."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
@@ -286,7 +289,11 @@ def _pad_to_block(x: jax.Array, seg: jax.Array | None) -> tuple[jax.Array, jax.A
 
 
 def _splash(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, scale: float) -> jax.Array:
-    interpret = target_platform() != "tpu"
+    platform = target_platform()
+    if platform not in ("tpu", "cpu"):
+        raise ValueError(f"attention 'splash' is a TPU kernel (interpreted on CPU for tests), not for {platform}; "
+                         "use 'cudnn' or 'auto'")  # fmt: skip
+    interpret = platform != "tpu"
     local = functools.partial(_splash_local, causal=mask.causal, window=mask.window, scale=scale, interpret=interpret)
     q_seg, kv_seg = mask.q_segment_ids, mask.key_segment_ids
     if q_seg is not None:
@@ -392,3 +399,12 @@ def _paged_gather(
         causal=False,
     )
     return _xla(q[:, None], rows(k_pages).astype(q.dtype), rows(v_pages).astype(q.dtype), mask, scale)[:, 0]
+def set_implementation(module: Any, implementation: str) -> Any:
+    """Switch every attention layer of `module` (a model loaded or built elsewhere) to `implementation`."""
+    from flax import nnx
+
+    check_implementation(implementation)
+    for _, sub in nnx.iter_modules(module):
+        if hasattr(sub, "implementation"):
+            sub.implementation = implementation
+    return module

@@ -10,6 +10,7 @@ Training, sampling and the HF tools ask the family for what they need instead of
     family.export(model, out_dir, dtype="bfloat16", source_dir=hf_dir)
     positions, deltas = family.get_rope_index(input_ids, image_grid_thw, attention_mask, config=config)
     vision_inputs = family.prepare_vision_inputs(image_grid_thw, pixel_values, config.vision, **layout)
+    vision_inputs = family.prepare_vision_rows(image_grid_thw, pixel_values, config.vision)  # many prompts' images
     processor = family.processor(hf_dir_or_None) ; family.processor_with(tokenizer, min_pixels=.., max_pixels=..)
     family, config = from_model_config(config.model)   # a run's model block: family / preset / hf_dir
 
@@ -55,7 +56,8 @@ class ModelFamily:
     freeze_groups: Mapping[str, str] = dataclasses.field(
         default_factory=lambda: {"vision": r"^visual/(?!merger/)", "merger": r"^visual/merger/"}
     )
-    prepare_vision_inputs_path: str = "vinci_jax.models.qwen2_5_vl.vision_inputs:prepare_vision_inputs"
+    prepare_vision_inputs_path: str = "vinci_jax.models.vision_inputs:prepare_vision_inputs"
+    prepare_vision_rows_path: str = "vinci_jax.models.vision_inputs:prepare_vision_rows"
 
     # -- classes --
     @property
@@ -85,14 +87,24 @@ class ModelFamily:
 
     # -- models --
     def build(
-        self, config: Any, *, rngs: Any, dtype: Any = None, param_dtype: Any = None, remat_policy: str = "none"
+        self,
+        config: Any,
+        *,
+        rngs: Any,
+        dtype: Any = None,
+        param_dtype: Any = None,
+        remat_policy: str = "none",
+        attention: str = "auto",
     ) -> Any:
-        """A randomly initialised model (remat_policy: none | full | dots | dots_no_batch, per decoder layer)."""
+        """A randomly initialised model (remat_policy: none | full | dots | dots_no_batch, per decoder layer and
+        vision block; attention: auto | xla | splash | cudnn, see `vinci_jax.models.attention`)."""
         import jax.numpy as jnp
 
         dtype = jnp.float32 if dtype is None else dtype
         param_dtype = dtype if param_dtype is None else param_dtype
-        return self.model_class(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, remat_policy=remat_policy)
+        return self.model_class(
+            config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, remat_policy=remat_policy, attention=attention
+        )
 
     def abstract_model(self, config: Any, dtype: Any = None, param_dtype: Any = None) -> Any:
         import jax.numpy as jnp
@@ -140,6 +152,13 @@ class ModelFamily:
     ) -> Any:
         """Bucket-padded `VisionInputs` (layout: bucket_sizes=, row_patches=, row_buckets=)."""
         return _resolve(self.prepare_vision_inputs_path)(image_grid_thw, pixel_values, vision_config, **layout)
+
+    def prepare_vision_rows(
+        self, image_grid_thw: np.ndarray, pixel_values: np.ndarray, vision_config: Any, **layout: Any
+    ) -> Any:
+        """`VisionInputs` for the images of many prompts: rows sized by the largest image, each frame its own
+        segment (layout: row_lengths=, row_buckets=); what sampling and the GRPO update use."""
+        return _resolve(self.prepare_vision_rows_path)(image_grid_thw, pixel_values, vision_config, **layout)
 
     # -- processing --
     @property

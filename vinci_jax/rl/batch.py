@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vinci_jax.models.qwen2_5_vl.vision_inputs import prepare_vision_inputs
+from vinci_jax.models.vision_inputs import prepare_vision_rows
 from vinci_jax.sampling.prompts import PromptBatch, bucket_length
 from vinci_jax.sampling.sampler import SampleOutput
 
@@ -77,8 +77,8 @@ def build_micro_batch(
     vision = None
     if sum(len(g) for g in grids):
         pixels = [np.asarray(raw_prompts[samples.prompt_index[r]]["pixel_values"]) for r in rows]
-        vision = prepare_vision_inputs(
-            np.concatenate(grids), np.concatenate(pixels), vision_config, bucket_sizes=patch_buckets
+        vision = prepare_vision_rows(
+            np.concatenate(grids), np.concatenate(pixels), vision_config, row_lengths=patch_buckets
         )
     return {
         "input_ids": ids,

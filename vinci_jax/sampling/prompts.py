@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from vinci_jax.models.qwen2_5_vl.config import Qwen25VLConfig
-from vinci_jax.models.qwen2_5_vl.rope_index import get_rope_index
-from vinci_jax.models.qwen2_5_vl.vision_inputs import VisionInputs, prepare_vision_inputs
+from vinci_jax.models.families import family_of_config
+from vinci_jax.models.vision_inputs import VisionInputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +23,8 @@ class PromptBatch:
 
     input_ids, attention_mask: int32 [B, L]; position_ids: int32 [3, B, L]; next_positions: int32 [B] (the 3-D
     position of each row's first generated token, on all three axes); prompt_lengths: real tokens per row;
-    vision_inputs: all images of the batch in row-major token order, bucket-padded (None without images).
+    vision_inputs: all images of the batch in row-major token order, in vision rows sized by the largest image (each
+    image frame its own segment; no row grows with the batch), row count bucketed (None without images).
     """
 
     input_ids: np.ndarray
@@ -49,13 +49,18 @@ def bucket_length(length: int, minimum: int = 32) -> int:
 
 def make_prompt_batch(
     prompts: Sequence[Mapping[str, Any]],
-    config: Qwen25VLConfig,
+    config: Any,
     pad_token_id: int,
     *,
     length: int | None = None,
     patch_buckets: Sequence[int] | int | None = None,
 ) -> PromptBatch:
-    """Processor outputs (input_ids, pixel_values, image_grid_thw per prompt) -> one left-padded PromptBatch."""
+    """Processor outputs (input_ids, pixel_values, image_grid_thw per prompt) -> one left-padded PromptBatch.
+
+    `config` is the model's (either family: its rope index and vision layout come from `ModelFamily`);
+    `patch_buckets` are the allowed vision row lengths in patches (default: window slot * 2**k).
+    """
+    family = family_of_config(config)
     if not prompts:
         raise ValueError("make_prompt_batch needs at least one prompt")
     lengths = np.asarray([len(p["input_ids"]) for p in prompts], np.int32)
@@ -73,13 +78,7 @@ def make_prompt_batch(
     grid = np.concatenate(grids) if grids else np.zeros((0, 3), np.int64)
     vision = None
     if len(grid):
-        vision = prepare_vision_inputs(grid, np.concatenate(pixels), config.vision, bucket_sizes=patch_buckets)
-    positions, deltas = get_rope_index(
-        ids,
-        grid if len(grid) else None,
-        mask,
-        image_token_id=config.image_token_id,
-        spatial_merge_size=config.vision.spatial_merge_size,
-    )
+        vision = family.prepare_vision_rows(grid, np.concatenate(pixels), config.vision, row_lengths=patch_buckets)
+    positions, deltas = family.get_rope_index(ids, grid if len(grid) else None, mask, config=config)
     next_positions = (lengths + deltas[:, 0]).astype(np.int32)
     return PromptBatch(ids, mask, positions, next_positions, lengths, vision)

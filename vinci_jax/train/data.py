@@ -61,7 +61,7 @@ def align_vision_inputs(batches: Sequence[Mapping[str, Any]]) -> list[dict[str, 
     shapes = {tuple(np.shape(leaf) for leaf in jax.tree.leaves(v)) for v in present}
     if not present or (len(present) == len(visions) and len(shapes) == 1):
         return [dict(b) for b in batches]  # nothing to pad (the usual case): no copies
-    from vinci_jax.models.qwen2_5_vl.vision_inputs import blank_like, pad_vision_inputs
+    from vinci_jax.models.vision_inputs import blank_like, pad_vision_inputs
 
     groups = int(present[0].groups)
     rows = max(np.shape(v.pixel_values)[0] // groups for v in present)

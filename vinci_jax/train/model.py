@@ -63,6 +63,7 @@ def _constructor(
 ) -> tuple[ModelFamily | None, Any, Callable[[nnx.Rngs], nnx.Module]]:
     """(family, model config, constructor); family and model config are None for the trainer's stand-in model."""
     dtype, param_dtype, remat = _dtype(config.dtype), _dtype(config.param_dtype), config.remat
+    attention = config.get("attention", "auto")  # older configs have no attention knob
     if config.preset == "standin" and not config.hf_dir:
         from vinci_jax.train.standin import StandInConfig, StandInTextLM
 
@@ -75,7 +76,9 @@ def _constructor(
     family, model_config = resolve_model(config)
 
     def build(rngs: nnx.Rngs) -> nnx.Module:
-        return family.build(model_config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, remat_policy=remat)
+        return family.build(
+            model_config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, remat_policy=remat, attention=attention
+        )
 
     return family, model_config, build
 

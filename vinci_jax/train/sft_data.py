@@ -24,7 +24,7 @@ class VisionBatches:
 
     def __init__(self, loader: Any, vision_config: Any, row_patches: int, mesh: Any = None):
         self.loader, self.vision_config, self.mesh = loader, vision_config, mesh
-        from vinci_jax.models.qwen2_5_vl.vision_inputs import window_slot_patches
+        from vinci_jax.models.vision_inputs import window_slot_patches
 
         self.slot = window_slot_patches(vision_config)
         self.row_patches = -(-int(row_patches) // self.slot) * self.slot
@@ -58,7 +58,7 @@ class VisionBatches:
 
         from vinci_jax import multihost
         from vinci_jax.input_pipeline.sft import images_of_rows
-        from vinci_jax.models.qwen2_5_vl import vision_inputs as vi
+        from vinci_jax.models import vision_inputs as vi
 
         batch = dict(next(self.loader))
         grids, pixels = np.asarray(batch.pop("image_grid_thw")), np.asarray(batch.pop("pixel_values"))

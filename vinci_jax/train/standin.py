@@ -18,12 +18,7 @@ import numpy as np
 from flax import nnx
 
 from vinci_jax import sharding
-
-REMAT_POLICIES: dict[str, Any] = {
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
+from vinci_jax.models.layers import REMAT_POLICIES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -141,6 +141,17 @@ def chunk_attention(
     return real, start, valid, mask
 
 
+def chunk_mask(
+    cache: KVCache, attention_mask: jax.Array | None, batch: int, length: int, fresh: bool
+) -> tuple[jax.Array, jax.Array, jax.Array, AttentionMask]:
+    """`chunk_attention`, or for the first chunk into an empty cache (`fresh`: every row starts at slot 0) the plain
+    causal mask over the chunk's own keys, which every kernel (splash, cuDNN) expresses: no [T, max_len] mask."""
+    real, start, valid, mask = chunk_attention(cache, attention_mask, batch, length)
+    if fresh:
+        mask = AttentionMask.for_tokens(real.astype(jnp.int32), shape=(batch, length))
+    return real, start, valid, mask
+
+
 def next_write_index(start: jax.Array, real: jax.Array) -> jax.Array:
     """Just past each row's last real token: right padding is overwritten by the next chunk."""
     last_real = jnp.max(jnp.where(real, jnp.arange(real.shape[1])[None, :] + 1, 0), axis=1)
@@ -223,12 +234,14 @@ class DecoderLayer(nnx.Module):
 
     def cached(
         self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: AttentionMask, k_cache: jax.Array,
-        v_cache: jax.Array, start: jax.Array,
+        v_cache: jax.Array, start: jax.Array, fresh: bool = False,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
+        """Append this chunk's keys/values to the caches and attend over them (`fresh`: over the chunk's own)."""
         q, k, v = self.self_attn.project(self.input_layernorm(x), cos, sin)
         k_cache = sharding.constrain(_write_rows(k_cache, k, start), CACHE_AXES)
         v_cache = sharding.constrain(_write_rows(v_cache, v, start), CACHE_AXES)
-        x = x + self.self_attn.attend(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), mask)
+        keys, values = (k, v) if fresh else (k_cache.astype(q.dtype), v_cache.astype(q.dtype))
+        x = x + self.self_attn.attend(q, keys, values, mask)
         x = x + self.mlp(self.post_attention_layernorm(x))
         return sharding.constrain(x, BATCH_SEQ_EMBED), k_cache, v_cache
 
@@ -304,7 +317,7 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
 
     model(input_ids, position_ids, attention_mask=None, segment_ids=None, pixel_values=None, vision_inputs=None)
     -> logits [B, L, vocab] in `dtype`. `vision_inputs` comes from the family's `prepare_vision_inputs`
-    (`vinci_jax.models.qwen2_5_vl.vision_inputs`); its `pixel_values` is used unless `pixel_values` is given
+    (`vinci_jax.models.vision_inputs`); its `pixel_values` is used unless `pixel_values` is given
     separately, e.g. to place it on its own sharding.
 
     `remat_policy` ("none", "full", "dots", "dots_no_batch") wraps each decoder layer and vision block in
@@ -406,20 +419,23 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
         attention_mask: jax.Array | None = None,
         pixel_values: jax.Array | None = None,
         vision_inputs: Any = None,
+        fresh: bool = False,
     ) -> tuple[jax.Array, KVCache]:
         """Append a chunk [B, T] to the cache and return (logits [B, T, vocab], updated cache).
 
         Use it for the prefill (T = prompt length, with images) and for decoding (T = 1). `attention_mask` [B, T]
-        marks real tokens of the chunk (default: all real). Positions are the caller's (`rope_index`).
+        marks real tokens of the chunk (default: all real). Positions are the caller's (`rope_index`). `fresh=True`
+        promises an empty cache (`init_cache`): the prefill then attends over its own keys with a causal
+        description the fused kernels take, instead of a [T, max_len] mask over the cache.
         """
-        real, start, valid, mask = chunk_attention(cache, attention_mask, *input_ids.shape)
+        real, start, valid, mask = chunk_mask(cache, attention_mask, *input_ids.shape, fresh)
 
         x = self.embed(input_ids, pixel_values, vision_inputs)
         cos, sin = mrope_cos_sin(position_ids, self.config.text, self.dtype)
         x = sharding.constrain(x, BATCH_SEQ_EMBED)
         new_k, new_v = [], []
         for layer, k_cache, v_cache in zip(self.model.layers, cache.k, cache.v, strict=True):
-            x, k_cache, v_cache = layer.cached(x, cos, sin, mask, k_cache, v_cache, start)
+            x, k_cache, v_cache = layer.cached(x, cos, sin, mask, k_cache, v_cache, start, fresh)
             new_k.append(k_cache)
             new_v.append(v_cache)
         logits = self.compute_logits(self.model.norm(x))

@@ -37,7 +37,7 @@ from vinci_jax import sharding
 from vinci_jax.models.attention import AttentionMask, attention, check_implementation, resolve
 from vinci_jax.models.layers import GatedMLP, Linear, RMSNorm, apply_rope, check_remat_policy, remat
 from vinci_jax.models.qwen2_5_vl.config import VisionConfig
-from vinci_jax.models.qwen2_5_vl.vision_inputs import VisionInputs, global_reverse_index, prepare_vision_inputs
+from vinci_jax.models.vision_inputs import VisionInputs, global_reverse_index, prepare_vision_inputs
 
 __all__ = ["Qwen25VisionTransformer", "VisionConfig", "VisionInputs", "prepare_vision_inputs"]
 

@@ -30,7 +30,7 @@ from vinci_jax.models.qwen2_5_vl.modeling import (
     KVCache,
     attend_heads,
     call_layer,
-    chunk_attention,
+    chunk_mask,
     empty_cache,
     image_feature_rows,
     next_write_index,
@@ -261,16 +261,18 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
         attention_mask: jax.Array | None = None,
         pixel_values: jax.Array | None = None,
         vision_inputs: Any = None,
+        fresh: bool = False,
     ) -> tuple[jax.Array, KVCache]:
-        """Append a chunk [B, T] to the cache and return (logits [B, T, vocab], updated cache); see KVCache."""
-        real, start, valid, mask = chunk_attention(cache, attention_mask, *input_ids.shape)
+        """Append a chunk [B, T] to the cache and return (logits [B, T, vocab], updated cache); see KVCache and,
+        for `fresh` (an empty cache), the Qwen2.5-VL model's `forward_with_cache`."""
+        real, start, valid, mask = chunk_mask(cache, attention_mask, *input_ids.shape, fresh)
 
         x, deepstack = self.embed_with_deepstack(input_ids, pixel_values, vision_inputs)
         cos, sin = mrope_cos_sin(position_ids, self.config.text, self.dtype)
         x = sharding.constrain(x, BATCH_SEQ_EMBED)
         new_k, new_v = [], []
         for i, (layer, k_cache, v_cache) in enumerate(zip(self.model.layers, cache.k, cache.v, strict=True)):
-            x, k_cache, v_cache = layer.cached(x, cos, sin, mask, k_cache, v_cache, start)
+            x, k_cache, v_cache = layer.cached(x, cos, sin, mask, k_cache, v_cache, start, fresh)
             if deepstack is not None:
                 x = deepstack.after_layer(i, x)
             new_k.append(k_cache)

@@ -1,6 +1,6 @@
 """Qwen3-VL vision tower in Flax NNX, numerically equal to transformers' `Qwen3VLVisionModel`.
 
-Inputs are the shared, host-prepared `VisionInputs` of `vinci_jax.models.qwen2_5_vl.vision_inputs` built with this
+Inputs are the shared, host-prepared `VisionInputs` of `vinci_jax.models.vision_inputs` built with this
 family's vision config, whose `window_size` is one merged unit: the layout then keeps the image processor's patch
 order, images packed into bucket-padded rows with one segment id per image frame. Every block attends within its
 frame (full attention, no windows). Per-patch learned position embeddings are resampled from the square table to each
@@ -35,8 +35,8 @@ from flax import nnx
 from vinci_jax import sharding
 from vinci_jax.models.layers import LayerNorm, Linear, activation, check_remat_policy, remat
 from vinci_jax.models.qwen2_5_vl.vision import VisionAttention, call_block, rotary_cos_sin
-from vinci_jax.models.qwen2_5_vl.vision_inputs import VisionInputs, global_reverse_index
 from vinci_jax.models.qwen3_vl.config import Qwen3VisionConfig
+from vinci_jax.models.vision_inputs import VisionInputs, global_reverse_index
 
 
 class PatchProjection(nnx.Module):
