@@ -32,6 +32,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".bmp", ".gif", ".tif", ".tif
 
 def warm_up() -> None:
     """Import and exercise the drawing stacks once so forked children start with fonts and modules loaded."""
+    sandbox.runtime_roots()  # computed once here, inherited by every forked job
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,6 +46,11 @@ def warm_up() -> None:
     ax.legend()
     fig.savefig(io.BytesIO(), format="png")
     plt.close("all")
+    for optional in ("pandas", "seaborn", "scipy.stats"):  # what chart code imports most; forked jobs skip it
+        try:
+            __import__(optional)
+        except ImportError:
+            pass
     try:
         from rdkit import Chem
         from rdkit.Chem import Draw
@@ -99,6 +105,15 @@ def _file_png(path: str) -> bytes:
 _ORIGINAL: dict[str, Any] = {}
 
 
+def _make_parent(path: Any) -> None:
+    """Create the missing directories of an output path inside the job dir (chart code often assumes them)."""
+    parent = os.path.dirname(os.path.realpath(os.fspath(path)))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError:
+        pass
+
+
 def _install_hooks(capture: _Capture) -> None:
     """Route every way of showing or saving a picture through `capture`, keeping the user-visible behaviour."""
     import matplotlib.pyplot as plt
@@ -110,6 +125,7 @@ def _install_hooks(capture: _Capture) -> None:
 
     def savefig(self: Figure, fname: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(fname, (str, os.PathLike)) and capture.inside_job_dir(fname):
+            _make_parent(fname)  # `plt.savefig('results/fig.png')` in a fresh dir: the figure, not FileNotFoundError
             result = _ORIGINAL["savefig"](self, fname, *args, **kwargs)
             path = os.fspath(fname)
             if os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES:
@@ -144,6 +160,8 @@ def _install_hooks(capture: _Capture) -> None:
     def pil_save(self: Image.Image, fp: Any, *args: Any, **kwargs: Any) -> Any:
         snapshot = self.copy()
         capture.add(lambda: to_png(snapshot))
+        if isinstance(fp, (str, os.PathLike)) and capture.inside_job_dir(fp):
+            _make_parent(fp)
         try:
             return original_pil_save(self, fp, *args, **kwargs)
         except OSError:
