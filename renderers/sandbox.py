@@ -291,6 +291,24 @@ def remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def tool_command(argv: list[str], limits: Limits, uid: int | None, address_space_bytes: int) -> list[str] | None:
+    """`argv` wrapped in util-linux `prlimit` + `setpriv`, so a tool starts under the job's limits and uid without a
+    Python preexec hook. A preexec hook forces a full fork() of the warm worker (~14 ms for a worker holding the
+    python stack, per call); without one the child is spawned with vfork. None when the wrappers are missing."""
+    prlimit, setpriv = shutil.which("prlimit"), shutil.which("setpriv")
+    dropping = uid is not None and is_root()
+    if prlimit is None or (dropping and setpriv is None):
+        return None
+    fsize, space = limits.file_size_mb << 20, address_space_bytes
+    wrapped = [prlimit, f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}", f"--fsize={fsize}:{fsize}", "--core=0:0",
+               f"--as={space}:{space}", f"--nproc={limits.nproc}:{limits.nproc}", "--"]  # fmt: skip
+    if dropping:
+        wrapped += [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--nnp", "--pdeathsig=KILL", "--"]
+    elif setpriv is not None:
+        wrapped += [setpriv, "--pdeathsig=KILL", "--"]
+    return wrapped + list(argv)
+
+
 def subprocess_preexec(limits: Limits, uid: int | None, address_space_bytes: int):
     """A preexec_fn for tools (pdflatex, pdftoppm): own session, limits, unprivileged uid, die with the worker."""
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from renderers import sandbox
 from renderers.images import DEFAULT_MAX_PIXELS, ImageRejected, check_png
+from renderers.types import INFRA, InfraError
 
 
 class Worker:
@@ -76,6 +77,12 @@ class Worker:
             self.html = HtmlRenderer()
         return self.html
 
+    def _started_html(self):
+        html = self._html()
+        if html._browser is None:
+            html.start()
+        return html
+
     def render(self, request: dict[str, Any]) -> tuple[str, bytes | None, str]:
         language, code, options = request["language"], request["code"], request.get("options") or {}
         timeout_s = float(request["timeout_s"])
@@ -88,10 +95,7 @@ class Worker:
 
             return render_svg(code, options)
         if language == "html":
-            html = self._html()
-            if html._browser is None:
-                html.start()
-            return html.render(code, options, timeout_s, self.max_pixels)
+            return self._started_html().render(code, options, timeout_s, self.max_pixels)
         if language in ("python", "latex"):
             job_dir = sandbox.make_job_dir(self.job_root, self.uid)
             try:
@@ -113,9 +117,7 @@ class Worker:
         from renderers import trace_run
 
         if language == "html":
-            html = self._html()
-            if html._browser is None:
-                html.start()
+            html = self._started_html()
             status, png, error = html.render(code, options, timeout_s, self.max_pixels)
             self.trace = trace_run.trace_html_page(html) if status == "ok" else None
             return status, png, error
@@ -134,6 +136,8 @@ class Worker:
         max_pixels = int((request.get("options") or {}).get("max_pixels", self.max_pixels))
         try:
             status, png, error = self.render(request)
+        except InfraError as err:
+            status, png, error = INFRA, None, str(err)[:500]
         except Exception as err:  # noqa: BLE001 - a renderer bug must not take the worker down
             status, png, error = "error", None, f"renderer failure: {type(err).__name__}: {err}"[:500]
         blank = False
