@@ -46,6 +46,7 @@ class Rollouts:
     render_results: list[RenderResult | None]
     device_s: float
     render_wait_s: float
+    render_languages: list[str | None] = dataclasses.field(default_factory=list)  # per row, None: not rendered here
 
     @property
     def response_lengths(self) -> np.ndarray:
@@ -78,7 +79,7 @@ def sample_render_score(
     """
     render_options = dict(render_options or {})
     renders_here = renders_here or (lambda row, prompt: True)
-    chunks, responses, futures = [], [], []
+    chunks, responses, futures, languages = [], [], [], []
     device_s = 0.0
     for index, start in enumerate(range(0, len(raw_prompts), chunk_prompts)):
         raw = list(raw_prompts[start : start + chunk_prompts])
@@ -94,10 +95,12 @@ def sample_render_score(
             responses.append(text)
             if not renders_here(len(responses) - 1, prompt):
                 futures.append(_ELSEWHERE)
+                languages.append(None)
                 continue
             # the reward's own extraction rules decide what is rendered (language from the prompt, last block)
             job = reward.render_jobs([prompt_texts[prompt]], [text], render_options)[0]
             futures.append(None if job is None else pool.submit(job))
+            languages.append(None if job is None else job.language)
     began = time.perf_counter()
     results = [None if f is None or f is _ELSEWHERE else _result(f) for f in futures]
     render_wait_s = time.perf_counter() - began
@@ -122,6 +125,7 @@ def sample_render_score(
         render_results=results,
         device_s=device_s,
         render_wait_s=render_wait_s,
+        render_languages=languages,
     )
 
 
