@@ -41,7 +41,8 @@ class Limits:
     address_space_mb: int = 3072
     file_size_mb: int = 64
     nproc: int = 64
-    tmpfs_mb: int = 64
+    tmpfs_mb: int = 64  # each python job's private /tmp, /var/tmp, /dev/shm
+    job_dirs_mb: int = 512  # a worker's job dirs live on a tmpfs of this size: a job cannot fill the host's disk
 
 
 def is_root() -> bool:
@@ -261,6 +262,14 @@ def _make_mountpoint(mask: str, path: str) -> None:
         if not os.path.isdir(current):
             os.mkdir(current)
             os.chmod(current, 0o755)
+
+
+def isolate_worker(job_root: str, limits: Limits) -> None:
+    """For a whole render worker: an empty network namespace, and a mount namespace in which its job root is a
+    tmpfs of `limits.job_dirs_mb` (a job that fills its dir gets ENOSPC; the host's disk is untouched)."""
+    unshare(CLONE_NEWNET | CLONE_NEWNS)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("tmpfs", job_root, "tmpfs", MS_NOSUID | MS_NODEV, f"size={limits.job_dirs_mb}m,mode=0711")
 
 
 def close_inherited_fds(keep: tuple[int, ...]) -> None:

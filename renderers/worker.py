@@ -39,8 +39,9 @@ class Worker:
 
     def start(self) -> dict[str, Any]:
         if self.isolate:
-            # The whole worker (Chromium, TeX, cairosvg) lives in an empty network namespace.
-            sandbox.unshare(sandbox.CLONE_NEWNET)
+            # The whole worker (Chromium, TeX, cairosvg) lives in an empty network namespace, and in its own mount
+            # namespace where the job dirs are a size-capped tmpfs (a job filling it gets ENOSPC, not the host).
+            sandbox.isolate_worker(self.job_root, self.limits)
             self.isolated_network = True
         from PIL import Image
 
