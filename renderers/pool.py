@@ -371,7 +371,7 @@ class RenderPool:
             try:
                 result = self._run(slot, job)
             except BaseException as err:  # noqa: BLE001 - the future must always get an answer
-                result = RenderResult("crashed", None, f"render pool failure: {type(err).__name__}: {err}", 0.0)
+                result = RenderResult(INFRA, None, f"render pool failure: {type(err).__name__}: {err}", 0.0)
             future.set_result(result)
             if self._workers[slot] is None and not self._closed:
                 self._replace(slot)
@@ -475,7 +475,11 @@ class RenderPool:
 
 def _remove_slot_dirs(work_root: str, slot: int) -> None:
     """The job root of a worker slot is `w{slot}-*`; after a kill the whole thing goes."""
-    for name in os.listdir(work_root):
+    try:
+        names = os.listdir(work_root)
+    except OSError:  # the work root itself is gone: nothing left to remove
+        return
+    for name in names:
         if name.startswith(f"w{slot}-"):
             sandbox.remove_tree(os.path.join(work_root, name))
 
