@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -235,39 +236,75 @@ def _png_size(path: str) -> tuple[int, int] | None:
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
+MAX_PDF_SCAN_BYTES = 16 << 20
+MAX_OBJSTM_BYTES = 1 << 20
+_MEDIABOX = re.compile(rb"/MediaBox\s*\[\s*([-\d.\s]+?)\s*\]")
+_OBJSTM = re.compile(rb"/Type\s*/ObjStm\b[^>]*>>\s*stream\r?\n")
+
+
+def largest_mediabox_pts(pdf: bytes) -> tuple[float, float] | None:
+    """The largest /MediaBox anywhere in the file (plain text and Flate object streams), in points; None when the
+    file cannot be read this way (then pdfinfo decides). The largest, so that a box the document forged itself
+    (\\pdfobj, \\pdfpageattr) can only make its own page look bigger, never hide the real one."""
+    if len(pdf) > MAX_PDF_SCAN_BYTES or b"/UserUnit" in pdf:
+        return None
+    texts = [pdf]
+    for match in _OBJSTM.finditer(pdf):
+        inflater = zlib.decompressobj()
+        try:
+            text = inflater.decompress(pdf[match.end() : match.end() + MAX_PDF_SCAN_BYTES], MAX_OBJSTM_BYTES)
+        except zlib.error:
+            return None
+        if inflater.unconsumed_tail or b"/UserUnit" in text:
+            return None  # oversized object stream: not a pdfTeX page tree we can vouch for
+        texts.append(text)
+    best = None
+    for text in texts:
+        for box in _MEDIABOX.finditer(text):
+            try:
+                x0, y0, x1, y1 = (float(v) for v in box.group(1).split())
+            except ValueError:
+                return None
+            size = (abs(x1 - x0), abs(y1 - y0))
+            if best is None or size[0] * size[1] > best[0] * best[1]:
+                best = size
+    return best
+
+
 def _rasterise(tool: _Tool, job_dir: str, dpi: int, max_pixels: int, timeout_s: float):
-    """Page 1 to PNG with one poppler call in the common case: pdftoppm rasterises at most a square crop whose area
-    is the pixel budget (so memory and time stay bounded without asking pdfinfo first). Only a page that reaches
-    the crop's edge is measured with pdfinfo, then refused or rasterised whole."""
-    side = max(1, math.isqrt(max_pixels))
-    base = ["pdftoppm", "-png", "-r", str(dpi), "-f", "1", "-l", "1", "-singlefile"]
-    done = tool.run([*base, "-x", "0", "-y", "0", "-W", str(side), "-H", str(side), "doc.pdf", "page"])
-    if done is None:
-        return "timeout", None, f"pdftoppm exceeded the {timeout_s:g} s limit"
-    path = os.path.join(job_dir, "page.png")
-    if done.returncode != 0 or not os.path.exists(path):
-        if b"Wrong page range" in done.stdout or b"first page" in done.stdout.lower():
-            return "error", None, "pdflatex produced a PDF without a readable first page"
-        return "error", None, f"pdftoppm failed: {done.stdout.decode(errors='replace').strip()[:300]}"
-    size = _png_size(path)
-    if size is None:
-        return "error", None, "pdftoppm wrote no PNG"
-    if size[0] >= side or size[1] >= side:  # the crop may have cut the page: measure it, then decide
+    """Page 1 to PNG with one poppler call: the page-size guard reads the PDF's page boxes in-process (pdfinfo only
+    when it cannot), and pdftoppm rasterises at most a square crop of the pixel budget, so a page the guard got
+    wrong still costs no more than the budget; a page reaching the crop's edge is measured by pdfinfo and redone."""
+    try:
+        with open(os.path.join(job_dir, "doc.pdf"), "rb") as f:
+            pts = largest_mediabox_pts(f.read(MAX_PDF_SCAN_BYTES + 1))
+    except OSError:
+        pts = None
+    if pts is None:
         info = tool.run(["pdfinfo", "-f", "1", "-l", "1", "doc.pdf"])
         if info is None:
             return "timeout", None, f"pdfinfo exceeded the {timeout_s:g} s limit"
         pts = _page_size_pts(info.stdout.decode(errors="replace"))
         if pts is None:
             return "error", None, "pdflatex produced a PDF without a readable first page"
-        pixels = (pts[0] / 72 * dpi) * (pts[1] / 72 * dpi)
-        if pixels > max_pixels:
-            return "error", None, f"page 1 at {dpi} dpi would be {pixels:.0f} px, over the {max_pixels} px budget"
-        os.remove(path)
-        done = tool.run([*base, "doc.pdf", "page"])
-        if done is None:
-            return "timeout", None, f"pdftoppm exceeded the {timeout_s:g} s limit"
-        if done.returncode != 0 or not os.path.exists(path):
-            return "error", None, f"pdftoppm failed: {done.stdout.decode(errors='replace').strip()[:300]}"
+    pixels = (pts[0] / 72 * dpi) * (pts[1] / 72 * dpi)
+    if pixels > max_pixels:
+        return "error", None, f"page 1 at {dpi} dpi would be {pixels:.0f} px, over the {max_pixels} px budget"
+    side = max(1, math.isqrt(max_pixels))
+    base = ["pdftoppm", "-png", "-r", str(dpi), "-f", "1", "-l", "1", "-singlefile"]
+    wide = max(pts) / 72 * dpi >= side - 2  # a long thin page within budget: no crop, its area is already checked
+    crop = [] if wide else ["-x", "0", "-y", "0", "-W", str(side), "-H", str(side)]
+    done = tool.run([*base, *crop, "doc.pdf", "page"])
+    if done is None:
+        return "timeout", None, f"pdftoppm exceeded the {timeout_s:g} s limit"
+    path = os.path.join(job_dir, "page.png")
+    if done.returncode != 0 or not os.path.exists(path):
+        return "error", None, f"pdftoppm failed: {done.stdout.decode(errors='replace').strip()[:300]}"
+    size = _png_size(path)
+    if size is None:
+        return "error", None, "pdftoppm wrote no PNG"
+    if crop and (size[0] >= side or size[1] >= side):
+        return "error", None, f"page 1 at {dpi} dpi is larger than its page box says (over {side} px a side)"
     with open(path, "rb") as f:
         return "ok", f.read(), ""
 
