@@ -87,10 +87,11 @@ class _WorkerProcess:
         try:
             self.ready = self.read_header(deadline)
         except (WorkerDied, TimeoutError, ValueError) as err:
-            what = "did not get ready in time" if isinstance(err, TimeoutError) else str(err) or type(err).__name__
-            raise WorkerDied(f"render worker {what}; its log ends: {self.log_tail()}") from err
+            what = "render worker did not get ready in time" if isinstance(err, TimeoutError) else str(err)
+            raise WorkerDied(f"{what or type(err).__name__}; its log ends: {self.log_tail()}") from err
         if not self.ready.get("ready"):
-            raise WorkerDied(f"render worker sent {self.ready!r} instead of ready")
+            cause = self.ready.get("error") or repr(self.ready)
+            raise WorkerDied(f"render worker could not start: {str(cause)[:1000]}")
         return self.ready
 
     def log_tail(self, limit: int = 600) -> str:
@@ -275,7 +276,10 @@ class RenderPool:
             self.formats = build_formats(self.format_dir)
         deadline = time.monotonic() + start_timeout_s
         for worker in workers:
-            ready = worker.wait_ready(deadline)
+            try:
+                ready = worker.wait_ready(deadline)
+            except WorkerDied as err:
+                raise RenderInfraError(f"render pool could not start: {err}") from err
             self.capabilities = ready.get("capabilities", {})
         if not self.capabilities.get("namespaces"):
             import warnings

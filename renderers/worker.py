@@ -176,7 +176,12 @@ def main() -> None:
     sys.stdout = sys.stderr  # stray prints (libraries, warnings) must never corrupt the result channel
     worker = Worker(config)
     try:
-        _send(stdout, worker.start())
+        try:
+            ready = worker.start()
+        except BaseException as err:  # the pool reports this cause (Chromium missing, ...) instead of a dead pipe
+            _send(stdout, {"ready": False, "error": f"{type(err).__name__}: {err}"[:1000]})
+            raise
+        _send(stdout, ready)
         for line in stdin:
             request = json.loads(line)
             if request.get("cmd") == "quit":

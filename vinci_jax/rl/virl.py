@@ -87,6 +87,15 @@ class ViRLTrainer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.mesh = sharding.make_mesh(config.mesh.to_dict())
         self.num_steps = int(config.num_steps)
+        # the renderer first: a broken one fails here in seconds, naming its cause, before the model is built
+        workers = int(config.render.num_workers) or None
+        self.pool = RenderPool(num_workers=workers, timeout_s=float(config.render.timeout_s))
+        try:
+            self.pool.self_check()
+        except BaseException:
+            self.pool.close()
+            raise
+        self.render_health = RenderHealth(InfraBudget(float(config.render.get("max_infra_fraction", 0.05))))
 
         # the family (Qwen2.5-VL / Qwen3-VL) comes from model.family or the config.json of hf_dir / init_from
         self.factory = ModelFactory(config.model, self.mesh, config.seed)
@@ -153,10 +162,6 @@ class ViRLTrainer:
             state_shardings=self.state_shardings,
             reference_params=reference,
         )
-        workers = int(config.render.num_workers) or None
-        self.pool = RenderPool(num_workers=workers, timeout_s=float(config.render.timeout_s))
-        self.pool.self_check()  # fails fast, naming the cause, before any step is spent on a broken renderer
-        self.render_health = RenderHealth(InfraBudget(float(config.render.get("max_infra_fraction", 0.05))))
         # each process scores its own rollouts, on its own devices (a process-local mesh)
         reward_mesh = sharding.make_mesh({"data": -1}, jax.local_devices()) if multihost.is_multiprocess() else None
         self.reward = VisualReward(reward_config(config), mesh=reward_mesh or self.mesh)
