@@ -224,7 +224,7 @@ class RenderPool:
         self.max_pixels = int(max_pixels)
         self.isolate = bool(isolate)
         self._own_root = work_root is None
-        self.work_root = tempfile.mkdtemp(prefix="renderers-") if work_root is None else work_root
+        self.work_root = tempfile.mkdtemp(prefix="renderers-", dir=_work_parent()) if work_root is None else work_root
         os.makedirs(self.work_root, exist_ok=True)
         os.chmod(self.work_root, 0o711)
         self.format_dir: str | None = None
@@ -475,6 +475,14 @@ class RenderPool:
             _remove_slot_dirs(self.work_root, slot)
             if sandbox.is_root() and self.isolate:
                 sandbox.kill_uid(self.uid_base + slot)
+
+
+def _work_parent() -> str | None:
+    """The temp dir, unless the job uids could not reach it (e.g. TMPDIR inside a 0700 home): then /tmp."""
+    parent = tempfile.gettempdir()
+    if sandbox.is_root() and (sandbox.traversal_blocker(os.path.join(parent, "x")) or not os.stat(parent).st_mode & 1):
+        return "/tmp"
+    return None
 
 
 def _remove_slot_dirs(work_root: str, slot: int) -> None:
