@@ -185,6 +185,7 @@ def test_worker_that_cannot_import_fails_the_check_with_its_traceback(tmp_path):
     assert "No module named 'vinci_missing_dependency_xyz'" in proc.stderr
 
 
+@pytest.mark.slow  # the passing path is the self-check every ViRL run and data build does at start
 def test_check_command_passes_here():
     proc = subprocess.run(
         [sys.executable, "-m", "renderers", "check", "--languages", "python,svg"],
