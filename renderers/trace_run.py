@@ -6,7 +6,7 @@ runs exactly as a `RenderPool` python/html job does (same fork, namespaces, unpr
 rules; see lang_python / lang_html), with instrumentation installed first:
 - python + "matplotlib": renderers.trace_matplotlib (texts drawn, subplot grid specs, plotting calls, colours);
 - python + "rdkit": renderers.trace_rdkit (molecules drawn / parsed);
-- html + "html": text blocks of the loaded page (text, box in page fractions, CSS colour), read in Chromium.
+- html + "html": renderers.trace_html (Design2Code's text blocks: recoloured screenshots of the loaded page).
 The sandboxed job child writes its trace as JSON into its private job dir; the worker reads it back (size-capped)
 after the child has exited. Wire format as renderers.worker: one JSON line in, one JSON header line + PNG bytes out.
 """
@@ -43,30 +43,6 @@ TRACE_UID_BLOCKS = (getattr(sandbox, "POOL_UID_BASE", sandbox.JOB_UID_BASE + 65_
 )
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TEXT_BLOCKS_JS = """() => {
-  const root = document.documentElement;
-  const W = Math.max(root.scrollWidth, document.body ? document.body.scrollWidth : 0, window.innerWidth);
-  const H = Math.max(root.scrollHeight, document.body ? document.body.scrollHeight : 0, window.innerHeight);
-  const blocks = [];
-  const walker = document.createTreeWalker(document.body || root, NodeFilter.SHOW_TEXT);
-  const skip = new Set(['script', 'style', 'noscript', 'title', 'template']);
-  let node;
-  while ((node = walker.nextNode())) {
-    const text = node.textContent.replace(/\\s+/g, ' ').trim();
-    const el = node.parentElement;
-    if (!text || !el || skip.has(el.tagName.toLowerCase())) continue;
-    const style = getComputedStyle(el);
-    if (style.visibility === 'hidden' || style.display === 'none' || parseFloat(style.opacity) === 0) continue;
-    const range = document.createRange();
-    range.selectNodeContents(node);
-    const r = range.getBoundingClientRect();
-    if (r.width <= 0 || r.height <= 0) continue;
-    blocks.push({text: text, x: (r.left + window.scrollX) / W, y: (r.top + window.scrollY) / H,
-                 w: r.width / W, h: r.height / H, color: style.color});
-  }
-  return {width: W, height: H, blocks: blocks};
-}"""
-
 
 @dataclass
 class TraceResult(RenderResult):
@@ -86,6 +62,15 @@ def _traced_run_job_code(code: str, job_dir: str, *, kinds: tuple[str, ...], ori
 
         trace_matplotlib.install()
         tracers["matplotlib"] = trace_matplotlib
+        from renderers import lang_python
+
+        install_hooks = lang_python._install_hooks
+
+        def hooks_then_freeze_point(capture: Any) -> None:  # this forked job child only
+            install_hooks(capture)
+            trace_matplotlib.wrap_capture_calls()
+
+        lang_python._install_hooks = hooks_then_freeze_point
     if "rdkit" in kinds:
         from renderers import trace_rdkit
 
@@ -116,6 +101,31 @@ def _read_trace(job_dir: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+# Imported by the worker before it forks a traced job: the job drops privileges and may no longer be able to read
+# the interpreter's files (e.g. a Python installed under a private home), so late imports inside it could fail.
+TRACER_MODULES = {
+    "matplotlib": ("renderers.trace_matplotlib", "matplotlib.backends.backend_pdf", "matplotlib.projections.polar",
+                   "mpl_toolkits.mplot3d", "matplotlib_venn", "squarify", "networkx"),
+    "rdkit": ("renderers.trace_rdkit",),
+}  # fmt: skip
+_PRELOADED: set[str] = set()
+
+
+def preload_tracers(kinds: Sequence[str]) -> None:
+    """Import what the tracers of `kinds` use, once per worker process (missing optional packages are skipped)."""
+    import importlib
+
+    for kind in kinds:
+        if kind in _PRELOADED:
+            continue
+        _PRELOADED.add(kind)
+        for module in TRACER_MODULES.get(kind, ()):
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                pass
+
+
 def trace_python(
     code: str,
     options: Mapping[str, Any],
@@ -129,6 +139,7 @@ def trace_python(
     """lang_python.render_python with tracers installed in the sandboxed job child; + the trace it wrote."""
     from renderers import lang_python
 
+    preload_tracers(kinds)
     original = lang_python.run_job_code
     try:  # the forked job child looks run_job_code up in lang_python, so it runs the traced version
         lang_python.run_job_code = functools.partial(_traced_run_job_code, kinds=tuple(kinds), original=original)
@@ -140,12 +151,15 @@ def trace_python(
 
 
 def trace_html_page(renderer: Any) -> dict[str, Any] | None:
-    """Text blocks of the page an HtmlRenderer has just rendered (None when it holds no page)."""
+    """Design2Code text blocks of the page an HtmlRenderer has just rendered (renderers.trace_html; None when it
+    holds no page)."""
     page = getattr(renderer, "_page", None)
     if page is None:
         return None
     try:
-        return {"html": page.evaluate(TEXT_BLOCKS_JS)}
+        from renderers.trace_html import page_blocks
+
+        return {"html": page_blocks(page)}
     except Exception as err:  # noqa: BLE001 - the picture stands even if the page cannot be read
         return {"html": {"error": f"{type(err).__name__}: {err}"[:300]}}
 

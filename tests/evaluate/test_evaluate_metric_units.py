@@ -1,4 +1,4 @@
-"""Metric building blocks on hand-made inputs: CIEDE2000, F1 matching, SSIM, molecules, Design2Code blocks."""
+"""Metric building blocks on hand-made inputs: CIEDE2000, assignment, SSIM, molecules, Design2Code blocks."""
 
 import pytest
 from PIL import Image, ImageDraw
@@ -7,7 +7,7 @@ from vinci_jax.evaluate.chart_metrics import chartmimic_scores, text_match
 from vinci_jax.evaluate.colors import ciede2000, color_similarity, parse_color
 from vinci_jax.evaluate.design_metrics import design2code_scores
 from vinci_jax.evaluate.image_metrics import ssim
-from vinci_jax.evaluate.matching import multiset_f1, soft_f1
+from vinci_jax.evaluate.matching import assign
 from vinci_jax.evaluate.molecule_metrics import drawn_smiles, molecule_scores, static_smiles
 
 
@@ -26,29 +26,32 @@ def test_colour_parsing_and_similarity_order():
     assert color_similarity("#000000", "#ffffff") == 0.0
 
 
-def test_multiset_and_soft_f1():
-    assert multiset_f1(["a", "b", "b"], ["b", "a", "b"]) == 1.0
-    assert multiset_f1(["a", "b"], ["a"]) == pytest.approx(2 / 3)
-    assert multiset_f1([], []) == 1.0 and multiset_f1(["a"], []) == 0.0
+def test_assignment_maximises_total_similarity():
     same = lambda a, b: float(a == b)  # noqa: E731
-    assert soft_f1([1, 2], [2, 1], same) == 1.0
-    assert soft_f1([1, 2], [1, 3], same) == pytest.approx(0.5)
+    assert sorted(assign([1, 2], [2, 1], same)) == [(0, 1, 1.0), (1, 0, 1.0)]
+    assert assign([], [1], same) == []
 
 
-def _trace(texts=(("Title", 0.5, 0.9),), layout=((1, 1, 0, 1, 0, 1),), types=("plot",), colors=(("line", "#ff0000"),)):
-    return {"texts": [{"text": t, "x": x, "y": y} for t, x, y in texts], "layout": [list(v) for v in layout],
-            "types": list(types), "colors": [list(c) for c in colors]}  # fmt: skip
+def _trace(texts=("Title",), layout=((1, 1, 0, 0, 0, 0),), types=None, colors=(("line", "#FF0000"),)):
+    return {"texts": list(texts), "layout": [list(v) for v in layout], "types": types or {"Axes.plot": 1},
+            "colors": [list(c) for c in colors], "num_axes": len(layout)}  # fmt: skip
+
+
+def _p2c(texts=(("title", 0.5, 1.0),)):
+    return {"texts": [list(t) for t in texts], "size_inches": [6.4, 4.8]}
 
 
 def test_chartmimic_components_move_independently():
     gold = _trace()
     assert chartmimic_scores(gold, _trace())["low_level"] == 1.0
-    recoloured = chartmimic_scores(gold, _trace(colors=(("line", "#00ff00"),)))
+    recoloured = chartmimic_scores(gold, _trace(colors=(("line", "#00FF00"),)))
     assert recoloured["color_f1"] < 1.0 and recoloured["text_f1"] == recoloured["layout_f1"] == 1.0
-    retyped = chartmimic_scores(gold, _trace(types=("bar",)))
+    retyped = chartmimic_scores(gold, _trace(types={"Axes.bar": 1}))
     assert retyped["type_f1"] == 0.0 and retyped["color_f1"] == 1.0
-    assert text_match(gold, _trace(texts=(("Title", 0.5, 0.9),))) == 1.0
-    assert text_match(gold, _trace(texts=(("Title", 0.1, 0.1),))) == 0.0  # right string, wrong place
+    relaid = chartmimic_scores(gold, _trace(layout=((1, 2, 0, 0, 0, 0),)))
+    assert relaid["layout_f1"] == 0.0 and relaid["text_f1"] == relaid["type_f1"] == relaid["color_f1"] == 1.0
+    assert text_match(_p2c(), _p2c()) == 1.0
+    assert text_match(_p2c(), _p2c(texts=(("title", 40.0, 1.0),))) == 0.0  # right string, out of the radius
 
 
 def test_ssim_identical_and_perturbed():
@@ -89,3 +92,4 @@ def test_design2code_components():
     assert moved["position"] < 1.0 and moved["text"] == 1.0
     missing = design2code_scores(gold, {"blocks": [_block("Welcome home")]})
     assert missing["block_match"] == pytest.approx(2 / 3) and missing["text"] == 1.0
+    assert design2code_scores(gold, {"blocks": [_block("WELCOME HOME"), _block("Contact us", y=0.5)]})["text"] == 1.0

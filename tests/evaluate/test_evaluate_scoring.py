@@ -44,6 +44,8 @@ def test_chart_gold_and_perturbations(evaluator):
         "no_subplot": _chart(panels=2),
         "text": _chart(titles=("Revenue", "Trend", "Share")),
         "crash": _chart(tail="raise RuntimeError('boom')"),
+        "white": "import matplotlib.pyplot as plt\nplt.figure()\nplt.show()\n",
+        "late_error": gold + "raise RuntimeError('after the show')\n",
     })  # fmt: skip
     _assert_gold_perfect(rows["gold"], "chart")
     colour = rows["colour"]["metrics"]
@@ -55,8 +57,17 @@ def test_chart_gold_and_perturbations(evaluator):
     assert text["color_f1"] == text["layout_f1"] == text["type_f1"] == 1.0
     crash = rows["crash"]
     assert not crash["executed"] and crash["status"] == "error" and "boom" in crash["error"]
-    assert crash["metrics"]["execution"] == crash["metrics"]["low_level"] == crash["metrics"]["visual"] == 0.0
-    assert summary["num_samples"] == 5 and summary["execution_rate"] == pytest.approx(0.8)
+    assert crash["metrics"]["execution"] == crash["metrics"]["visual"] == 0.0
+    # ChartMimic's published means count a failed run as 0 (what it drew, here everything, stays in the row);
+    # Plot2Code leaves it out
+    assert crash["metrics"]["low_level"] == 0.0 and crash["chartmimic_failed_run"]["low_level"] == 1.0
+    assert crash["metrics"]["text_match"] is None
+    late = rows["late_error"]  # fails after its first plt.show(): ChartMimic cuts the code there, so it counts
+    assert not late["executed"] and late["metrics"]["low_level"] == 1.0
+    white = rows["white"]  # runs, draws an empty white figure: Plot2Code skips it, ChartMimic finds nothing
+    assert white["executed"] and white["metrics"]["text_match"] is None and white["metrics"]["low_level"] == 0.0
+    assert summary["num_samples"] == 7 and summary["execution_rate"] == pytest.approx(5 / 7)
+    assert summary["counts"]["text_match"] == 4
     assert "high_level" in summary["not_computed"]  # judge score, no judge given
 
 
@@ -92,7 +103,10 @@ def test_svg_gold_perturbation_and_failure(evaluator):
                          {"gold": gold, "fill": SVG.format(fill="crimson"), "broken": "<svg><rect"})  # fmt: skip
     _assert_gold_perfect(rows["gold"], "svg")
     assert rows["fill"]["metrics"]["ssim"] < 1.0 and rows["fill"]["metrics"]["visual"] < 1.0
-    assert not rows["broken"]["executed"] and rows["broken"]["metrics"]["ssim"] == 0.0
+    # an unrenderable SVG is left out of the SSIM mean, as UniSVG's script skips it
+    assert not rows["broken"]["executed"] and rows["broken"]["metrics"]["ssim"] is None
+    assert summary["counts"]["ssim"] == 2
+    assert summary["metrics"]["ssim"] == pytest.approx((1.0 + rows["fill"]["metrics"]["ssim"]) / 2)
     assert "lpips" in summary["not_computed"]
 
 

@@ -19,7 +19,7 @@ def test_hung_job_times_out_and_worker_survives(pool):
     hung = pool.trace("while True:\n    pass\n", "python", ["matplotlib"])
     assert hung.status == "timeout" and hung.png is None
     ok = pool.trace("import matplotlib.pyplot as plt\nplt.title('after')\nplt.show()\n", "python", ["matplotlib"])
-    assert ok.ok and "after" in [t["text"] for t in ok.trace["matplotlib"]["texts"]]
+    assert ok.ok and "after" in ok.trace["matplotlib"]["chartmimic"]["texts"]
 
 
 @pytest.mark.skipif(not sandbox.is_root(), reason="uid and mount isolation need root")
@@ -44,6 +44,6 @@ def test_render_pool_trace_option_returns_the_trace():
             [RenderJob(chart, "python", {"trace": "matplotlib"}), RenderJob(chart, "python")]
         )
     assert traced.ok and plain.ok and plain.trace is None
-    record = traced.trace["matplotlib"]
-    assert "Hook" in [t["text"] for t in record["texts"]] and record["types"] == ["bar"]
-    assert ["patch", "#ff0000"] in record["colors"]
+    record = traced.trace["matplotlib"]["chartmimic"]
+    assert "Hook" in record["texts"] and record["types"] == {"matplotlib.axes.Axes.bar": 1}
+    assert record["colors"] == [["bar", "#FF0000"]]  # two red bars: one (callable, colour) pair

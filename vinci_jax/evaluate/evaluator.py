@@ -3,13 +3,19 @@
 Metric families by sample domain (definitions and sources in the metric modules):
 - every sample: `execution` (the code rendered: status ok) and `visual` (the ViRL reward's visual similarity of the
   render to the target: DINOv2 tiles when weights are given, else the weight-free offline similarity);
-- chart: ChartMimic low-level `text_f1`, `layout_f1`, `type_f1`, `color_f1`, `low_level`, Plot2Code `text_match`;
+- chart: ChartMimic low-level `text_f1`, `layout_f1`, `type_f1`, `color_f1`, `low_level` (0 for a run that fails
+  before its first savefig/show, as ChartMimic's published means count it; what it drew is kept in the row as
+  `chartmimic_failed_run`), Plot2Code `text_match` (None for predictions that do not run or render all white:
+  Plot2Code leaves them out);
 - web: Design2Code `block_match`, `text`, `position`, `color` (+ `clip` with local CLIP weights);
-- svg: UniSVG `ssim` at 336x336 (+ `clip` with local CLIP weights; LPIPS is never computed offline);
+- svg: UniSVG `ssim` at 336x336, None for an unrenderable prediction (left out, as UniSVG does) (+ `clip` with
+  local CLIP weights; LPIPS is never computed offline);
 - tikz: `ssim` (compile rate is the execution rate);
 - chem: `validity`, `tanimoto` of the drawn molecule.
 A prediction that does not execute keeps its row (status, error) and scores 0 on every metric that has a gold
-reference; a metric without a usable reference (no gold code, gold code that fails) is None and reported.
+reference, except where the official evaluator does otherwise (Plot2Code, UniSVG: left out; ChartMimic: an error
+after the first savefig/show does not count); a metric without a usable reference (no gold code, gold code that
+fails) is None and reported.
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ DOMAIN_METRICS: dict[str, tuple[str, ...]] = {
 CLIP_DOMAINS = ("web", "svg")
 NOT_COMPUTED_OFFLINE = {
     "lpips": "UniSVG's LPIPS term needs LPIPS network weights, which are not available offline",
+}
+TIKZ_NOT_COMPUTED = {
+    "detikzify": "DeTikZify's metrics (ImageSim/SigLIP, CLIPScore, DreamSim, KID need weights; CrystalBLEU the DaTikZ "
+    "train set; TeX edit distance not implemented): the TikZ `ssim` is ours, not an official TikZ metric",
 }
 
 
@@ -197,14 +207,33 @@ class Evaluator:
         gold_ok = gold is not None and gold.ok
         if s.domain == "chart":
             g, p = _trace(gold, "matplotlib"), _trace(pred, "matplotlib")
+            infra = [r["chartmimic"]["infra_error"] for r in (g, p) if r and r["chartmimic"].get("infra_error")]
             if not gold_ok or g is None:
                 metrics.update(dict.fromkeys(names, None))
                 row["notes"].append(_gold_note(s, gold))
-            elif not executed or p is None:
-                metrics.update(dict.fromkeys(names, 0.0))
+            elif infra:  # never score an infrastructure failure as the model's
+                metrics.update(dict.fromkeys(names, None))
+                row["notes"].append(f"trace infrastructure failure: {infra[0]}")
             else:
-                metrics.update(chartmimic_scores(g, p))
-                metrics["text_match"] = text_match(g, p)
+                # ChartMimic scores each run on what it drew (its runs are wrapped in try/except), but its published
+                # means (get_results.ipynb, filter "code_pass") count only runs that reach their first savefig/show
+                # without error and divide by all samples: a failing run adds 0. Its own scores stay in the row.
+                empty = {"texts": [], "layout": [], "types": {}, "colors": [], "num_axes": 0}
+                graph = s.suite == "chartmimic" and s.id.startswith("graph")
+                record = (p or {}).get("chartmimic", empty)
+                scores = chartmimic_scores(g["chartmimic"], record, graph=graph)
+                if executed or record.get("frozen_at") in ("savefig", "show"):
+                    metrics.update(scores)
+                else:
+                    metrics.update(dict.fromkeys(CHARTMIMIC_METRICS, 0.0))
+                    row["chartmimic_failed_run"] = scores
+                    row["notes"].append("ChartMimic: the run failed before its first savefig/show (0 in the means)")
+                # Plot2Code leaves out predictions that do not run or render all white
+                if executed and p is not None and not _all_white(render):
+                    metrics["text_match"] = text_match(g["plot2code"], p["plot2code"])
+                else:
+                    metrics["text_match"] = None
+                    row["notes"].append("text_match: prediction did not run or rendered all white (left out)")
         elif s.domain == "web":
             g, p = _trace(gold, "html"), _trace(pred, "html")
             if not gold_ok or g is None:
@@ -214,7 +243,11 @@ class Evaluator:
                 metrics.update(dict.fromkeys(names, 0.0))
             else:
                 metrics.update(design2code_scores(g, p))
-        elif s.domain in ("svg", "tikz"):
+        elif s.domain == "svg":  # UniSVG leaves out predictions that do not render
+            metrics["ssim"] = None if target is None or render is None else ssim(target, render)
+            if render is None:
+                row["notes"].append("ssim: prediction did not render (left out, as UniSVG does)")
+        elif s.domain == "tikz":  # no official TikZ SSIM: a failed compile scores 0 (compile rate is `execution`)
             metrics["ssim"] = None if target is None else (ssim(target, render) if render is not None else 0.0)
         elif s.domain == "chem":
             gold_smiles = s.meta.get("smiles")
@@ -241,6 +274,15 @@ class Evaluator:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _all_white(image: Image.Image | None) -> bool:
+    """Plot2Code's skip test: every pixel value 255 (no render counts as white)."""
+    if image is None:
+        return True
+    import numpy as np
+
+    return bool(np.all(np.asarray(image) == 255))
 
 
 def _needs_gold_run(s: EvalSample) -> bool:
@@ -287,9 +329,11 @@ def summarize(suite: str, rows: Sequence[dict[str, Any]], evaluator: Evaluator |
         not_computed["clip"] = "needs local CLIP weights (--clip DIR)"
     if "svg" in domains:
         not_computed.update(NOT_COMPUTED_OFFLINE)
+    if "tikz" in domains:
+        not_computed.update(TIKZ_NOT_COMPUTED)
     for m in names:
         if counts[m] < len(rows) and counts[m] == 0:
-            not_computed[m] = "no sample had a usable reference (see row notes)"
+            not_computed[m] = "no sample had a usable value (see row notes)"
     executed = sum(bool(r["executed"]) for r in rows)
     infra = sum(r["status"] == "infra" for r in rows)  # renderer failures: out of every rate and mean
     return {
