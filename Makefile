@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := chromium chromium-driver
+# util-linux: prlimit + setpriv start the TeX/poppler tools of render jobs under their limits and uid
+APT_PACKAGES := chromium chromium-driver util-linux
 TEX_PACKAGES := texlive-latex-base texlive-latex-extra texlive-pictures poppler-utils
 export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
 
@@ -27,6 +28,7 @@ setup: system-deps $(STAMP)
 # System packages: Debian's Chromium (driven by Playwright) and a slim TeX Live with poppler.
 system-deps:
 	@if command -v chromium >/dev/null && command -v pdflatex >/dev/null && command -v pdftoppm >/dev/null \
+	    && command -v prlimit >/dev/null && command -v setpriv >/dev/null \
 	    && kpsewhich standalone.cls >/dev/null && kpsewhich pgfplots.sty >/dev/null; then \
 	  echo "system packages: present"; \
 	else \

@@ -136,7 +136,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "visual_weight": 0.9,
         }
     )
-    config.render = ml_collections.ConfigDict({"num_workers": 0, "timeout_s": 10.0})  # 0 workers: CPU count
+    # 0 workers: CPU count. max_infra_fraction: renderer (not model) failures a step may have before the run stops
+    config.render = ml_collections.ConfigDict({"num_workers": 0, "timeout_s": 10.0, "max_infra_fraction": 0.05})
     config.checkpoint = ml_collections.ConfigDict({"every_steps": 5, "keep": 3, "async_save": True})
     config.eval = ml_collections.ConfigDict({"prompts": 64, "at_start": True, "every_steps": 0, "max_new_tokens": 0})
     config.log_every = 1

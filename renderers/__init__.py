@@ -6,11 +6,13 @@ options) and the render result (image or error).
 
 from renderers.extract import LANGUAGES, extract_code, language_from_prompt
 from renderers.pool import RenderPool, render_one
-from renderers.types import SUPPORTED_LANGUAGES, RenderJob, RenderResult
+from renderers.types import INFRA, SUPPORTED_LANGUAGES, RenderInfraError, RenderJob, RenderResult
 
 __all__ = [
+    "INFRA",
     "LANGUAGES",
     "SUPPORTED_LANGUAGES",
+    "RenderInfraError",
     "RenderJob",
     "RenderPool",
     "RenderResult",

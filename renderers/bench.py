@@ -176,6 +176,46 @@ def floor_latex(codes: list[str], scratch: str) -> float:
             os.environ["TEXFORMATS"] = env_backup
 
 
+def latex_breakdown(codes: list[str], scratch: str) -> dict[str, float]:
+    """Mean ms per document of each stage, sequential and warm: the reference path (plain pdflatex + pdftoppm
+    with the pdfinfo guard the pool used to run) against the pool's (format pdflatex, in-process guard, one pdftoppm
+    with the budget crop). Spawn costs are those of this (light) process, not of a worker holding the python stack."""
+    from renderers.lang_latex import PDFLATEX_FLAGS, build_formats, largest_mediabox_pts, prepare_document
+
+    format_dir = os.path.join(scratch, "formats")
+    if not os.path.isdir(format_dir):
+        build_formats(format_dir)
+    workdir = tempfile.mkdtemp(prefix="stages-", dir=scratch)
+    env = dict(os.environ, TEXFORMATS=format_dir + ":")
+    totals: dict[str, float] = {}
+
+    def run(stage: str, argv: list[str]) -> None:
+        totals[stage] = totals.get(stage, 0.0) + timed(
+            lambda: subprocess.run(argv, cwd=workdir, env=env, capture_output=True, timeout=60)
+        )
+
+    pdf = os.path.join(workdir, "doc.pdf")
+    raster = ["pdftoppm", "-png", "-r", "300", "-f", "1", "-l", "1", "-singlefile", "doc.pdf", "page"]
+    for code in codes:
+        doc = prepare_document(code)
+        with open(os.path.join(workdir, "doc.tex"), "w") as f:
+            f.write(doc.tex)
+        run("reference_pdflatex", ["pdflatex", *PDFLATEX_FLAGS, "doc.tex"])
+        run("reference_pdftoppm", raster)
+        if doc.format:
+            with open(os.path.join(workdir, "doc.tex"), "w") as f:
+                f.write(doc.tex_for_format or doc.tex)
+        run("pool_pdflatex", ["pdflatex", *PDFLATEX_FLAGS, *([f"-fmt={doc.format}"] if doc.format else []), "doc.tex"])
+        run("old_guard_pdfinfo", ["pdfinfo", "-f", "1", "-l", "1", "doc.pdf"])
+        with open(pdf, "rb") as f:
+            data = f.read()
+        totals["pool_guard_inprocess"] = totals.get("pool_guard_inprocess", 0.0) + timed(
+            lambda data=data: largest_mediabox_pts(data)
+        )
+        run("pool_pdftoppm_crop", [*raster[:-2], "-x", "0", "-y", "0", "-W", "9110", "-H", "9110", *raster[-2:]])
+    return {stage: round(1000 * seconds / len(codes), 2) for stage, seconds in totals.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m renderers.bench", description=__doc__)
     parser.add_argument("--workers", type=int, default=None, help="pool workers and reference parallelism (CPUs)")
@@ -201,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
         "svg": reference_svg,
     }
     report: dict[str, dict[str, float]] = {"pool_rps": {}, "reference_rps": {}, "floor_rps": {}}
+    breakdown: dict[str, float] = {}
+    load_before = os.getloadavg()
     try:
         start = time.perf_counter()
         with RenderPool(num_workers=workers, languages=languages) as pool:
@@ -219,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
                     best["floor_rps"] = max(best["floor_rps"], rate(len(items), floor_s[lang](items)))
                 for key, value in best.items():
                     report[key][lang] = value
+        if "latex" in codes:
+            breakdown = latex_breakdown(codes["latex"], scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     speedup = {lang: report["pool_rps"][lang] / report["reference_rps"][lang] for lang in codes}
@@ -239,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
         **{key: {k: round(v, 3) for k, v in value.items()} for key, value in report.items()},
         "speedup": {k: round(v, 2) for k, v in speedup.items()},
         "pool_vs_floor": {k: round(v, 2) for k, v in vs_floor.items()},
+        "latex_breakdown_ms": breakdown,
+        "loadavg_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
     print(json.dumps(summary))
 

@@ -82,6 +82,24 @@ def cmd_render_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Start a pool and render one known-good job per language; exit 1 naming the cause when any fails."""
+    from renderers.types import RenderInfraError
+
+    languages = [lang for lang in args.languages.split(",") if lang]
+    try:
+        with RenderPool(num_workers=1, languages=languages, timeout_s=30.0) as pool:
+            results = pool.self_check(languages)
+            capabilities = pool.capabilities
+    except RenderInfraError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for lang, result in results.items():
+        print(f"{lang}: ok ({result.seconds:.2f} s)")
+    print(f"sandbox: {', '.join(k for k, v in sorted(capabilities.items()) if v) or 'none'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m renderers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("manifest")
     batch.add_argument("--out", required=True)
     batch.add_argument("--workers", type=int, default=None)
+    check = sub.add_parser("check", help="self-check: one known-good job per language; exit 1 with the cause")
+    check.add_argument("--languages", default="python,svg,html,latex")
     for p in (render, batch):
         p.add_argument("--timeout-s", dest="timeout_s", type=float, default=None)
     for name in ("width", "height", "dpi", "viewport-width", "viewport-height"):
@@ -104,4 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "render":
         return cmd_render(args)
+    if args.command == "check":
+        return cmd_check(args)
     return cmd_render_batch(args)

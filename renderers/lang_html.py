@@ -11,6 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from renderers.types import InfraError
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = (
     "--no-sandbox",
@@ -40,13 +42,18 @@ class HtmlRenderer:
         self._viewport: tuple[int, int] | None = None
 
     def start(self) -> None:
-        from playwright.sync_api import sync_playwright
+        """Start Playwright and Chromium; a failure here is the renderer's (InfraError), never the page's."""
+        try:
+            from playwright.sync_api import sync_playwright
 
-        if self._playwright is None:
-            self._playwright = sync_playwright().start()
-        self._browser = self._playwright.chromium.launch(
-            executable_path=self.executable_path, args=list(self.flags), handle_sigint=False, handle_sigterm=False
-        )
+            if self._playwright is None:
+                self._playwright = sync_playwright().start()
+            self._browser = self._playwright.chromium.launch(
+                executable_path=self.executable_path, args=list(self.flags), handle_sigint=False, handle_sigterm=False
+            )
+        except Exception as err:  # noqa: BLE001
+            self._browser = None
+            raise InfraError(f"chromium failed to start ({self.executable_path}): {type(err).__name__}: {err}") from err
         self._render_once("<html><body><p>warm-up</p></body></html>", {}, 30.0, 10**9)
 
     def _new_page(self, width: int, height: int) -> None:

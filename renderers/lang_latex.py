@@ -9,16 +9,19 @@ format (e.g. `\\usepackage[dvipsnames]{xcolor}`) is compiled again without it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
 import subprocess
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from renderers import sandbox
+from renderers.types import InfraError
 
 DEFAULTS = {"dpi": 300}
 STANDALONE_CLASS = r"\documentclass[tikz, border=3.14mm]{standalone}"
@@ -141,22 +144,29 @@ class _Tool:
 
     def __init__(self, job_dir: str, env: dict[str, str], limits: sandbox.Limits, uid: int | None, deadline: float):
         self.job_dir, self.env, self.deadline = job_dir, env, deadline
-        self.preexec = sandbox.subprocess_preexec(limits, uid, limits.address_space_mb << 20)
+        self.limits, self.uid = limits, uid
+        self.address_space = limits.address_space_mb << 20
+        self.preexec = sandbox.subprocess_preexec(limits, uid, self.address_space)
 
     def run(self, argv: list[str]) -> subprocess.CompletedProcess[bytes] | None:
-        """None on timeout."""
+        """None on timeout. A tool that cannot be started at all is the renderer's failure (InfraError)."""
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             return None
-        proc = subprocess.Popen(
-            argv,
-            cwd=self.job_dir,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            preexec_fn=self.preexec,
-        )
+        wrapped = sandbox.tool_command(argv, self.limits, self.uid, self.address_space)
+        try:
+            proc = subprocess.Popen(
+                wrapped or argv,
+                cwd=self.job_dir,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=None if wrapped else self.preexec,
+            )
+        except (OSError, subprocess.SubprocessError) as err:
+            raise InfraError(f"{argv[0]} could not be started: {type(err).__name__}: {err}") from err
         try:
             out, _ = proc.communicate(timeout=remaining)
         except subprocess.TimeoutExpired:
@@ -166,7 +176,15 @@ class _Tool:
                 pass
             proc.communicate()
             return None
+        if wrapped and proc.returncode in (126, 127) and _wrapper_failed(out):
+            raise InfraError(f"{argv[0]} could not be started: {out.decode(errors='replace').strip()[:300]}")
         return subprocess.CompletedProcess(argv, proc.returncode, out, b"")
+
+
+def _wrapper_failed(out: bytes) -> bool:
+    """prlimit/setpriv exit 126/127 with their own message when the tool cannot be executed."""
+    text = out.decode(errors="replace")
+    return any(f"{name}: failed to execute" in text or f"{name}: cannot" in text for name in ("prlimit", "setpriv"))
 
 
 def _page_size_pts(info: str) -> tuple[float, float] | None:
@@ -207,21 +225,86 @@ def render_latex(
         error = _log_error(job_dir)
     else:
         return "error", None, error
-    info = tool.run(["pdfinfo", "-f", "1", "-l", "1", "doc.pdf"])
-    if info is None:
-        return "timeout", None, f"pdfinfo exceeded the {timeout_s:g} s limit"
-    size = _page_size_pts(info.stdout.decode(errors="replace"))
-    if size is None:
-        return "error", None, "pdflatex produced a PDF without a readable first page"
-    pixels = (size[0] / 72 * dpi) * (size[1] / 72 * dpi)
+    return _rasterise(tool, job_dir, dpi, max_pixels, timeout_s)
+
+
+def _png_size(path: str) -> tuple[int, int] | None:
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+MAX_PDF_SCAN_BYTES = 16 << 20
+MAX_OBJSTM_BYTES = 1 << 20
+_MEDIABOX = re.compile(rb"/MediaBox\s*\[\s*([-\d.\s]+?)\s*\]")
+_OBJSTM = re.compile(rb"/Type\s*/ObjStm\b[^>]*>>\s*stream\r?\n")
+
+
+def largest_mediabox_pts(pdf: bytes) -> tuple[float, float] | None:
+    """The largest /MediaBox anywhere in the file (plain text and Flate object streams), in points; None when the
+    file cannot be read this way (then pdfinfo decides). The largest, so that a box the document forged itself
+    (\\pdfobj, \\pdfpageattr) can only make its own page look bigger, never hide the real one."""
+    if len(pdf) > MAX_PDF_SCAN_BYTES or b"/UserUnit" in pdf:
+        return None
+    texts = [pdf]
+    for match in _OBJSTM.finditer(pdf):
+        inflater = zlib.decompressobj()
+        try:
+            text = inflater.decompress(pdf[match.end() : match.end() + MAX_PDF_SCAN_BYTES], MAX_OBJSTM_BYTES)
+        except zlib.error:
+            return None
+        if inflater.unconsumed_tail or b"/UserUnit" in text:
+            return None  # oversized object stream: not a pdfTeX page tree we can vouch for
+        texts.append(text)
+    best = None
+    for text in texts:
+        for box in _MEDIABOX.finditer(text):
+            try:
+                x0, y0, x1, y1 = (float(v) for v in box.group(1).split())
+            except ValueError:
+                return None
+            size = (abs(x1 - x0), abs(y1 - y0))
+            if best is None or size[0] * size[1] > best[0] * best[1]:
+                best = size
+    return best
+
+
+def _rasterise(tool: _Tool, job_dir: str, dpi: int, max_pixels: int, timeout_s: float):
+    """Page 1 to PNG with one poppler call: the page-size guard reads the PDF's page boxes in-process (pdfinfo only
+    when it cannot), and pdftoppm rasterises at most a square crop of the pixel budget, so a page the guard got
+    wrong still costs no more than the budget; a page reaching the crop's edge is measured by pdfinfo and redone."""
+    try:
+        with open(os.path.join(job_dir, "doc.pdf"), "rb") as f:
+            pts = largest_mediabox_pts(f.read(MAX_PDF_SCAN_BYTES + 1))
+    except OSError:
+        pts = None
+    if pts is None:
+        info = tool.run(["pdfinfo", "-f", "1", "-l", "1", "doc.pdf"])
+        if info is None:
+            return "timeout", None, f"pdfinfo exceeded the {timeout_s:g} s limit"
+        pts = _page_size_pts(info.stdout.decode(errors="replace"))
+        if pts is None:
+            return "error", None, "pdflatex produced a PDF without a readable first page"
+    pixels = (pts[0] / 72 * dpi) * (pts[1] / 72 * dpi)
     if pixels > max_pixels:
         return "error", None, f"page 1 at {dpi} dpi would be {pixels:.0f} px, over the {max_pixels} px budget"
-    done = tool.run(["pdftoppm", "-png", "-r", str(dpi), "-f", "1", "-l", "1", "-singlefile", "doc.pdf", "page"])
+    side = max(1, math.isqrt(max_pixels))
+    base = ["pdftoppm", "-png", "-r", str(dpi), "-f", "1", "-l", "1", "-singlefile"]
+    wide = max(pts) / 72 * dpi >= side - 2  # a long thin page within budget: no crop, its area is already checked
+    crop = [] if wide else ["-x", "0", "-y", "0", "-W", str(side), "-H", str(side)]
+    done = tool.run([*base, *crop, "doc.pdf", "page"])
     if done is None:
         return "timeout", None, f"pdftoppm exceeded the {timeout_s:g} s limit"
     path = os.path.join(job_dir, "page.png")
     if done.returncode != 0 or not os.path.exists(path):
         return "error", None, f"pdftoppm failed: {done.stdout.decode(errors='replace').strip()[:300]}"
+    size = _png_size(path)
+    if size is None:
+        return "error", None, "pdftoppm wrote no PNG"
+    if crop and (size[0] >= side or size[1] >= side):
+        return "error", None, f"page 1 at {dpi} dpi is larger than its page box says (over {side} px a side)"
     with open(path, "rb") as f:
         return "ok", f.read(), ""
 

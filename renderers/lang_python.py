@@ -12,9 +12,11 @@ Capture rules (the released reward misses the PIL case and accepts blank canvase
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
+import re
 import select
 import signal
 import time
@@ -24,6 +26,7 @@ from typing import Any
 
 from renderers import sandbox
 from renderers.images import to_png
+from renderers.types import INFRA
 
 JOB_FILENAME = "<render job>"
 MAX_RESULT_BYTES = 256 << 20
@@ -32,6 +35,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".bmp", ".gif", ".tif", ".tif
 
 def warm_up() -> None:
     """Import and exercise the drawing stacks once so forked children start with fonts and modules loaded."""
+    sandbox.runtime_roots()  # computed once here, inherited by every forked job
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,6 +49,11 @@ def warm_up() -> None:
     ax.legend()
     fig.savefig(io.BytesIO(), format="png")
     plt.close("all")
+    for optional in ("pandas", "seaborn", "scipy.stats"):  # what chart code imports most; forked jobs skip it
+        try:
+            __import__(optional)
+        except ImportError:
+            pass
     try:
         from rdkit import Chem
         from rdkit.Chem import Draw
@@ -99,6 +108,15 @@ def _file_png(path: str) -> bytes:
 _ORIGINAL: dict[str, Any] = {}
 
 
+def _make_parent(path: Any) -> None:
+    """Create the missing directories of an output path inside the job dir (chart code often assumes them)."""
+    parent = os.path.dirname(os.path.realpath(os.fspath(path)))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError:
+        pass
+
+
 def _install_hooks(capture: _Capture) -> None:
     """Route every way of showing or saving a picture through `capture`, keeping the user-visible behaviour."""
     import matplotlib.pyplot as plt
@@ -110,6 +128,7 @@ def _install_hooks(capture: _Capture) -> None:
 
     def savefig(self: Figure, fname: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(fname, (str, os.PathLike)) and capture.inside_job_dir(fname):
+            _make_parent(fname)  # `plt.savefig('results/fig.png')` in a fresh dir: the figure, not FileNotFoundError
             result = _ORIGINAL["savefig"](self, fname, *args, **kwargs)
             path = os.fspath(fname)
             if os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES:
@@ -144,6 +163,8 @@ def _install_hooks(capture: _Capture) -> None:
     def pil_save(self: Image.Image, fp: Any, *args: Any, **kwargs: Any) -> Any:
         snapshot = self.copy()
         capture.add(lambda: to_png(snapshot))
+        if isinstance(fp, (str, os.PathLike)) and capture.inside_job_dir(fp):
+            _make_parent(fp)
         try:
             return original_pil_save(self, fp, *args, **kwargs)
         except OSError:
@@ -228,55 +249,77 @@ def _write_result(fd: int, status: str, png: bytes | None, error: str) -> None:
         view = view[written:]
 
 
-def _child(code: str, job_dir: str, fd: int, limits: sandbox.Limits, uid: int | None, isolate: bool) -> None:
-    """Runs in the forked job process: isolate, drop privileges, limit, execute, report. Never returns."""
+def _child(
+    code: str, job_dir: str, fd: int, setup_fd: int, limits: sandbox.Limits, uid: int | None, isolate: bool
+) -> None:
+    """Runs in the forked job process: isolate, drop privileges, limit, execute, report. Never returns.
+
+    A setup failure is reported on `setup_fd`, which is closed before the job's code runs: the code cannot forge
+    an infrastructure failure (it could write anything to the result pipe)."""
     status = 1
     try:
-        sandbox.close_inherited_fds(keep=(fd,))
-        if isolate:
-            sandbox.isolate_filesystem(job_dir, limits)
-        os.chdir(job_dir)
-        os.environ.clear()
-        os.environ.update(sandbox.scrubbed_env(job_dir))
-        if uid is not None:
-            sandbox.drop_privileges(uid)
-        sandbox.apply_rlimits(limits)
+        try:
+            sandbox.close_inherited_fds(keep=(fd, setup_fd))
+            if isolate:
+                sandbox.isolate_filesystem(job_dir, limits)
+            os.chdir(job_dir)
+            os.environ.clear()
+            os.environ.update(sandbox.scrubbed_env(job_dir))
+            if uid is not None:
+                sandbox.drop_privileges(uid)
+            sandbox.apply_rlimits(limits)
+        except BaseException as err:  # noqa: BLE001
+            _report_setup_failure(setup_fd, err)
+            os._exit(1)
+        os.close(setup_fd)
         result = run_job_code(code, job_dir)
         _write_result(fd, *result)
         status = 0
-    except BaseException as err:  # noqa: BLE001
-        try:
-            _write_result(fd, "error", None, f"sandbox setup failed: {err}"[:500])
-        except OSError:
-            pass
     finally:
         os._exit(status)
 
 
-def _fork_job(code: str, job_dir: str, limits: sandbox.Limits, uid: int | None, namespaces: bool) -> tuple[int, int]:
+def _report_setup_failure(setup_fd: int, err: BaseException) -> None:
+    try:
+        os.write(setup_fd, f"{type(err).__name__}: {err}"[:500].encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def _fork_job(
+    code: str, job_dir: str, limits: sandbox.Limits, uid: int | None, namespaces: bool
+) -> tuple[int, int, int]:
     """Fork the job process; as root it becomes pid 1 of fresh pid, mount and net namespaces (so killing it, or
-    its parent, takes every process it started along)."""
+    its parent, takes every process it started along). Returns (pid, result fd, setup-failure fd)."""
     read_fd, write_fd = os.pipe()
+    setup_read, setup_write = os.pipe()
     pid = os.fork()
     if pid != 0:
         os.close(write_fd)
-        return pid, read_fd
+        os.close(setup_write)
+        return pid, read_fd, setup_read
     # intermediate process
     os.close(read_fd)
+    os.close(setup_read)
     try:
         sandbox.die_with_parent()
         os.setsid()
         isolate = False
         if namespaces:
-            sandbox.unshare(sandbox.CLONE_NEWPID | sandbox.CLONE_NEWNS | sandbox.CLONE_NEWNET)
+            try:
+                sandbox.unshare(sandbox.CLONE_NEWPID | sandbox.CLONE_NEWNS | sandbox.CLONE_NEWNET)
+            except OSError as err:
+                _report_setup_failure(setup_write, err)
+                os._exit(70)
             isolate = True
             inner = os.fork()
             if inner != 0:
                 os.close(write_fd)
+                os.close(setup_write)
                 _, wstatus = os.waitpid(inner, 0)
                 os._exit(128 + os.WTERMSIG(wstatus) if os.WIFSIGNALED(wstatus) else os.WEXITSTATUS(wstatus))
             sandbox.die_with_parent()
-        _child(code, job_dir, write_fd, limits, uid, isolate)
+        _child(code, job_dir, write_fd, setup_write, limits, uid, isolate)
     except BaseException:  # noqa: BLE001
         os._exit(70)
     os._exit(71)
@@ -302,7 +345,49 @@ def render_python(
 
     `namespaces` (default: when root) puts the job in fresh pid, mount and network namespaces."""
     namespaces = sandbox.is_root() if namespaces is None else namespaces
-    pid, read_fd = _fork_job(code, job_dir, limits, uid, namespaces)
+    status, png, error = _run_forked(code, job_dir, limits, uid, timeout_s, namespaces)
+    if status == "error":
+        probe = _infra_probe(error)
+        if probe is not None:
+            # the job failed to import something the worker has (or to read one of its files): if trusted code
+            # fails the same way in the same sandbox, the sandbox is at fault, not the model's code
+            probe_status, _, probe_error = _run_forked(probe, job_dir, limits, uid, timeout_s, namespaces)
+            if probe_status == "error" and _error_kind(probe_error) == _error_kind(error):
+                return INFRA, None, f"sandbox cannot provide what the worker has: {probe_error}"[:500]
+    return status, png, error
+
+
+_MISSING_MODULE = re.compile(r"^(?:ModuleNotFoundError|ImportError)(?: \(line \d+\))?: No module named '([\w.]+)'")
+_DENIED_PATH = re.compile(r"^PermissionError(?: \(line \d+\))?: \[Errno 13\] Permission denied: '(/[^']+)'")
+
+
+def _error_kind(error: str) -> str:
+    match = re.match(r"\w+", error)
+    return match.group(0) if match else ""
+
+
+def _infra_probe(error: str) -> str | None:
+    """Trusted code that redoes what a job failed at, when the worker itself can do it (else None)."""
+    match = _MISSING_MODULE.match(error)
+    if match:
+        name = match.group(1)
+        try:
+            available = importlib.util.find_spec(name.split(".")[0]) is not None
+        except (ImportError, ValueError):
+            available = False
+        return f"import {name}\n" if available else None
+    match = _DENIED_PATH.match(error)
+    if match:
+        path = os.path.realpath(match.group(1))
+        if os.path.exists(path) and any(sandbox._under(path, root) for root in sandbox.runtime_roots()):
+            return f"open({path!r}, 'rb').close()\n"
+    return None
+
+
+def _run_forked(
+    code: str, job_dir: str, limits: sandbox.Limits, uid: int | None, timeout_s: float, namespaces: bool
+) -> tuple[str, bytes | None, str]:
+    pid, read_fd, setup_fd = _fork_job(code, job_dir, limits, uid, namespaces)
     deadline = time.monotonic() + timeout_s
     chunks: list[bytes] = []
     timed_out = False
@@ -323,13 +408,18 @@ def render_python(
             received += len(chunk)
             if received > MAX_RESULT_BYTES:
                 _kill(pid, uid)
+                os.close(setup_fd)
                 return "error", None, f"the python job returned more than {MAX_RESULT_BYTES} bytes"
     finally:
         os.close(read_fd)
     if timed_out:
         _kill(pid, uid)
+        os.close(setup_fd)
         return "timeout", None, f"python job exceeded its {timeout_s:g} s wall-clock limit"
     _, wstatus = os.waitpid(pid, 0)
+    setup_failure = _read_all(setup_fd)  # every writer has exited or closed it by now
+    if setup_failure:
+        return INFRA, None, f"sandbox setup failed: {setup_failure.decode(errors='replace')}"[:500]
     exit_code = os.WEXITSTATUS(wstatus) if os.WIFEXITED(wstatus) else 128 + os.WTERMSIG(wstatus)
     data = b"".join(chunks)
     if b"\n" not in data:
@@ -348,6 +438,24 @@ def render_python(
     if status not in ("ok", "error"):
         return "error", None, "the python process returned a malformed result"
     return status, (payload[:png_len] if status == "ok" else None), error
+
+
+def _read_all(fd: int) -> bytes:
+    """What a pipe holds once its writers are gone (setup-failure messages are short)."""
+    try:
+        os.set_blocking(fd, False)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _kill(pid: int, uid: int | None) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from renderers import sandbox
 from renderers.images import DEFAULT_MAX_PIXELS
-from renderers.types import SUPPORTED_LANGUAGES, RenderJob, RenderResult
+from renderers.types import INFRA, SUPPORTED_LANGUAGES, RenderInfraError, RenderJob, RenderResult
 
 _POOL_COUNTER = [0]
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,8 +37,24 @@ WARM_UP_CODE = {
 }
 
 
-class WorkerDied(RuntimeError):
-    pass
+# Known-good code per language: each must render (not blank) or the pool cannot work here. The python one also
+# imports stdlib and chart modules the warm worker may not hold and saves into a missing subdirectory, so the
+# sandbox's view of the installation is exercised, not just the warm worker's memory.
+SELF_CHECK_CODE = {
+    "python": (
+        "import secrets, statistics\nimport numpy as np\nimport pandas as pd\nimport seaborn as sns\n"
+        "import matplotlib.pyplot as plt\nnp.random.seed(0)\n"
+        "plt.plot(pd.Series(np.random.rand(4)).cumsum(), label=str(statistics.mean([1, 2])))\n"
+        "plt.legend()\nplt.savefig('self-check/out.png')\n"
+    ),
+    "svg": '<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40"><rect width="20" height="20"/></svg>',
+    "html": "<html><body><p style='font-size:32px'>self-check</p></body></html>",
+    "latex": r"\begin{tikzpicture}\draw[thick] (0,0) -- (1,1) node[right] {$x^2$};\end{tikzpicture}",
+}
+
+
+class WorkerDied(RenderInfraError):
+    """A worker closed its pipe or never became ready (at start-up this is the pool's infrastructure failure)."""
 
 
 class _WorkerProcess:
@@ -68,10 +84,29 @@ class _WorkerProcess:
         return self.proc.pid
 
     def wait_ready(self, deadline: float) -> dict[str, Any]:
-        self.ready = self.read_header(deadline)
+        try:
+            self.ready = self.read_header(deadline)
+        except (WorkerDied, TimeoutError, ValueError) as err:
+            what = "render worker did not get ready in time" if isinstance(err, TimeoutError) else str(err)
+            raise WorkerDied(f"{what or type(err).__name__}; its log ends: {self.log_tail()}") from err
         if not self.ready.get("ready"):
-            raise WorkerDied(f"render worker sent {self.ready!r} instead of ready")
+            cause = self.ready.get("error") or repr(self.ready)
+            raise WorkerDied(f"render worker could not start: {str(cause)[:1000]}")
         return self.ready
+
+    def log_tail(self, limit: int = 600) -> str:
+        """The end of the worker's stderr (an import error's traceback ends there)."""
+        try:
+            with open(self.log.name, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - limit))
+                text = f.read().decode(errors="replace").strip()
+        except OSError:
+            return "(no log)"
+        return text.replace("\n", " | ") or "(empty)"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def send(self, message: dict[str, Any]) -> None:
         self.proc.stdin.write(json.dumps(message).encode() + b"\n")
@@ -189,7 +224,7 @@ class RenderPool:
         self.max_pixels = int(max_pixels)
         self.isolate = bool(isolate)
         self._own_root = work_root is None
-        self.work_root = tempfile.mkdtemp(prefix="renderers-") if work_root is None else work_root
+        self.work_root = tempfile.mkdtemp(prefix="renderers-", dir=_work_parent()) if work_root is None else work_root
         os.makedirs(self.work_root, exist_ok=True)
         os.chmod(self.work_root, 0o711)
         self.format_dir: str | None = None
@@ -199,6 +234,7 @@ class RenderPool:
         self._lock = threading.Lock()
         self._closed = False
         self.restarts = 0
+        self._spawn_errors: dict[int, str] = {}
         self.capabilities: dict[str, bool] = {}
         _POOL_COUNTER[0] += 1
         block = (os.getpid() * 131 + _POOL_COUNTER[0]) % sandbox.UID_BLOCKS
@@ -240,7 +276,10 @@ class RenderPool:
             self.formats = build_formats(self.format_dir)
         deadline = time.monotonic() + start_timeout_s
         for worker in workers:
-            ready = worker.wait_ready(deadline)
+            try:
+                ready = worker.wait_ready(deadline)
+            except WorkerDied as err:
+                raise RenderInfraError(f"render pool could not start: {err}") from err
             self.capabilities = ready.get("capabilities", {})
         if not self.capabilities.get("namespaces"):
             import warnings
@@ -336,20 +375,37 @@ class RenderPool:
             try:
                 result = self._run(slot, job)
             except BaseException as err:  # noqa: BLE001 - the future must always get an answer
-                result = RenderResult("crashed", None, f"render pool failure: {type(err).__name__}: {err}", 0.0)
+                result = RenderResult(INFRA, None, f"render pool failure: {type(err).__name__}: {err}", 0.0)
             future.set_result(result)
             if self._workers[slot] is None and not self._closed:
                 self._replace(slot)
 
     def _replace(self, slot: int) -> None:
+        worker = None
         try:
             worker = self._spawn(slot)
             worker.wait_ready(time.monotonic() + 120.0)
             self._workers[slot] = worker
             self._warm_up(slot)
             self.restarts += 1
-        except Exception:  # noqa: BLE001 - retried on the next job of this slot
+            self._spawn_errors.pop(slot, None)
+        except Exception as err:  # noqa: BLE001 - retried on the next job of this slot
+            self._spawn_errors[slot] = f"{type(err).__name__}: {err}"[:800]
+            if worker is not None:
+                worker.kill()
             self._workers[slot] = None
+
+    def self_check(self, languages: Sequence[str] | None = None) -> dict[str, RenderResult]:
+        """One known-good job per language through every worker-facing path; RenderInfraError naming the cause
+        when any of them does not render. Training and data builds call it before their first step."""
+        languages = [lang for lang in (languages or self.languages) if lang in SELF_CHECK_CODE]
+        jobs = [RenderJob(SELF_CHECK_CODE[lang], lang, {"timeout_s": max(self.timeout_s, 30.0)}) for lang in languages]
+        results = dict(zip(languages, self.render_batch(jobs), strict=True))
+        failed = {lang: r for lang, r in results.items() if not r.ok or r.blank}
+        if failed:
+            causes = "; ".join(f"{lang}: {r.status}: {r.error or 'blank picture'}" for lang, r in failed.items())
+            raise RenderInfraError(f"render pool self-check failed ({causes})")
+        return results
 
     def _run(self, slot: int, job: RenderJob) -> RenderResult:
         started = time.monotonic()
@@ -358,8 +414,20 @@ class RenderPool:
             self._replace(slot)
             started = time.monotonic()
         worker = self._workers[slot]
+        if worker is not None and not worker.alive():  # died between jobs: not this job's doing
+            code = worker.proc.poll()
+            self._discard(slot)
+            self._replace(slot)
+            started = time.monotonic()
+            worker = self._workers[slot]
+            if worker is None:
+                cause = self._spawn_errors.get(slot, "unknown")
+                return RenderResult(
+                    INFRA, None, f"the render worker died outside a job (exit {code}); no replacement: {cause}", 0.0
+                )
         if worker is None:
-            return RenderResult("crashed", None, "no render worker could be started for this slot", 0.0)
+            cause = self._spawn_errors.get(slot, "unknown")
+            return RenderResult(INFRA, None, f"no render worker could be started for this slot: {cause}", 0.0)
         deadline = started + timeout_s + self.kill_grace_s
         try:
             worker.send(
@@ -409,9 +477,21 @@ class RenderPool:
                 sandbox.kill_uid(self.uid_base + slot)
 
 
+def _work_parent() -> str | None:
+    """The temp dir, unless the job uids could not reach it (e.g. TMPDIR inside a 0700 home): then /tmp."""
+    parent = tempfile.gettempdir()
+    if sandbox.is_root() and (sandbox.traversal_blocker(os.path.join(parent, "x")) or not os.stat(parent).st_mode & 1):
+        return "/tmp"
+    return None
+
+
 def _remove_slot_dirs(work_root: str, slot: int) -> None:
     """The job root of a worker slot is `w{slot}-*`; after a kill the whole thing goes."""
-    for name in os.listdir(work_root):
+    try:
+        names = os.listdir(work_root)
+    except OSError:  # the work root itself is gone: nothing left to remove
+        return
+    for name in names:
         if name.startswith(f"w{slot}-"):
             sandbox.remove_tree(os.path.join(work_root, name))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import resource
 import shutil
@@ -40,7 +41,8 @@ class Limits:
     address_space_mb: int = 3072
     file_size_mb: int = 64
     nproc: int = 64
-    tmpfs_mb: int = 64
+    tmpfs_mb: int = 64  # each python job's private /tmp, /var/tmp, /dev/shm
+    job_dirs_mb: int = 512  # a worker's job dirs live on a tmpfs of this size: a job cannot fill the host's disk
 
 
 def is_root() -> bool:
@@ -140,55 +142,134 @@ def kill_uid(uid: int) -> None:
 
 
 SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def runtime_roots(candidates: list[str] | None = None) -> list[str]:
-    """Directories a job must still read after the scratch dirs are emptied: the Python installation (a venv or a
-    checkout may live under /tmp, e.g. a CI clone) and the import path. Nested entries collapse into their parent."""
-    if candidates is None:
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        candidates = [sys.prefix, sys.exec_prefix, sys.base_prefix, here, *sys.path]
-    real = sorted({os.path.realpath(p) for p in candidates if p and os.path.isdir(p)})
+def collapse(paths: list[str]) -> list[str]:
+    """Existing directories, resolved, with nested entries folded into their outermost parent."""
+    real = sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)})
     roots: list[str] = []
     for path in real:
-        if any(_under(path, root) for root in roots):
-            continue
-        if any(_under(path, scratch) and path != scratch for scratch in SCRATCH_DIRS):
+        if not any(_under(path, root) for root in roots):
             roots.append(path)
     return roots
 
 
-def isolate_filesystem(job_dir: str, limits: Limits) -> None:
-    """In a new mount namespace: private propagation, empty tmpfs over the shared scratch dirs, a fresh /proc.
+def runtime_roots(candidates: list[str] | None = None) -> list[str]:
+    """Directories a job must be able to read: the interpreter's prefixes and stdlib, the site-packages, the
+    renderers package itself and the rest of the import path. The project checkout around the package is not one
+    of them (only `renderers/` is), so a job sees no other file of the checkout."""
+    if candidates is None:
+        return list(_default_roots())
+    return collapse(candidates)
 
-    The job dir may itself live under /tmp; it is re-bound into the new tmpfs through an fd opened beforehand. So are
-    the Python installation and import path when they live there (read-only), or the job could not import.
-    """
+
+@functools.cache
+def _default_roots() -> tuple[str, ...]:
+    """runtime_roots() of this process, computed once (the worker calls it before forking its jobs)."""
+    import site
+    import sysconfig
+
+    project_parent = os.path.realpath(os.path.dirname(_PACKAGE_DIR))
+    site_dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    paths = sysconfig.get_paths()
+    candidates = [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, _PACKAGE_DIR, *site_dirs]
+    candidates += [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths]
+    in_site = any(_under(project_parent, os.path.realpath(d)) for d in site_dirs if d)
+    candidates += [p for p in sys.path if in_site or os.path.realpath(p or ".") != project_parent]
+    return tuple(collapse(candidates))
+
+
+def traversal_blocker(path: str) -> str | None:
+    """The outermost proper ancestor of `path` that a uid with no groups cannot search (e.g. /root, mode 0700)."""
+    parts = os.path.realpath(path).strip("/").split("/")
+    for depth in range(1, len(parts)):
+        ancestor = "/" + "/".join(parts[:depth])
+        try:
+            mode = os.stat(ancestor).st_mode
+        except OSError:
+            return None
+        if not mode & 0o001:
+            return ancestor
+    return None
+
+
+@dataclass(frozen=True)
+class MountPlan:
+    """What a job's mount namespace gets: empty tmpfs over `masks`, then `read_only` roots bound back at their paths.
+
+    Masks are the scratch dirs plus every unsearchable ancestor of a root (so a venv, a checkout or a pyenv under
+    a 0700 home stays importable by the job uid while the rest of that home stays hidden)."""
+
+    masks: tuple[str, ...]
+    read_only: tuple[str, ...]
+
+
+def mount_plan(job_dir: str, roots: list[str] | None = None) -> MountPlan:
+    roots = runtime_roots() if roots is None else roots
+    # never the job dir's ancestors (the pool's work root holds other jobs' dirs) nor its descendants
+    roots = [r for r in roots if not _under(r, job_dir) and not _under(job_dir, r)]
+    scratch = [d for d in SCRATCH_DIRS if os.path.isdir(d) and not os.path.islink(d)]
+    blockers = set()
+    for root in roots:
+        if not any(_under(root, d) for d in scratch):
+            blocker = traversal_blocker(root)
+            if blocker is not None:
+                blockers.add(blocker)
+    masks = collapse([*scratch, *blockers])
+    kept = [r for r in roots if any(_under(r, m) and r != m for m in masks)]
+    return MountPlan(masks=tuple(masks), read_only=tuple(kept))
+
+
+def isolate_filesystem(job_dir: str, limits: Limits, plan: MountPlan | None = None) -> None:
+    """In a new mount namespace: private propagation, empty tmpfs over the scratch dirs and over every unsearchable
+    ancestor of a runtime root, the job dir (read-write) and the runtime roots (read-only) bound back in through
+    fds opened beforehand, and a fresh /proc. Nothing else under a masked directory is visible to the job."""
+    plan = plan or mount_plan(job_dir)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     keep = {job_dir: (os.open(job_dir, os.O_PATH | os.O_DIRECTORY), False)}
-    for root in runtime_roots():
-        # never the job dir's ancestors (the pool's work root holds other jobs' dirs) nor its descendants
-        if not _under(root, job_dir) and not _under(job_dir, root):
-            keep[root] = (os.open(root, os.O_PATH | os.O_DIRECTORY), True)
+    for root in plan.read_only:
+        keep[root] = (os.open(root, os.O_PATH | os.O_DIRECTORY), True)
     try:
-        for scratch in SCRATCH_DIRS:
-            if not os.path.isdir(scratch) or os.path.islink(scratch):
-                continue
-            mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"size={limits.tmpfs_mb}m,mode=1777")
-            for path, (fd, read_only) in keep.items():
-                if _under(path, scratch) and path != scratch:
-                    os.makedirs(path, exist_ok=True)
+        for mask in plan.masks:
+            scratch = mask in SCRATCH_DIRS
+            mode = "1777" if scratch else "0755"
+            size = limits.tmpfs_mb if scratch else 1
+            mount("tmpfs", mask, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}m,mode={mode}")
+            for path, (fd, read_only) in sorted(keep.items()):
+                if _under(path, mask) and path != mask:
+                    _make_mountpoint(mask, path)
                     mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
                     if read_only:
-                        mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+                        mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC | MS_NOSUID | MS_NODEV)
+            if not scratch:  # the skeleton of a masked home is not the job's to write
+                mount(None, mask, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     finally:
         for fd, _ in keep.values():
             os.close(fd)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def _make_mountpoint(mask: str, path: str) -> None:
+    """Directories from `mask` down to `path` inside the fresh tmpfs, searchable by the job uid."""
+    current = mask
+    for part in os.path.relpath(path, mask).split("/"):
+        current = os.path.join(current, part)
+        if not os.path.isdir(current):
+            os.mkdir(current)
+            os.chmod(current, 0o755)
+
+
+def isolate_worker(job_root: str, limits: Limits) -> None:
+    """For a whole render worker: an empty network namespace, and a mount namespace in which its job root is a
+    tmpfs of `limits.job_dirs_mb` (a job that fills its dir gets ENOSPC; the host's disk is untouched)."""
+    unshare(CLONE_NEWNET | CLONE_NEWNS)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("tmpfs", job_root, "tmpfs", MS_NOSUID | MS_NODEV, f"size={limits.job_dirs_mb}m,mode=0711")
 
 
 def close_inherited_fds(keep: tuple[int, ...]) -> None:
@@ -217,6 +298,24 @@ def make_job_dir(root: str, uid: int | None) -> str:
 
 def remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def tool_command(argv: list[str], limits: Limits, uid: int | None, address_space_bytes: int) -> list[str] | None:
+    """`argv` wrapped in util-linux `prlimit` + `setpriv`, so a tool starts under the job's limits and uid without a
+    Python preexec hook. A preexec hook forces a full fork() of the warm worker (~14 ms for a worker holding the
+    python stack, per call); without one the child is spawned with vfork. None when the wrappers are missing."""
+    prlimit, setpriv = shutil.which("prlimit"), shutil.which("setpriv")
+    dropping = uid is not None and is_root()
+    if prlimit is None or (dropping and setpriv is None):
+        return None
+    fsize, space = limits.file_size_mb << 20, address_space_bytes
+    wrapped = [prlimit, f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}", f"--fsize={fsize}:{fsize}", "--core=0:0",
+               f"--as={space}:{space}", f"--nproc={limits.nproc}:{limits.nproc}", "--"]  # fmt: skip
+    if dropping:
+        wrapped += [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--nnp", "--pdeathsig=KILL", "--"]
+    elif setpriv is not None:
+        wrapped += [setpriv, "--pdeathsig=KILL", "--"]
+    return wrapped + list(argv)
 
 
 def subprocess_preexec(limits: Limits, uid: int | None, address_space_bytes: int):

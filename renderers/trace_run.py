@@ -178,7 +178,7 @@ class TraceWorker:
 
     def start(self) -> dict[str, Any]:
         if sandbox.is_root():
-            sandbox.unshare(sandbox.CLONE_NEWNET)
+            sandbox.isolate_worker(self.job_root, self.limits)
         from renderers import lang_python
 
         lang_python.warm_up()

@@ -10,8 +10,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from PIL import Image
 
-STATUSES = ("ok", "error", "timeout", "crashed", "unsupported")
+STATUSES = ("ok", "error", "timeout", "crashed", "unsupported", "infra")
+# "infra": the renderer itself could not run the job (sandbox setup, an import the environment has but the job could
+# not reach, Chromium or TeX would not start, no worker could be started). Never the model's failure: callers must
+# not score it, and should stop when it is common (see RenderPool.self_check and vinci_jax.rl.render_health).
+INFRA = "infra"
 SUPPORTED_LANGUAGES = ("python", "svg", "html", "latex")
+
+
+class InfraError(RuntimeError):
+    """Raised inside a worker when the rendering machinery (not the job's code) failed; becomes status "infra"."""
+
+
+class RenderInfraError(RuntimeError):
+    """Raised to callers when the render pool cannot work at all (start-up self-check, too many infra results)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,11 @@ class RenderResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def infra(self) -> bool:
+        """The renderer failed, not the code: not to be scored as the model's failure."""
+        return self.status == INFRA
 
     def image(self) -> Image.Image | None:
         """The decoded picture as RGB, or None when there is none."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from renderers import sandbox
 from renderers.images import DEFAULT_MAX_PIXELS, ImageRejected, check_png
+from renderers.types import INFRA, InfraError
 
 
 class Worker:
@@ -38,8 +39,9 @@ class Worker:
 
     def start(self) -> dict[str, Any]:
         if self.isolate:
-            # The whole worker (Chromium, TeX, cairosvg) lives in an empty network namespace.
-            sandbox.unshare(sandbox.CLONE_NEWNET)
+            # The whole worker (Chromium, TeX, cairosvg) lives in an empty network namespace, and in its own mount
+            # namespace where the job dirs are a size-capped tmpfs (a job filling it gets ENOSPC, not the host).
+            sandbox.isolate_worker(self.job_root, self.limits)
             self.isolated_network = True
         from PIL import Image
 
@@ -76,6 +78,12 @@ class Worker:
             self.html = HtmlRenderer()
         return self.html
 
+    def _started_html(self):
+        html = self._html()
+        if html._browser is None:
+            html.start()
+        return html
+
     def render(self, request: dict[str, Any]) -> tuple[str, bytes | None, str]:
         language, code, options = request["language"], request["code"], request.get("options") or {}
         timeout_s = float(request["timeout_s"])
@@ -88,10 +96,7 @@ class Worker:
 
             return render_svg(code, options)
         if language == "html":
-            html = self._html()
-            if html._browser is None:
-                html.start()
-            return html.render(code, options, timeout_s, self.max_pixels)
+            return self._started_html().render(code, options, timeout_s, self.max_pixels)
         if language in ("python", "latex"):
             job_dir = sandbox.make_job_dir(self.job_root, self.uid)
             try:
@@ -113,9 +118,7 @@ class Worker:
         from renderers import trace_run
 
         if language == "html":
-            html = self._html()
-            if html._browser is None:
-                html.start()
+            html = self._started_html()
             status, png, error = html.render(code, options, timeout_s, self.max_pixels)
             self.trace = trace_run.trace_html_page(html) if status == "ok" else None
             return status, png, error
@@ -134,6 +137,8 @@ class Worker:
         max_pixels = int((request.get("options") or {}).get("max_pixels", self.max_pixels))
         try:
             status, png, error = self.render(request)
+        except InfraError as err:
+            status, png, error = INFRA, None, str(err)[:500]
         except Exception as err:  # noqa: BLE001 - a renderer bug must not take the worker down
             status, png, error = "error", None, f"renderer failure: {type(err).__name__}: {err}"[:500]
         blank = False
@@ -171,7 +176,12 @@ def main() -> None:
     sys.stdout = sys.stderr  # stray prints (libraries, warnings) must never corrupt the result channel
     worker = Worker(config)
     try:
-        _send(stdout, worker.start())
+        try:
+            ready = worker.start()
+        except BaseException as err:  # the pool reports this cause (Chromium missing, ...) instead of a dead pipe
+            _send(stdout, {"ready": False, "error": f"{type(err).__name__}: {err}"[:1000]})
+            raise
+        _send(stdout, ready)
         for line in stdin:
             request = json.loads(line)
             if request.get("cmd") == "quit":

@@ -80,11 +80,15 @@ def batch_seconds(pool: RenderPool, runs: int = 3) -> float:
     return best
 
 
-def job_uid_processes() -> list[psutil.Process]:
+def job_uid_processes(pool=None) -> list[psutil.Process]:
+    """Processes running as a job uid: of `pool`'s block only (other tenants of the machine run pools too)."""
+    low, high = JOB_UID_BASE, POOL_UID_BASE + UID_BLOCKS * UIDS_PER_POOL
+    if pool is not None:
+        low, high = pool.uid_base, pool.uid_base + UIDS_PER_POOL
     found = []
     for proc in psutil.process_iter(["uids"]):
         uids = proc.info["uids"]
-        if uids and JOB_UID_BASE <= uids.real < POOL_UID_BASE + UID_BLOCKS * UIDS_PER_POOL:
+        if uids and low <= uids.real < high:
             found.append(proc)
     return found
 
@@ -203,9 +207,9 @@ def test_hostile_corpus_is_contained_and_the_pool_keeps_serving(hostile_pool, se
 
     # Nothing left behind: no job processes, no job dirs.
     deadline = time.monotonic() + 5
-    while job_uid_processes() and time.monotonic() < deadline:
+    while job_uid_processes(pool) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert job_uid_processes() == []
+    assert job_uid_processes(pool) == []
     leftovers = [
         os.path.join(root, d) for root, dirs, _ in os.walk(pool.work_root) for d in dirs if d.startswith("job-")
     ]

@@ -181,6 +181,9 @@ class Evaluator:
             row = self._score_row(s, code, g, p, targets[i], renders[i])
             row["metrics"]["visual"] = visual[i]
             row["metrics"].update(with_normalised(anchors[i], visual[i]))
+            if row["status"] == "infra":  # the renderer failed, not the model: reported, never scored as 0
+                row["metrics"] = dict.fromkeys(row["metrics"])
+                row["notes"].append("not scored: the renderer itself failed (status infra)")
             rows.append(row)
             images[s.id] = (targets[i], renders[i])
         summary = summarize(suite, rows, self)
@@ -335,11 +338,13 @@ def summarize(suite: str, rows: Sequence[dict[str, Any]], evaluator: Evaluator |
         if counts[m] < len(rows) and counts[m] == 0:
             not_computed[m] = "no sample had a usable value (see row notes)"
     executed = sum(bool(r["executed"]) for r in rows)
+    infra = sum(r["status"] == "infra" for r in rows)  # renderer failures: out of every rate and mean
     return {
         "suite": suite,
         "num_samples": len(rows),
         "executed": executed,
-        "execution_rate": executed / len(rows) if rows else None,
+        "execution_rate": executed / (len(rows) - infra) if len(rows) > infra else None,
+        "infra_failures": infra,
         "metrics": means,
         "counts": counts,
         "by_domain": by_domain,

@@ -50,6 +50,7 @@ class Rollouts:
     render_results: list[RenderResult | None]
     device_s: float
     render_wait_s: float
+    render_languages: list[str | None] = dataclasses.field(default_factory=list)  # per row, None: not rendered here
 
     @property
     def response_lengths(self) -> np.ndarray:
@@ -82,7 +83,7 @@ def sample_render_score(
     """
     render_options = dict(render_options or {})
     renders_here = renders_here or (lambda row, prompt: True)
-    chunks, responses, futures = [], [], []
+    chunks, responses, futures, languages = [], [], [], []
     device_s = 0.0
     for index, start in enumerate(range(0, len(raw_prompts), chunk_prompts)):
         raw = list(raw_prompts[start : start + chunk_prompts])
@@ -91,6 +92,7 @@ def sample_render_score(
         rows = prompts.batch_size * params.n
         responses.extend([""] * rows)
         futures.extend([None] * rows)
+        languages.extend([None] * rows)
 
         def submit(row: int, ids: np.ndarray, finished: bool, prompt: int, base: int = base) -> None:
             text = processor.decode(ids[:-1] if finished else ids)
@@ -101,6 +103,7 @@ def sample_render_score(
             # the reward's own extraction rules decide what is rendered (language from the prompt, last block)
             job = reward.render_jobs([prompt_texts[prompt]], [text], render_options)[0]
             futures[base + row] = None if job is None else pool.submit(job)
+            languages[base + row] = None if job is None else job.language
 
         began = time.perf_counter()
         if isinstance(sampler, Engine):  # each rollout is rendered as soon as it finishes
@@ -142,6 +145,7 @@ def sample_render_score(
         render_results=results,
         device_s=device_s,
         render_wait_s=render_wait_s,
+        render_languages=languages,
     )
 
 

@@ -23,9 +23,11 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from renderers.health import InfraBudget
 from vinci_jax import multihost, sharding
 from vinci_jax.rl.grpo_step import GRPOLossConfig
 from vinci_jax.rl.panels import write_panel
+from vinci_jax.rl.render_health import RenderHealth, neutralise_infra
 from vinci_jax.rl.rollout import RENDER_ON, Rollouts, render_assignment, rollout_sampler, sample_render_score, summarize
 from vinci_jax.rl.updater import GRPOUpdater
 from vinci_jax.sampling import Sampler, SamplingParams
@@ -88,6 +90,15 @@ class ViRLTrainer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.mesh = sharding.make_mesh(config.mesh.to_dict())
         self.num_steps = int(config.num_steps)
+        # the renderer first: a broken one fails here in seconds, naming its cause, before the model is built
+        workers = int(config.render.num_workers) or None
+        self.pool = RenderPool(num_workers=workers, timeout_s=float(config.render.timeout_s))
+        try:
+            self.pool.self_check()
+        except BaseException:
+            self.pool.close()
+            raise
+        self.render_health = RenderHealth(InfraBudget(float(config.render.get("max_infra_fraction", 0.05))))
 
         # the family (Qwen2.5-VL / Qwen3-VL) comes from model.family or the config.json of hf_dir / init_from
         self.factory = ModelFactory(config.model, self.mesh, config.seed)
@@ -156,8 +167,6 @@ class ViRLTrainer:
             layout=str(config.algo.get("row_layout", "packed")),
             row_length=int(config.algo.get("row_length", 0)),
         )
-        workers = int(config.render.num_workers) or None
-        self.pool = RenderPool(num_workers=workers, timeout_s=float(config.render.timeout_s))
         # each process scores its own rollouts, on its own devices (a process-local mesh)
         reward_mesh = sharding.make_mesh({"data": -1}, jax.local_devices()) if multihost.is_multiprocess() else None
         self.reward = VisualReward(reward_config(config), mesh=reward_mesh or self.mesh)
@@ -280,12 +289,17 @@ class ViRLTrainer:
                 began = time.perf_counter()
                 batch, owners = self.global_batch(next(self.loader))
                 rollouts = self.rollout(batch, self.sampling_params(), jax.random.fold_in(key, step), owners)
+                health = self.render_health.check(
+                    rollouts.statuses, rollouts.render_results, rollouts.render_languages,
+                    first_step=step == self.start_step,
+                )  # fmt: skip
+                rollouts.rewards = neutralise_infra(rollouts.rewards, rollouts.prompt_of_row, rollouts.statuses)
                 update_began = time.perf_counter()
                 self.state, last = self.updater.update(self.state, rollouts)
                 jax.block_until_ready(self.state["params"])
                 update_s = time.perf_counter() - update_began
                 step += 1
-                last |= summarize(rollouts, batch.domains)
+                last |= summarize(rollouts, batch.domains) | health
                 last |= {
                     "device_s": rollouts.device_s + update_s,
                     "sample_s": rollouts.device_s,

@@ -202,6 +202,22 @@ def _render_round(
     return accepted, retry
 
 
+def _stop_on_infra(render_batch: RenderBatch) -> RenderBatch:
+    """render_batch that raises RenderInfraError when renderer (not code) failures appear in the first batch or
+    exceed the shared budget (renderers.health) of a later one."""
+    from renderers.health import InfraBudget
+
+    budget, first = InfraBudget(), [True]
+
+    def checked(jobs: list[Any]) -> list[Any]:
+        results = render_batch(jobs)
+        budget.check_results(results, [job.language for job in jobs], first=first[0])
+        first[0] = False
+        return results
+
+    return checked
+
+
 def build_synth(
     out_dir: str,
     config: SynthConfig,
@@ -221,7 +237,9 @@ def build_synth(
 
         languages = sorted({DOMAIN_REGISTRY[d].language for d in config.domains})
         pool = RenderPool(num_workers=num_workers, languages=languages, timeout_s=config.timeout_s)
+        pool.self_check()  # a broken renderer fails here, with its cause, not as a corpus of redraws
         render_batch = pool.render_batch
+    render_batch = _stop_on_infra(render_batch)
     stats = _Stats()
     written = 0
     try:
