@@ -198,8 +198,8 @@ def build_packed_micro_batch(
             offset, out = end, out + n
     vision = None
     if grids:
-        vision = prepare_vision_inputs(
-            np.concatenate(grids), np.concatenate(pixels), vision_config, bucket_sizes=patch_buckets
+        vision = prepare_vision_rows(
+            np.concatenate(grids), np.concatenate(pixels), vision_config, row_lengths=patch_buckets
         )
     return {
         "input_ids": ids,
