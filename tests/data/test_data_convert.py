@@ -104,7 +104,8 @@ def test_rl_parquet_converts_and_reads_back_identically(tmp_path):
         for i in range(5)
     ]
     rows.append({"problem": "<image>\nWrite SVG.", "answer": "", "images": [_png(9)]})  # empty answer
-    rows.append({"problem": "<image><image>\nWrite SVG.", "answer": "<svg/>", "images": [_png(8)]})  # 2 markers, 1 image
+    # two markers for one image
+    rows.append({"problem": "<image><image>\nWrite SVG.", "answer": "<svg/>", "images": [_png(8)]})
     schema = pa.schema([("problem", pa.string()), ("answer", pa.string()), ("images", pa.list_(pa.binary()))])
     path = _write(str(tmp_path / "virl_svg.parquet"), rows, schema)
     out = str(tmp_path / "rl")
