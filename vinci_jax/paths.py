@@ -84,3 +84,22 @@ def emulator_env(endpoint: str) -> dict[str, str]:
         "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
         "GOOGLE_CLOUD_PROJECT": "vinci-test",
     }
+
+
+_LOCAL_COPIES: dict[str, str] = {}
+
+
+def local_copy(path: PathLike) -> str:
+    """A local directory with the top-level files of `path` (an HF dir: config, safetensors, tokenizer files):
+    `path` itself when local, else a download, once per process, for readers that need real files. Subdirectories
+    (a workdir's checkpoints) are not copied."""
+    if not is_remote(path):
+        return os.fspath(path)
+    key = os.fspath(path)
+    if key not in _LOCAL_COPIES:
+        target = tempfile.mkdtemp(prefix="vinci-download-")
+        for item in as_path(path).iterdir():
+            if not item.is_dir():
+                item.copy(epath.Path(os.path.join(target, item.name)), overwrite=True)
+        _LOCAL_COPIES[key] = target
+    return _LOCAL_COPIES[key]

@@ -16,7 +16,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from vinci_jax.models import families
-from vinci_jax.paths import as_path
+from vinci_jax.paths import as_path, local_copy
 from vinci_jax.processing import QwenProcessor
 
 
@@ -57,7 +57,7 @@ def load_processor(path: str | os.PathLike | None, family: str | families.ModelF
         family = families.get_family(family) if family else None
     family = family or checkpoint_family(path) or families.get_family(families.DEFAULT_FAMILY)
     if path is not None and (as_path(path) / "tokenizer.json").is_file():
-        return family.processor(path)
+        return family.processor(local_copy(path))
     return family.processor(None)
 
 
@@ -72,7 +72,7 @@ def load_policy(
     path = as_path(path)
     if is_hf_dir(path):
         family = families.family_of_hf_dir(path)
-        return family.load(path, mesh=mesh, dtype=dtype), load_processor(path, family)
+        return family.load(local_copy(path), mesh=mesh, dtype=dtype), load_processor(path, family)
     model = _load_orbax(path, mesh, dtype, config)
     return model, load_processor(_processor_dir(path), families.family_of_model(model))
 

@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 from vinci_jax import sharding
 from vinci_jax.models import families
 from vinci_jax.models.families import ModelFamily
-from vinci_jax.paths import as_path, is_remote, local_dir_for
+from vinci_jax.paths import as_path, is_remote, local_copy, local_dir_for
 
 
 def _dtype(name: str) -> Any:
@@ -128,7 +128,7 @@ class ModelFactory:
     def _load_hf(self) -> nnx.Module:
         config = self.config
         return self.family.load(
-            config.hf_dir,
+            local_copy(config.hf_dir),  # a gs:// HF dir is downloaded once
             mesh=self.mesh,
             dtype=_dtype(config.dtype),
             param_dtype=_dtype(config.param_dtype),
