@@ -67,7 +67,7 @@ def _flat_parquet(path, n: int = 24) -> str:
     return str(path)
 
 
-def test_bucket_paths_for_data_checkpoints_metrics_and_panels(gcs, tmp_path):
+def test_bucket_paths_for_data_checkpoints_and_metrics(gcs, tmp_path):
     """The default-suite half: every path layer on gs:// in one process (the full runs are the slow test below)."""
     from etils import epath
 
