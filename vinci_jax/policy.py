@@ -8,23 +8,24 @@ by the trainers), so the caller never names it.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
+from etils import epath
 from flax import nnx
 from jax.sharding import Mesh
 
 from vinci_jax.models import families
+from vinci_jax.paths import as_path, local_copy
 from vinci_jax.processing import QwenProcessor
 
 
 def is_hf_dir(path: str | os.PathLike) -> bool:
-    path = Path(path)
+    path = as_path(path)
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
-def checkpoint_config_dir(path: str | os.PathLike | None) -> Path | None:
+def checkpoint_config_dir(path: str | os.PathLike | None) -> epath.Path | None:
     """The directory holding the config.json of a checkpoint: an HF dir itself, or for a training checkpoint
     (WORKDIR, WORKDIR/checkpoints, a step dir or an item dir in it) the nearest of those levels that has one.
 
@@ -33,7 +34,7 @@ def checkpoint_config_dir(path: str | os.PathLike | None) -> Path | None:
     """
     if not path:
         return None
-    path = Path(path)
+    path = as_path(path)
     candidates = [path]
     for parent in path.parents[:3]:
         if parent.name == "checkpoints" or (parent / "checkpoints").is_dir():
@@ -55,8 +56,8 @@ def load_processor(path: str | os.PathLike | None, family: str | families.ModelF
     if isinstance(family, str):
         family = families.get_family(family) if family else None
     family = family or checkpoint_family(path) or families.get_family(families.DEFAULT_FAMILY)
-    if path is not None and (Path(path) / "tokenizer.json").is_file():
-        return family.processor(path)
+    if path is not None and (as_path(path) / "tokenizer.json").is_file():
+        return family.processor(local_copy(path))
     return family.processor(None)
 
 
@@ -68,15 +69,15 @@ def load_policy(
     An Orbax checkpoint needs the model config: a config.json beside it (trainers write one into their workdir), or
     `config` (e.g. the run's own).
     """
-    path = Path(path)
+    path = as_path(path)
     if is_hf_dir(path):
         family = families.family_of_hf_dir(path)
-        return family.load(path, mesh=mesh, dtype=dtype), load_processor(path, family)
+        return family.load(local_copy(path), mesh=mesh, dtype=dtype), load_processor(path, family)
     model = _load_orbax(path, mesh, dtype, config)
     return model, load_processor(_processor_dir(path), families.family_of_model(model))
 
 
-def _processor_dir(path: Path) -> Path | None:
+def _processor_dir(path: epath.Path) -> epath.Path | None:
     """Where tokenizer files of a training checkpoint live: the checkpoint dir or one of its parents."""
     for candidate in (path, *path.parents[:3]):
         if (candidate / "tokenizer.json").is_file():
@@ -84,7 +85,7 @@ def _processor_dir(path: Path) -> Path | None:
     return None
 
 
-def _load_orbax(path: Path, mesh: Mesh | None, dtype: Any, config: Any = None) -> nnx.Module:
+def _load_orbax(path: epath.Path, mesh: Mesh | None, dtype: Any, config: Any = None) -> nnx.Module:
     """Model parameters from an Orbax checkpoint (the latest step of a workdir or a step dir) into a new model.
 
     Each parameter is restored by Orbax straight into its target sharding (its logical axes over `mesh`; without a

@@ -1,266 +1,400 @@
-"""Convert the public VinciCoder parquet files into ArrayRecord shards of `Record`s, with a skip report.
+"""Convert the published VinciCoder parquet files into ArrayRecord shards of `Record`s, with a skip report.
 
-Inputs, as users download them (see shared/reference/virl.md):
-- SFT (ms-swift): `messages` = list of {role, content} with "<image>" placeholders, `images` = list of image bytes,
-  paths (relative to the parquet file) or HF-datasets {"bytes", "path"} structs.
-- RL (EasyR1): `problem` with "<image>", `answer` (the gold code), `images` as above.
+The layout of each file is detected from its columns (`vinci_data.layouts`: flat VinciCoder SFT, ms-swift messages,
+EasyR1 RL). At the released scale (1.6M SFT rows) the work is cut into units of consecutive row groups of one file
+(about `rows_per_shard` rows each, planned from parquet metadata alone), so that:
 
-Rows are streamed in batches (the SFT set is 1.6M rows). A bad row (undecodable or missing image, missing fields,
-placeholder/image count mismatch, no fenced code block in the assistant turn) is skipped and counted by reason, never
-crashing the build; exact duplicates (same images and text) are dropped and counted.
+- memory is bounded whatever the file size: a unit streams its row groups in small batches;
+- units run in parallel (processes), over files and row groups alike;
+- a killed conversion resumes: each unit writes its shards `<split>-<unit>-of-<units>.array_record` under
+  temporary names, renames them, and only then writes its marker `.convert/unit-<unit>.json`; a unit with a
+  marker is not redone (the plan, `.convert/plan.json`, must match, else the build starts over);
+- the output is deterministic: a unit's content depends only on its rows, splits come from content hashes, and
+  exact duplicates are dropped in (file, row) order by one pass over the units' key lists at the end.
+
+A bad row is skipped and counted by reason (with example row ids per reason). A file that yields no rows, or skips
+more than `max_skip_fraction` of its rows, fails the conversion (`ConvertError`) after stats.json is written.
+Outputs may live in a bucket (`gs://...`): shards are staged on the local disk and uploaded unit by unit.
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
-import io
+import concurrent.futures
+import dataclasses
 import json
-import math
+import multiprocessing
 import os
-import re
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from vinci_data.records import Record, RecordWriter, write_stats
+from etils import epath
 
-IMAGE_TOKEN = "<image>"
-_FENCE = re.compile(r"```[^\n`]*\n.*?```", re.DOTALL)
-# Filename keywords -> domain, checked in order (files are per task, e.g. chart2code_refine.parquet).
-_FILE_DOMAINS: tuple[tuple[str, str], ...] = (
-    ("chem", "chem"),
-    ("mol", "chem"),
-    ("rdkit", "chem"),
-    ("chart", "chart"),
-    ("plot", "chart"),
-    ("svg", "svg"),
-    ("tikz", "tikz"),
-    ("latex", "tikz"),
-    ("web", "web"),
-    ("html", "web"),
-    ("design", "web"),
-)
-_LANGUAGE_DOMAINS = {"svg": "svg", "html": "web", "latex": "tikz", "python": "chart"}
-_DOMAIN_ALIASES = {"html": "web", "latex": "tikz", "chemistry": "chem", "molecule": "chem", "charts": "chart"}
-MAX_SKIP_EXAMPLES = 20
+from vinci_data.layouts import LAYOUTS, BadRow, Layout, RowContext, describe_layouts, detect_layout
+from vinci_data.records import ARRAY_RECORD_OPTIONS, SPLITS, encode_record, shard_name, write_stats
+
+PLAN_VERSION = 2
+MAX_EXAMPLES_PER_REASON = 10
+STATE_DIR = ".convert"
+READ_BATCH_ROWS = 64  # rows decoded at a time: bounds memory together with one row group's buffers
 
 
-class BadRow(ValueError):
-    """A row that cannot become a record; `reason` is the counted category."""
+class ConvertError(RuntimeError):
+    """The conversion ran but its result is unusable (a file yielded nothing or skipped too much)."""
 
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
-def _image_bytes(item: Any, base_dir: str) -> bytes:
-    """Bytes of one `images` entry: raw bytes, a path (relative to the parquet file) or a {"bytes","path"} struct."""
-    if isinstance(item, dict):
-        if item.get("bytes"):
-            return bytes(item["bytes"])
-        item = item.get("path")
-    if isinstance(item, bytes | bytearray | memoryview):
-        return bytes(item)
-    if isinstance(item, str) and item:
-        path = item if os.path.isabs(item) else os.path.join(base_dir, item)
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except OSError as e:
-            raise BadRow("missing_image", f"{item}: {e.strerror}") from None
-    raise BadRow("missing_image", f"unusable images entry of type {type(item).__name__}")
+    def __init__(self, message: str, stats: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.stats = stats or {}
 
 
-def _check_image(data: bytes) -> None:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            if img.width < 1 or img.height < 1:
-                raise BadRow("undecodable_image", "empty image")
-    except BadRow:
-        raise
-    except Exception as e:  # PIL raises many types for bad data
-        raise BadRow("undecodable_image", f"{type(e).__name__}: {e}") from None
+@dataclasses.dataclass(frozen=True)
+class Options:
+    rows_per_shard: int = 20_000
+    val_fraction: float = 0.0
+    test_fraction: float = 0.0
+    dedupe: bool = True
+    layout: str = "auto"
+    max_skip_fraction: float = 0.2
+    max_image_pixels: int = 8192 * 8192
 
 
-def _images(row: dict[str, Any], base_dir: str) -> list[bytes]:
-    raw = row.get("images")
-    if raw is None:
-        return []
-    items = raw if isinstance(raw, list | tuple) else [raw]
-    out = [_image_bytes(item, base_dir) for item in items]
-    for data in out:
-        _check_image(data)
-    return out
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    index: int
+    file: str
+    layout: str
+    row_groups: tuple[int, ...]
+    first_row: int
+    rows: int
 
 
-def _messages(row: dict[str, Any]) -> list[dict[str, str]]:
-    raw = row.get("messages")
-    if isinstance(raw, str):  # some dumps store the list as JSON text
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise BadRow("missing_fields", f"messages is not JSON: {e}") from None
-    if not raw:
-        raise BadRow("missing_fields", "no messages")
-    messages = []
-    for m in raw:
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise BadRow("missing_fields", "a message lacks a string role or content")
-        messages.append({"role": m["role"], "content": m["content"]})
-    roles = [m["role"] for m in messages]
-    if "user" not in roles or roles[-1] != "assistant":
-        raise BadRow("missing_fields", f"roles {roles}: need a user turn and a final assistant turn")
-    return messages
+def _is_remote(path: str) -> bool:
+    return "://" in path
 
 
-def _domain(explicit: Any, file_stem: str, language: str, code: str) -> str:
-    if isinstance(explicit, str) and explicit:
-        name = _DOMAIN_ALIASES.get(explicit.lower(), explicit.lower())
-        return name if name in ("chart", "svg", "web", "tikz", "chem") else "other"
-    stem = file_stem.lower()
-    for key, domain in _FILE_DOMAINS:
-        if key in stem:
-            return domain
-    if language == "python" and "rdkit" in code.lower():
-        return "chem"
-    return _LANGUAGE_DOMAINS.get(language, "other")
-
-
-def _content_key(images: Sequence[bytes], texts: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for data in images:
-        h.update(hashlib.sha256(data).digest())
-    for text in texts:
-        h.update(len(text).to_bytes(8, "little"))
-        h.update(text.encode("utf-8"))
-    return h.hexdigest()
-
-
-def row_to_record(row: dict[str, Any], kind: str, file_path: str, row_index: int) -> tuple[Record, str]:
-    """One parquet row -> (Record, dedupe key); raises BadRow with the skip reason."""
-    from renderers import language_from_prompt
-
-    base_dir = os.path.dirname(os.path.abspath(file_path))
-    stem = os.path.splitext(os.path.basename(file_path))[0]
-    task = str(row.get("task") or ("refine" if "refine" in stem.lower() else "generate"))
-    if kind == "sft":
-        messages = _messages(row)
-        images = _images(row, base_dir)
-        placeholders = sum(m["content"].count(IMAGE_TOKEN) for m in messages)
-        prompt = next(m["content"] for m in reversed(messages) if m["role"] == "user")
-        answer_text = messages[-1]["content"]
-        if not _FENCE.search(answer_text):
-            raise BadRow("no_code_block", "the assistant turn has no fenced code block")
-        texts = [f"{m['role']}\n{m['content']}" for m in messages]
-        problem, answer = "", ""
-        language = language_from_prompt(prompt)
-    elif kind == "rl":
-        problem, answer = row.get("problem"), row.get("answer")
-        if not isinstance(problem, str) or not problem or not isinstance(answer, str) or not answer.strip():
-            raise BadRow("missing_fields", "problem and answer must be non-empty strings")
-        images = _images(row, base_dir)
-        placeholders = problem.count(IMAGE_TOKEN)
-        messages, texts, answer_text = [], [problem, answer], answer
-        language = language_from_prompt(problem)
-    else:
-        raise ValueError(f"kind must be 'sft' or 'rl', got {kind!r}")
-    if not images:
-        raise BadRow("missing_image", "row has no images")
-    if placeholders != len(images):
-        raise BadRow("image_count_mismatch", f"{placeholders} {IMAGE_TOKEN} placeholders for {len(images)} images")
-    row_id = row.get("id")
-    record = Record(
-        id=str(row_id) if row_id not in (None, "") else f"{stem}-{row_index}",
-        domain=_domain(row.get("domain"), stem, language, answer_text),
-        task=task,
-        language=language,
-        images=images,
-        messages=messages,
-        problem=problem,
-        answer=answer,
-        split="train",
-        meta={"source": os.path.basename(file_path), "row": row_index},
-    )
-    return record, _content_key(images, texts)
-
-
-def iter_rows(path: str, batch_size: int = 256) -> Iterator[dict[str, Any]]:
+def plan_units(inputs: Sequence[str], options: Options) -> tuple[list[Unit], dict[str, dict[str, Any]]]:
+    """Units of consecutive row groups (about rows_per_shard rows each) and, per file, its layout and columns."""
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(batch_size=batch_size):
-        yield from batch.to_pylist()
+    units: list[Unit] = []
+    files: dict[str, dict[str, Any]] = {}
+    for path in inputs:
+        meta = pq.ParquetFile(path).metadata
+        columns = list(pq.read_schema(path).names)
+        layout = detect_layout(columns, options.layout, path)
+        files[path] = {"layout": layout.name, "columns": columns, "rows": meta.num_rows, "bytes": os.path.getsize(path)}
+        group: list[int] = []
+        first = rows = 0
+        start = 0
+        for g in range(meta.num_row_groups):
+            if not group:
+                first = start
+            group.append(g)
+            rows += meta.row_group(g).num_rows
+            start += meta.row_group(g).num_rows
+            if rows >= options.rows_per_shard:
+                units.append(Unit(len(units), path, layout.name, tuple(group), first, rows))
+                group, rows = [], 0
+        if group:
+            units.append(Unit(len(units), path, layout.name, tuple(group), first, rows))
+    return units, files
 
 
-def _split_for(key: str, val_fraction: float) -> str:
-    if val_fraction <= 0:
-        return "train"
+def split_for(key: str, val_fraction: float, test_fraction: float) -> str:
+    """train / val / test from the row's content hash (stable across runs, file orders and machines)."""
     bucket = int(key[:8], 16) / 0xFFFFFFFF
-    return "val" if bucket < val_fraction else "train"
+    if bucket < test_fraction:
+        return "test"
+    if bucket < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def iter_unit_rows(unit: Unit) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(unit.file)
+    index = unit.first_row
+    for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=list(unit.row_groups)):
+        for row in batch.to_pylist():
+            yield index, row
+            index += 1
+
+
+def _unit_marker(out_dir: str, index: int) -> epath.Path:
+    return epath.Path(out_dir) / STATE_DIR / f"unit-{index:05d}.json"
+
+
+def convert_unit(unit: Unit, out_dir: str, num_units: int, options: Options) -> dict[str, Any]:
+    """Convert one unit into its shards in `out_dir` and write its marker; returns the marker's content."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    layout: Layout = LAYOUTS[unit.layout]
+    staging = tempfile.mkdtemp(prefix="vinci-convert-") if _is_remote(out_dir) else out_dir
+    name = os.path.basename(unit.file)
+    writers: dict[str, Any] = {}
+    skipped: collections.Counter[str] = collections.Counter()
+    examples: dict[str, list[str]] = collections.defaultdict(list)
+    records: list[list[str]] = []  # [key, split, domain, task, language] of each written record, in order
+    duplicates: collections.Counter[str] = collections.Counter()
+    seen: set[str] = set()
+    try:
+        for row_index, row in iter_unit_rows(unit):
+            ctx = RowContext(unit.file, row_index, options.max_image_pixels)
+            try:
+                record, key = layout.parse(row, ctx)
+            except BadRow as bad:
+                skipped[bad.reason] += 1
+                if len(examples[bad.reason]) < MAX_EXAMPLES_PER_REASON:
+                    examples[bad.reason].append(f"{name}:{row_index} {bad.detail}".rstrip())
+                continue
+            if options.dedupe and key in seen:
+                duplicates[record.domain] += 1
+                continue
+            seen.add(key)
+            record.split = split_for(key, options.val_fraction, options.test_fraction)
+            if record.split not in writers:
+                final = os.path.join(staging, shard_name(record.split, unit.index, num_units))
+                writers[record.split] = ArrayRecordWriter(final + ".partial", ARRAY_RECORD_OPTIONS)
+            writers[record.split].write(encode_record(record))
+            records.append([key[:32], record.split, record.domain, record.task, record.language])
+        for split, writer in writers.items():
+            writer.close()
+            final = os.path.join(staging, shard_name(split, unit.index, num_units))
+            os.replace(final + ".partial", final)
+            if staging != out_dir:
+                epath.Path(final).copy(epath.Path(out_dir) / os.path.basename(final), overwrite=True)
+        writers = {}
+        marker = {
+            "unit": dataclasses.asdict(unit),
+            "rows": unit.rows,
+            "skipped": dict(sorted(skipped.items())),
+            "skip_examples": {k: v for k, v in sorted(examples.items())},
+            "duplicates": dict(sorted(duplicates.items())),
+            "records": records,
+            "cross_duplicates_removed": [],
+        }
+        _write_json(_unit_marker(out_dir, unit.index), marker)
+        return marker
+    finally:
+        for writer in writers.values():
+            writer.close()
+        if staging != out_dir:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_json(path: epath.Path, payload: dict[str, Any]) -> None:
+    text = json.dumps(payload, sort_keys=True)
+    if _is_remote(os.fspath(path)):
+        path.write_text(text)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _read_json(path: epath.Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _start_or_resume(out_dir: str, plan: dict[str, Any]) -> None:
+    """Keep the units of an identical earlier plan; otherwise clear the directory's shards and markers."""
+    root = epath.Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    plan_path = root / STATE_DIR / "plan.json"
+    if _read_json(plan_path) == plan:
+        for stale in root.glob("*.array_record.partial"):
+            stale.unlink()
+        return
+    for stale in [*root.glob("*-*-of-*.array_record"), *root.glob("*.array_record.partial")]:
+        stale.unlink()
+    state = root / STATE_DIR
+    if state.exists():
+        for path in state.iterdir():
+            path.unlink()
+    _write_json(plan_path, plan)
+
+
+def _remove_cross_duplicates(out_dir: str, marker: dict[str, Any], drop: list[int], num_units: int) -> None:
+    """Rewrite a unit's shards without the records at `drop` (duplicates of rows in earlier units)."""
+    from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
+
+    unit = marker["unit"]["index"]
+    dropped = set(drop)
+    by_split: dict[str, list[bool]] = collections.defaultdict(list)  # keep flag of each record of a split
+    for i, entry in enumerate(marker["records"]):
+        by_split[entry[1]].append(i not in dropped)
+    staging = tempfile.mkdtemp(prefix="vinci-dedupe-")
+    try:
+        for split, keep in by_split.items():
+            name = shard_name(split, unit, num_units)
+            source = os.fspath(epath.Path(out_dir) / name)
+            reader = ArrayRecordReader(source)
+            kept = [reader.read([j])[0] for j, flag in enumerate(keep) if flag]
+            reader.close()
+            target = epath.Path(out_dir) / name
+            if not kept:
+                target.unlink()
+                continue
+            local = os.path.join(staging, name)
+            writer = ArrayRecordWriter(local, ARRAY_RECORD_OPTIONS)
+            for raw in kept:
+                writer.write(raw)
+            writer.close()
+            if _is_remote(out_dir):
+                epath.Path(local).copy(target, overwrite=True)
+            else:
+                os.replace(local, os.fspath(target))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for i in sorted(dropped):
+        domain = marker["records"][i][2]
+        marker["duplicates"][domain] = marker["duplicates"].get(domain, 0) + 1
+    marker["cross_duplicates_removed"] = sorted(dropped)
+    _write_json(_unit_marker(out_dir, unit), marker)
+
+
+def _run_units(pending: list[Unit], out_dir: str, num_units: int, options: Options, workers: int) -> None:
+    if workers <= 1 or len(pending) <= 1:
+        for unit in pending:
+            convert_unit(unit, out_dir, num_units, options)
+        return
+    # spawn: the parent may hold pyarrow / JAX threads, which fork would copy mid-flight
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(pending)), mp_context=context) as pool:
+        futures = [pool.submit(convert_unit, unit, out_dir, num_units, options) for unit in pending]
+        for future in concurrent.futures.as_completed(futures):
+            future.result()
 
 
 def convert(
     inputs: Sequence[str],
     out_dir: str,
-    kind: str,
+    kind: str | None = None,
     *,
     rows_per_shard: int = 20_000,
     val_fraction: float = 0.0,
+    test_fraction: float = 0.0,
     dedupe: bool = True,
+    layout: str = "auto",
+    max_skip_fraction: float = 0.2,
+    max_image_pixels: int = 8192 * 8192,
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Convert parquet `inputs` of `kind` ("sft" | "rl") into `out_dir`; returns (and writes) stats.json."""
-    import pyarrow.parquet as pq
-
-    if kind not in ("sft", "rl"):
-        raise ValueError(f"kind must be 'sft' or 'rl', got {kind!r}")
+    """Convert parquet `inputs` into `out_dir`; returns (and writes) stats.json. `kind` ("sft" | "rl"), when
+    given, requires every file's layout to be of that kind. Raises ConvertError for unusable results."""
+    out_dir = os.fspath(out_dir)
     missing = [p for p in inputs if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(f"parquet inputs not found: {missing}")
-    total_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in inputs)
-    num_shards = max(1, math.ceil(total_rows / rows_per_shard))
+    if not 0 <= val_fraction + test_fraction < 1:
+        raise ValueError(f"val_fraction + test_fraction must be in [0, 1), got {val_fraction} + {test_fraction}")
+    options = Options(
+        rows_per_shard=max(int(rows_per_shard), 1), val_fraction=val_fraction, test_fraction=test_fraction,
+        dedupe=dedupe, layout=layout, max_skip_fraction=max_skip_fraction, max_image_pixels=max_image_pixels,
+    )  # fmt: skip
+    units, files = plan_units(inputs, options)
+    if kind is not None:
+        wrong = {os.path.basename(p): f["layout"] for p, f in files.items() if LAYOUTS[f["layout"]].kind != kind}
+        if wrong:
+            raise ValueError(f"--{kind} files must have a {kind} layout; these do not: {wrong}")
+    plan = {
+        "version": PLAN_VERSION,
+        "options": dataclasses.asdict(options),
+        "files": [{"path": os.path.abspath(p), **{k: files[p][k] for k in ("layout", "rows", "bytes")}} for p in files],
+        "units": len(units),
+    }
+    _start_or_resume(out_dir, plan)
+    done = {u.index for u in units if _unit_marker(out_dir, u.index).exists()}
+    pending = [u for u in units if u.index not in done]
+    _run_units(pending, out_dir, len(units), options, workers if workers is not None else (os.cpu_count() or 1))
+
+    markers = [_read_json(_unit_marker(out_dir, u.index)) for u in units]
+    if any(m is None for m in markers):
+        raise RuntimeError(f"units without a marker after the run in {out_dir}; rerun to resume")
+    if dedupe:
+        seen: set[str] = set()
+        for marker in markers:
+            drop = []
+            for i, entry in enumerate(marker["records"]):
+                if entry[0] in seen and i not in marker["cross_duplicates_removed"]:
+                    drop.append(i)
+                seen.add(entry[0])
+            if drop:
+                _remove_cross_duplicates(out_dir, marker, marker["cross_duplicates_removed"] + drop, len(units))
+    stats = _stats(inputs, files, markers, options)
+    write_stats(out_dir, stats)
+    if stats["errors"]:
+        raise ConvertError("; ".join(stats["errors"]), stats)
+    return stats
+
+
+def _stats(
+    inputs: Sequence[str], files: dict[str, dict[str, Any]], markers: list[dict[str, Any]], options: Options
+) -> dict[str, Any]:
     counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    skip_examples: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    written = 0
-    with RecordWriter(out_dir, num_shards=num_shards) as writer:
-        for path in inputs:
-            name = os.path.basename(path)
-            for index, row in enumerate(iter_rows(path)):
-                try:
-                    record, key = row_to_record(row, kind, path, index)
-                except BadRow as bad:
-                    counts["skipped"][bad.reason] += 1
-                    counts["skipped_by_file"][f"{name}/{bad.reason}"] += 1
-                    if len(skip_examples) < MAX_SKIP_EXAMPLES:
-                        skip_examples.append({"file": name, "row": index, "reason": bad.reason, "detail": bad.detail})
-                    continue
-                if dedupe and key in seen:
-                    counts["duplicates"][record.domain] += 1
-                    continue
-                seen.add(key)
-                record.split = _split_for(key, val_fraction)
-                writer.write(record)
-                written += 1
-                counts["domain"][record.domain] += 1
-                counts["task"][record.task] += 1
-                counts["split"][record.split] += 1
-                counts["language"][record.language] += 1
-                counts["domain/task/split"][f"{record.domain}/{record.task}/{record.split}"] += 1
+    examples: dict[str, list[str]] = collections.defaultdict(list)
+    per_file: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for marker in markers:
+        name = os.path.basename(marker["unit"]["file"])
+        removed = set(marker["cross_duplicates_removed"])
+        for reason, n in marker["skipped"].items():
+            counts["skipped"][reason] += n
+            counts["skipped_by_file"][f"{name}/{reason}"] += n
+            per_file[name]["skipped"] += n
+        for reason, ids in marker["skip_examples"].items():
+            examples[reason].extend(ids[: MAX_EXAMPLES_PER_REASON - len(examples[reason])])
+        for domain, n in marker["duplicates"].items():
+            counts["duplicates"][domain] += n
+        per_file[name]["rows"] += marker["rows"]
+        for i, (_, split, domain, task, language) in enumerate(marker["records"]):
+            if i in removed:
+                continue
+            per_file[name]["written"] += 1
+            counts["domain"][domain] += 1
+            counts["task"][task] += 1
+            counts["split"][split] += 1
+            counts["language"][language] += 1
+            counts["domain/task/split"][f"{domain}/{task}/{split}"] += 1
+    errors = []
+    for path, info in files.items():
+        name = os.path.basename(path)
+        rows, written, skipped = per_file[name]["rows"], per_file[name]["written"], per_file[name]["skipped"]
+        if written == 0:
+            errors.append(
+                f"{name} yielded no records ({rows} rows, {skipped} skipped; layout {info['layout']}, columns "
+                f"{info['columns']}; known layouts: {describe_layouts()})"
+            )
+        elif rows and skipped / rows > options.max_skip_fraction:
+            errors.append(
+                f"{name} skipped {skipped} of {rows} rows (> max_skip_fraction {options.max_skip_fraction}; layout "
+                f"{info['layout']}, columns {info['columns']}); see skipped / skip_examples in stats.json"
+            )
+    kinds = sorted({LAYOUTS[f["layout"]].kind for f in files.values()})
     stats = {
-        "kind": kind,
+        "kind": kinds[0] if len(kinds) == 1 else "mixed",
         "inputs": [os.path.basename(p) for p in inputs],
-        "rows": total_rows,
-        "written": written,
+        "layouts": {os.path.basename(p): f["layout"] for p, f in files.items()},
+        "rows": sum(f["rows"] for f in files.values()),
+        "written": sum(c["written"] for c in per_file.values()),
         "skipped_total": sum(counts["skipped"].values()),
         "duplicates_total": sum(counts["duplicates"].values()),
-        "skip_examples": skip_examples,
+        "skip_examples": {k: v for k, v in sorted(examples.items())},
+        "per_file": {k: dict(v) for k, v in sorted(per_file.items())},
+        "shards": len(markers),
+        "errors": errors,
         **{table: dict(sorted(c.items())) for table, c in sorted(counts.items())},
     }
-    for table in ("skipped", "duplicates"):
+    for table in ("skipped", "duplicates", "split"):
         stats.setdefault(table, {})
-    write_stats(out_dir, stats)
+    stats["splits"] = [s for s in SPLITS if stats["split"].get(s)]
     return stats
+
+
+__all__ = ["BadRow", "ConvertError", "Options", "convert", "plan_units", "split_for"]

@@ -100,9 +100,13 @@ def shard_name(split: str, index: int, count: int) -> str:
 
 
 def list_shards(directory: str | os.PathLike, split: str = "train") -> list[str]:
-    """The ArrayRecord shards of `split` in `directory`, in order."""
-    paths = sorted(glob.glob(os.path.join(os.fspath(directory), f"{split}-*-of-*.array_record")))
-    return paths
+    """The ArrayRecord shards of `split` in `directory` (a local dir or a `gs://` prefix), in order."""
+    from etils import epath
+
+    root = epath.Path(directory)
+    if not root.is_dir():
+        return []
+    return sorted(os.fspath(p) for p in root.glob(f"{split}-*-of-*.array_record"))
 
 
 class RecordWriter:
@@ -171,13 +175,14 @@ def read_records(paths: str | os.PathLike | Sequence[str], split: str = "train")
 
 
 def write_stats(directory: str | os.PathLike, stats: dict[str, Any]) -> str:
-    path = os.path.join(os.fspath(directory), "stats.json")
-    with open(path, "w") as f:
-        json.dump(stats, f, indent=2, sort_keys=True)
-        f.write("\n")
-    return path
+    from etils import epath
+
+    path = epath.Path(directory) / "stats.json"
+    path.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    return os.fspath(path)
 
 
 def read_stats(directory: str | os.PathLike) -> dict[str, Any]:
-    with open(os.path.join(os.fspath(directory), "stats.json")) as f:
-        return json.load(f)
+    from etils import epath
+
+    return json.loads((epath.Path(directory) / "stats.json").read_text())

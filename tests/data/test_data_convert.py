@@ -43,7 +43,7 @@ def _write(path: str, rows: list[dict], schema: pa.Schema) -> str:
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 
-def test_sft_parquet_converts_and_reads_back_identically_with_skips_counted(tmp_path):
+def test_messages_parquet_converts_and_reads_back_identically_with_skips_counted(tmp_path):
     # file 1: images as bytes, with a corrupt image, a missing-messages row, a row without a code block and a duplicate
     good_bytes = [_sft_row(i, _png(i)) for i in range(4)]
     rows = good_bytes + [
@@ -54,13 +54,13 @@ def test_sft_parquet_converts_and_reads_back_identically_with_skips_counted(tmp_
     ]
     schema = pa.schema([("messages", MESSAGES), ("images", pa.list_(pa.binary()))])
     chart = _write(str(tmp_path / "chart2code.parquet"), rows, schema)
-    # file 2: images as paths next to the parquet file (one missing) and an image/placeholder mismatch
+    # file 2: images as paths next to the parquet file (one missing) and more markers than images
     os.makedirs(tmp_path / "imgs")
     for i in range(3):
         (tmp_path / "imgs" / f"{i}.png").write_bytes(_png(100 + i))
     path_rows = [_sft_row(20 + i, f"imgs/{i}.png") for i in range(3)] + [_sft_row(23, "imgs/missing.png")]
     mismatch = _sft_row(24, "imgs/0.png")
-    mismatch["images"] = ["imgs/0.png", "imgs/1.png"]
+    mismatch["messages"][0]["content"] = "<image><image>\nWrite Python code for both."
     schema2 = pa.schema([("messages", MESSAGES), ("images", pa.list_(pa.string()))])
     svg = _write(str(tmp_path / "svg2code_refine.parquet"), path_rows + [mismatch], schema2)
     # file 3: HF datasets image structs {"bytes", "path"}
@@ -69,8 +69,10 @@ def test_sft_parquet_converts_and_reads_back_identically_with_skips_counted(tmp_
     web = _write(str(tmp_path / "web2code.parquet"), hf_rows, pa.schema([("messages", MESSAGES), ("images", struct)]))
 
     out = str(tmp_path / "out")
-    stats = convert([chart, svg, web], out, "sft", rows_per_shard=4)
+    stats = convert([chart, svg, web], out, "sft", rows_per_shard=4, max_skip_fraction=1.0, workers=1)
     assert stats == read_stats(out)
+    assert stats["layouts"] == {"chart2code.parquet": "messages", "svg2code_refine.parquet": "messages",
+                                "web2code.parquet": "messages"}  # fmt: skip
     assert stats["rows"] == 15 and stats["written"] == 9
     assert stats["skipped"] == {
         "image_count_mismatch": 1,
@@ -82,7 +84,8 @@ def test_sft_parquet_converts_and_reads_back_identically_with_skips_counted(tmp_
     assert stats["duplicates"] == {"chart": 1}
     assert stats["domain"] == {"chart": 4, "svg": 3, "web": 2}
     assert stats["task"] == {"generate": 6, "refine": 3}
-    assert {e["reason"] for e in stats["skip_examples"]} == set(stats["skipped"])
+    assert set(stats["skip_examples"]) == set(stats["skipped"])
+    assert stats["skip_examples"]["undecodable_image"][0].startswith("chart2code.parquet:4 ")
 
     records = {r.id: r for r in read_records(out)}
     expected = {f"chart2code-{i}": (good_bytes[i], [_png(i)]) for i in range(4)}
@@ -100,15 +103,16 @@ def test_rl_parquet_converts_and_reads_back_identically(tmp_path):
         {"problem": f"<image>\nWrite the SVG code for picture {i}.", "answer": f"<svg id='{i}'/>", "images": [_png(i)]}
         for i in range(5)
     ]
-    rows.append({"problem": "<image>\nWrite SVG.", "answer": "", "images": [_png(9)]})  # missing answer
-    rows.append({"problem": "Write SVG.", "answer": "<svg/>", "images": [_png(8)]})  # no <image> placeholder
+    rows.append({"problem": "<image>\nWrite SVG.", "answer": "", "images": [_png(9)]})  # empty answer
+    # two markers for one image
+    rows.append({"problem": "<image><image>\nWrite SVG.", "answer": "<svg/>", "images": [_png(8)]})
     schema = pa.schema([("problem", pa.string()), ("answer", pa.string()), ("images", pa.list_(pa.binary()))])
     path = _write(str(tmp_path / "virl_svg.parquet"), rows, schema)
     out = str(tmp_path / "rl")
-    assert data_cli(["convert", "--rl", path, "--out", out]) == 0
+    assert data_cli(["convert", "--rl", path, "--out", out, "--max-skip-fraction", "0.5"]) == 0
     stats = read_stats(out)
-    assert stats["kind"] == "rl" and stats["written"] == 5
-    assert stats["skipped"] == {"image_count_mismatch": 1, "missing_fields": 1}
+    assert stats["kind"] == "rl" and stats["written"] == 5 and stats["layouts"] == {"virl_svg.parquet": "easyr1"}
+    assert stats["skipped"] == {"empty_answer": 1, "image_count_mismatch": 1}
     assert stats["domain"] == {"svg": 5}
     records = sorted(read_records(out), key=lambda r: r.id)
     for i, record in enumerate(records):

@@ -1,7 +1,8 @@
 """CLI over `vinci_data` (kept thin: argument parsing and printing only).
 
 python -m vinci_jax.data build-synth --out DIR --size N --seed S [--domains chart svg ...] [--workers W]
-python -m vinci_jax.data convert --sft A.parquet [B.parquet ...] --out DIR    (or --rl ...)
+python -m vinci_jax.data convert A.parquet [B.parquet ...] --out DIR [--layout auto|vinci_sft|messages|easyr1]
+python -m vinci_jax.data tfds DIR --out TFDS_DIR [--configs chart-generate ...]   (TFDS dataset over converted shards)
 python -m vinci_jax.data inspect DIR [--split train] [--count 12] [--sheet PATH]
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 
 
 def _parser() -> argparse.ArgumentParser:
+    from vinci_data.layouts import LAYOUTS
     from vinci_data.synth import DOMAIN_REGISTRY
 
     parser = argparse.ArgumentParser(prog="python -m vinci_jax.data", description=__doc__.split("\n")[0])
@@ -30,14 +32,28 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=int, default=None, help="render worker processes (default: CPU count)")
     build.add_argument("--shards", type=int, default=1, help="ArrayRecord shards per split")
 
-    convert = sub.add_parser("convert", help="public VinciCoder parquet -> ArrayRecord shards + stats.json")
-    kind = convert.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--sft", nargs="+", metavar="PARQUET", help="ms-swift messages files")
-    kind.add_argument("--rl", nargs="+", metavar="PARQUET", help="EasyR1 problem/answer/images files")
-    convert.add_argument("--out", required=True)
-    convert.add_argument("--rows-per-shard", type=int, default=20_000)
+    convert = sub.add_parser(
+        "convert", help="published VinciCoder parquet -> ArrayRecord shards + stats.json (layout per file)"
+    )
+    convert.add_argument("inputs", nargs="*", metavar="PARQUET", help="files of any known layout (detected)")
+    convert.add_argument("--sft", nargs="+", metavar="PARQUET", default=[], help="files that must be SFT layouts")
+    convert.add_argument("--rl", nargs="+", metavar="PARQUET", default=[], help="files that must be RL (EasyR1)")
+    convert.add_argument("--out", required=True, help="output dir (local or gs://bucket/prefix)")
+    convert.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="override the detection")
+    convert.add_argument("--rows-per-shard", type=int, default=20_000, help="rows per unit of work and shard")
     convert.add_argument("--val-fraction", type=float, default=0.0)
+    convert.add_argument("--test-fraction", type=float, default=0.0, help="rows for the held-out `test` split")
+    convert.add_argument(
+        "--max-skip-fraction", "--max_skip_fraction", dest="max_skip_fraction", type=float, default=0.2,
+        help="fail (exit 1) when a file skips more than this fraction of its rows",
+    )  # fmt: skip
+    convert.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     convert.add_argument("--no-dedupe", action="store_true")
+
+    tfds_cmd = sub.add_parser("tfds", help="build the TFDS dataset (configs per domain and task) over shards")
+    tfds_cmd.add_argument("src", help="a dataset dir written by build-synth or convert")
+    tfds_cmd.add_argument("--out", required=True, help="TFDS data_dir")
+    tfds_cmd.add_argument("--configs", nargs="+", default=None, help="config names (default: all with records)")
 
     inspect = sub.add_parser("inspect", help="print samples and write a contact sheet PNG")
     inspect.add_argument("dir")
@@ -48,8 +64,38 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _summary(stats: dict) -> dict:
-    keep = ("kind", "written", "rows", "skipped_total", "duplicates_total", "domain", "task", "split", "skipped")
+    keep = ("kind", "layouts", "written", "rows", "skipped_total", "duplicates_total", "domain", "task", "split",
+            "skipped")
     return {k: stats[k] for k in keep if k in stats}
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from vinci_data.convert import ConvertError, convert
+    from vinci_data.layouts import LayoutError
+
+    groups = [(None, args.inputs), ("sft", args.sft), ("rl", args.rl)]
+    used = [(kind, files) for kind, files in groups if files]
+    if len(used) != 1:
+        print("error: pass the parquet files either positionally, or after --sft, or after --rl", file=sys.stderr)
+        return 2
+    kind, inputs = used[0]
+    start = time.perf_counter()
+    try:
+        stats = convert(
+            inputs, args.out, kind, rows_per_shard=args.rows_per_shard, val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction, dedupe=not args.no_dedupe, layout=args.layout,
+            max_skip_fraction=args.max_skip_fraction, workers=args.workers,
+        )  # fmt: skip
+    except (LayoutError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ConvertError as e:
+        print(json.dumps({**_summary(e.stats), "errors": e.stats.get("errors"), "out": args.out}, indent=2))
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    seconds = round(time.perf_counter() - start, 2)
+    print(json.dumps({**_summary(stats), "seconds": seconds, "out": args.out}, indent=2))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,20 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({**_summary(stats), **timing, "out": args.out}, indent=2))
         return 0
     if args.command == "convert":
-        from vinci_data.convert import convert
+        return _convert(args)
+    if args.command == "tfds":
+        from vinci_data.tfds_builder import build_tfds
 
-        start = time.perf_counter()
-        kind, inputs = ("sft", args.sft) if args.sft else ("rl", args.rl)
-        stats = convert(
-            inputs,
-            args.out,
-            kind,
-            rows_per_shard=args.rows_per_shard,
-            val_fraction=args.val_fraction,
-            dedupe=not args.no_dedupe,
-        )
-        seconds = round(time.perf_counter() - start, 2)
-        print(json.dumps({**_summary(stats), "seconds": seconds, "out": args.out}, indent=2))
+        built = build_tfds(args.src, args.out, configs=args.configs)
+        print(json.dumps(built, indent=2))
         return 0
     if args.command == "inspect":
         from vinci_data.inspect import contact_sheet, describe, sample_records

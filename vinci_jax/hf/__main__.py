@@ -23,7 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     exp = sub.add_parser("export", help="write SRC (HF or Orbax) as an HF checkpoint dir")
     exp.add_argument("src")
     exp.add_argument("out_dir")
-    exp.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    exp.add_argument(
+        "--dtype", default=None, choices=["bfloat16", "float32", "float16"],
+        help="weights dtype to write (default: the source's own dtype)",
+    )  # fmt: skip
     exp.add_argument("--source-dir", default=None, help="copy tokenizer/processor/generation files from here")
     exp.add_argument("--step", type=int, default=None, help="Orbax CheckpointManager step (default: latest)")
     exp.add_argument("--max-shard-bytes", type=int, default=2**30)
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         args.src, args.out_dir, dtype=args.dtype, source_dir=args.source_dir, step=args.step,
         max_shard_bytes=args.max_shard_bytes,
     )  # fmt: skip
-    print(json.dumps({"exported": str(out), "src": args.src, "dtype": args.dtype}))
+    print(json.dumps({"exported": str(out), "src": args.src, "dtype": args.dtype or "source"}))
     return 0
 
 

@@ -23,35 +23,36 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from vinci_jax.hf.loader import CheckpointMismatch, Rule, iter_hf_tensors, path_str
 from vinci_jax.models.families import family_of_config, family_of_hf_dir, family_of_model_type
 from vinci_jax.models.qwen2_5_vl.config import Qwen25VLConfig
+from vinci_jax.paths import as_path, is_remote, local_dir_for
 
 PREFERRED_ITEMS = ("model", "params", "state", "default")
 
 
-def _is_orbax_item(path: Path) -> bool:
+def _is_orbax_item(path: epath.Path) -> bool:
     return (path / "_METADATA").is_file()
 
 
-def _latest_step(root: Path) -> Path | None:
+def _latest_step(root: epath.Path) -> epath.Path | None:
     steps = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit()]
     return max(steps, key=lambda p: int(p.name)) if steps else None
 
 
-def _workdir_of(step_dir: Path) -> list[Path]:
+def _workdir_of(step_dir: epath.Path) -> list[epath.Path]:
     """[WORKDIR] when `step_dir` is WORKDIR/checkpoints/<step> (the trainers' layout; config.json lives in WORKDIR)."""
     return [step_dir.parent.parent] if step_dir.parent.name == "checkpoints" else []
 
 
-def _orbax_items(src: Path, step: int | None) -> tuple[list[Path], list[Path]]:
+def _orbax_items(src: epath.Path, step: int | None) -> tuple[list[epath.Path], list[epath.Path]]:
     """(candidate item dirs, dirs to look for config.json in, innermost first)."""
     if _is_orbax_item(src):
         return [src], [src, src.parent, *_workdir_of(src.parent)]
@@ -104,21 +105,21 @@ def _only_subtree(tree: Any, parts: list[str]) -> Any:
     return node
 
 
-def _item_tree_metadata(item: Path) -> Any:
+def _item_tree_metadata(item: epath.Path) -> Any:
     import orbax.checkpoint as ocp
 
     meta = ocp.PyTreeCheckpointer().metadata(item)
     return getattr(getattr(meta, "item_metadata", None), "tree", None) or meta
 
 
-def _orbax_root(src: str | os.PathLike) -> Path:
-    root = Path(src)
+def _orbax_root(src: str | os.PathLike) -> epath.Path:
+    root = as_path(src)
     if (root / "checkpoints").is_dir() and not _is_orbax_item(root):
         root = root / "checkpoints"  # a training WORKDIR
     return root
 
 
-def orbax_config_dir(src: str | os.PathLike, step: int | None = None) -> Path | None:
+def orbax_config_dir(src: str | os.PathLike, step: int | None = None) -> epath.Path | None:
     """The directory holding the config.json of an Orbax checkpoint (see the module docstring), or None.
 
     The trainers write config.json and the processor files into their WORKDIR, so for a training checkpoint this is
@@ -203,34 +204,69 @@ def restore_orbax_params(
 
 
 def is_hf_dir(path: str | os.PathLike) -> bool:
-    root = Path(path)
+    root = as_path(path)
     return (root / "config.json").is_file() and any(root.glob("*.safetensors"))
+
+
+_SAFETENSORS_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float32"}
+
+
+def hf_dir_dtype(path: str | os.PathLike) -> str:
+    """The floating dtype of an HF dir's weights, read from its first safetensors header (no tensor is loaded)."""
+    import struct
+
+    for shard in sorted(as_path(path).glob("*.safetensors")):
+        with shard.open("rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+        for name, entry in header.items():
+            if name != "__metadata__" and entry.get("dtype") in _SAFETENSORS_DTYPES:
+                return _SAFETENSORS_DTYPES[entry["dtype"]]
+    return "float32"
+
+
+def params_dtype(params: Mapping[str, Any]) -> str:
+    """The floating dtype most parameters have (what an Orbax checkpoint was trained in)."""
+    counts: dict[str, int] = {}
+    for value in params.values():
+        dtype = np.dtype(getattr(value, "dtype", np.float32))
+        if dtype.kind == "f" or dtype.name == "bfloat16":
+            counts[dtype.name] = counts.get(dtype.name, 0) + int(np.size(value))
+    name = max(counts, key=counts.get) if counts else "float32"
+    return name if name in ("bfloat16", "float16", "float32") else "float32"
 
 
 def export(
     src: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    dtype: str = "bfloat16",
+    dtype: str | None = None,
     source_dir: str | os.PathLike | None = None,
     step: int | None = None,
     max_shard_bytes: int = 2**30,
-) -> Path:
+) -> epath.Path:
     """SRC (HF dir or Orbax checkpoint, see module docstring) -> HF dir at OUT_DIR.
 
     Tokenizer/processor files are copied from `source_dir` (default: SRC itself when it is an HF dir; for an Orbax
     checkpoint the directory of its config.json when that holds a tokenizer, as a training WORKDIR does).
+    `dtype` None keeps the source's dtype (an fp32 checkpoint stays fp32).
     """
+    if is_remote(out_dir):  # safetensors and the processor write real files: stage them, then upload
+        with local_dir_for(out_dir) as staging:
+            export(src, staging, dtype=dtype, source_dir=source_dir, step=step, max_shard_bytes=max_shard_bytes)
+        return as_path(out_dir)
     if is_hf_dir(src):
         family = family_of_hf_dir(src)
         config = family.read_config(src)
         model = family.load(src, dtype=np.float32, config=config)
+        dtype = dtype or hf_dir_dtype(src)
         return family.export(model, out_dir, dtype=dtype, source_dir=source_dir or src, max_shard_bytes=max_shard_bytes)
     params, config = restore_orbax_params(src, step=step)
     if source_dir is None:
         config_dir = orbax_config_dir(src, step)
         source_dir = config_dir if config_dir is not None and (config_dir / "tokenizer.json").is_file() else None
     family = family_of_config(config)
+    dtype = dtype or params_dtype(params)
     tensors = iter_hf_tensors(params, family.rules(config))
     return family.write_hf_dir(
         tensors, config, out_dir, dtype=dtype, source_dir=source_dir, max_shard_bytes=max_shard_bytes

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from etils import epath
 from PIL import Image, ImageDraw
+
+from vinci_jax.paths import as_path
 
 THUMB = 160
 
@@ -42,12 +44,13 @@ def panel(batch: Any, rollouts: Any, max_prompts: int = 4) -> Image.Image:
     return sheet
 
 
-def write_panel(path: str | Path, batch: Any, rollouts: Any, metrics: Any = None, step: int = 0) -> Path:
+def write_panel(path: epath.PathLike, batch: Any, rollouts: Any, metrics: Any = None, step: int = 0) -> epath.Path:
     """The panel as a PNG at `path` and, given a MetricsWriter, as the TensorBoard image `panels` at `step`."""
-    path = Path(path)
+    path = as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image = panel(batch, rollouts)
-    image.save(path)
+    with path.open("wb") as f:  # PIL's own open() would not reach a bucket
+        image.save(f, format="PNG")
     if metrics is not None:
         metrics.write_image(step, "panels", image)
     return path

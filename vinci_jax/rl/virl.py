@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -25,6 +24,7 @@ from flax import nnx
 
 from renderers.health import InfraBudget
 from vinci_jax import multihost, sharding
+from vinci_jax.paths import as_path
 from vinci_jax.rl.grpo_step import GRPOLossConfig
 from vinci_jax.rl.panels import write_panel
 from vinci_jax.rl.render_health import RenderHealth, neutralise_infra
@@ -86,7 +86,7 @@ class ViRLTrainer:
         from vinci_jax.reward.visual import VisualReward
 
         self.config = config
-        self.workdir = Path(config.workdir)
+        self.workdir = as_path(config.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.mesh = sharding.make_mesh(config.mesh.to_dict())
         self.num_steps = int(config.num_steps)

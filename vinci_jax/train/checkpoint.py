@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -24,15 +23,17 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from vinci_jax.paths import as_path
+
 STATE = "state"
 DATA_ITER = "data_iter"
 
 
-def merged_shard_state(directory: epath.Path | Path) -> dict[str, Any] | None:
+def merged_shard_state(directory: epath.PathLike) -> dict[str, Any] | None:
     """All processes' per-data-shard iterator states in one `{"data_shards": {...}}`, so a run with another process
     count (same data shards) resumes every shard where it stopped; None when the states are not per shard."""
     shards: dict[str, Any] = {}
-    files = sorted(Path(directory).glob("process_*-of-*.json"))
+    files = sorted(as_path(directory).glob("process_*-of-*.json"))
     for path in files:
         payload = json.loads(path.read_text())
         state = payload.get("state")
@@ -101,13 +102,13 @@ class CheckpointManager:
 
     def __init__(
         self,
-        directory: str | Path,
+        directory: epath.PathLike,
         *,
         max_to_keep: int = 3,
         save_interval_steps: int = 100,
         async_save: bool = True,
     ):
-        self.directory = Path(directory)
+        self.directory = as_path(directory)
         self.save_interval_steps = max(int(save_interval_steps), 1)
         self._options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import jax
+from etils import epath
+
+from vinci_jax.paths import as_path, is_remote, join
 
 # Dense bf16 peak FLOP/s per device, by substrings of `device.device_kind` (first match wins).
 PEAK_FLOPS: tuple[tuple[str, float], ...] = (
@@ -55,9 +57,10 @@ def mfu(tokens_per_second: float, flops_per_token: float, num_devices: int, peak
 class MetricsWriter:
     """Console progress bar, TensorBoard events and JSON lines; no-ops on processes other than 0."""
 
-    def __init__(self, workdir: str | Path, *, total_steps: int, start_step: int = 0, progress: bool = True):
+    def __init__(self, workdir: epath.PathLike, *, total_steps: int, start_step: int = 0, progress: bool = True):
         self.enabled = jax.process_index() == 0
-        self.path = Path(workdir) / "metrics.jsonl"
+        self.path = as_path(workdir) / "metrics.jsonl"
+        self._lines: list[str] = []  # the whole file, for object stores (no appends there)
         self._tb = None
         self._bar = None
         if not self.enabled:
@@ -66,7 +69,7 @@ class MetricsWriter:
         self._truncate_after(start_step)
         from tensorboardX import SummaryWriter
 
-        self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+        self._tb = SummaryWriter(join(workdir, "tensorboard"))  # tensorboardX writes gs:// itself
         if progress:
             from tqdm import tqdm
 
@@ -83,6 +86,7 @@ class MetricsWriter:
                     kept.append(line)
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut short by a kill
+        self._lines = kept
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, step: int, values: dict[str, Any]) -> None:
@@ -91,8 +95,13 @@ class MetricsWriter:
         record = {"step": int(step)}
         for key, value in values.items():
             record[key] = None if value is None else float(value)
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        line = json.dumps(record)
+        if is_remote(self.path):  # objects are replaced whole: rewrite the (small) file
+            self._lines.append(line)
+            self.path.write_text("".join(x + "\n" for x in self._lines))
+        else:
+            with self.path.open("a") as f:
+                f.write(line + "\n")
         for key, value in record.items():
             if key != "step" and value is not None:
                 self._tb.add_scalar(key, value, step)

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -24,13 +23,14 @@ from jax.sharding import Mesh
 from vinci_jax import sharding
 from vinci_jax.models import families
 from vinci_jax.models.families import ModelFamily
+from vinci_jax.paths import as_path, is_remote, local_copy, local_dir_for
 
 
 def _dtype(name: str) -> Any:
     return jnp.dtype(name)
 
 
-def _config_source(config: ml_collections.ConfigDict) -> str | Path | None:
+def _config_source(config: ml_collections.ConfigDict) -> Any:
     """The directory whose config.json describes the model: `hf_dir`, else the checkpoint `init_from` names (an HF
     dir or a training workdir, which the trainers write a config.json into), else None (family + preset)."""
     from vinci_jax.policy import checkpoint_config_dir
@@ -140,7 +140,7 @@ class ModelFactory:
     def _load_hf(self) -> nnx.Module:
         config = self.config
         return self.family.load(
-            config.hf_dir,
+            local_copy(config.hf_dir),  # a gs:// HF dir is downloaded once
             mesh=self.mesh,
             dtype=_dtype(config.dtype),
             param_dtype=_dtype(config.param_dtype),
@@ -159,16 +159,25 @@ def write_model_files(workdir: str | os.PathLike, model_config: Any, processor: 
     """
     if jax.process_index() != 0 or not hasattr(model_config, "to_hf"):
         return
-    workdir = Path(workdir)
+    if is_remote(workdir):  # each uploaded object replaces its predecessor whole
+        with local_dir_for(workdir) as staging:
+            _write_model_files_into(staging, model_config, processor)
+        return
+    workdir = as_path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     staging = workdir / f".model_files.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        if processor is not None:
-            processor.save_pretrained(staging)
-        (staging / "config.json").write_text(json.dumps(model_config.to_hf(), indent=2, sort_keys=True) + "\n")
+        _write_model_files_into(os.fspath(staging), model_config, processor)
         for path in sorted(staging.iterdir()):
             os.replace(path, workdir / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_model_files_into(directory: str, model_config: Any, processor: Any) -> None:
+    if processor is not None:
+        processor.save_pretrained(directory)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        f.write(json.dumps(model_config.to_hf(), indent=2, sort_keys=True) + "\n")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging as std_logging
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -22,6 +21,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from vinci_jax import sharding
+from vinci_jax.paths import as_path
 from vinci_jax.train import checkpoint as ckpt_lib
 from vinci_jax.train import data as data_lib
 from vinci_jax.train import metrics as metrics_lib
@@ -69,7 +69,7 @@ class SFTTrainer:
 
     def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh | None = None):
         self.config = config
-        self.workdir = Path(config.workdir)
+        self.workdir = as_path(config.workdir)
         self.mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh.to_dict())
         self.accum = int(config.grad_accum_steps)
         self.factory = ModelFactory(config.model, self.mesh, config.seed)

@@ -4,12 +4,13 @@ carry the model's `vision_inputs`, one block per data-parallel shard, in agreed 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import ml_collections
 import numpy as np
 from absl import logging
+
+from vinci_jax.paths import as_path
 
 
 class VisionBatches:
@@ -94,7 +95,7 @@ def _sft_config(config: ml_collections.ConfigDict, path: str, split: str, seed: 
     from vinci_jax.train.model import model_family
 
     data = config.data
-    if not path or not Path(path).exists():
+    if not path or not as_path(path).exists():
         raise FileNotFoundError(
             f"SFT data directory {path!r} (config.data.train_path / val_path) does not exist; build the synthetic "
             "corpus with `python -m vinci_jax.data build-synth --out DIR --size 200` and pass "
