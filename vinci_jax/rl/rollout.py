@@ -84,7 +84,10 @@ def sample_render_score(
         raw = list(raw_prompts[start : start + chunk_prompts])
         prompts = make_prompt_batch(raw, model_config, processor.pad_token_id, patch_buckets=patch_buckets)
         began = time.perf_counter()
-        samples = sampler.generate(prompts, params, jax.random.fold_in(key, index))
+        if hasattr(sampler, "generate_raw"):  # vLLM takes the processor's per-prompt outputs, not our padded batch
+            samples = sampler.generate_raw(raw, params, jax.random.fold_in(key, index))
+        else:
+            samples = sampler.generate(prompts, params, jax.random.fold_in(key, index))
         device_s += time.perf_counter() - began
         chunks.append(Chunk(start, raw, prompts, samples))
         for row in range(samples.tokens.shape[0]):
