@@ -86,6 +86,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # the vLLM venv: `make setup-vllm`, then .venv-vllm/bin/python -m vinci_jax.launch ...)
             "engine": "lockstep",
             "vllm_memory_utilization": 0.15,  # vLLM's gpu_memory_utilization (its KV cache share of the memory)
+            # vLLM's KV cache size in MiB; 0: from vllm_memory_utilization. On CPU vLLM counts this process's own
+            # memory (JAX, the policy) against that share, so a CPU run names the size.
+            "vllm_kv_cache_mb": 0,
         }
     )
     config.algo = ml_collections.ConfigDict(
@@ -137,6 +140,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.rollout.n = 4
         config.rollout.max_new_tokens = 48
         config.rollout.chunk_prompts = 2
+        config.rollout.vllm_kv_cache_mb = 64
         config.algo.micro_batch_rows = 8
         config.reward.encoder = "offline-msssim-hist"
         config.render.num_workers = 2

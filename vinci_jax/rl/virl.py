@@ -209,6 +209,7 @@ class ViRLTrainer:
                 max_model_len=int(d.max_prompt_len) + int(r.max_new_tokens),
                 max_num_seqs=int(r.n) * int(r.chunk_prompts), seed=int(self.config.seed),
                 gpu_memory_utilization=float(r.get("vllm_memory_utilization", 0.15)),
+                kv_cache_memory_bytes=int(r.get("vllm_kv_cache_mb", 0)) * 2**20,
             )  # fmt: skip
         self._vllm.sync(self.policy(), self.state["params"])
         return self._vllm

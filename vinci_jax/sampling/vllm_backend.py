@@ -87,6 +87,7 @@ class VllmSampler:
         max_model_len: int,
         max_num_seqs: int = 64,
         gpu_memory_utilization: float = 0.15,
+        kv_cache_memory_bytes: int | None = None,
         dtype: str = "float32",
         seed: int = 0,
     ):
@@ -111,6 +112,7 @@ class VllmSampler:
             max_model_len=self.max_model_len,
             max_num_seqs=int(max_num_seqs),
             gpu_memory_utilization=float(gpu_memory_utilization),
+            kv_cache_memory_bytes=kv_cache_memory_bytes or None,  # explicit size; else a share of the memory
             enforce_eager=True,
             limit_mm_per_prompt={"image": 4, "video": 0},
             mm_processor_kwargs=pixels,
@@ -146,10 +148,18 @@ class VllmSampler:
 
         rules = family_of_config(self.model_config).rules(self.model_config)
         hf_tensors = iter_hf_tensors(model, rules, dtype=np.float32)
-        tensors = ((name, torch.from_numpy(np.ascontiguousarray(array))) for name, array in hf_tensors)
-        loaded = self.llm.apply_model(lambda vllm_model: sorted(vllm_model.load_weights(tensors)))
-        if not loaded or not loaded[0]:
-            raise RuntimeError("vLLM's load_weights took none of the pushed tensors; check the HF name table")
+        pushed: list[str] = []
+
+        def tensors() -> Any:
+            for name, array in hf_tensors:
+                pushed.append(name)
+                yield name, torch.from_numpy(np.ascontiguousarray(array))
+
+        # vLLM's in-place reload: restores the layers' checkpoint layout (its CPU backend repacks linear weights
+        # after loading), loads through the model's own load_weights and name mapper, then repacks
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": tensors(), "is_checkpoint_format": True})
+        if not pushed:
+            raise RuntimeError("no parameter was pushed to vLLM; check the HF name table")
         self.llm.reset_prefix_cache()
         self.pushes += 1
 
