@@ -8,7 +8,6 @@ not get. The engine checks (tests/sampling/test_vllm_engine.py) therefore run he
 import importlib.util
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,4 +84,5 @@ def test_vllm_engine_checks_pass_in_the_vllm_venv():
     )  # fmt: skip
     print(proc.stdout[-4000:])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary, proc.stdout[-2000:]
