@@ -77,8 +77,9 @@ def _text_prompts(trainer):
     """Two fixed chat prompts without an image (see the xfail below for image prompts)."""
     tokenizer = trainer.processor.tokenizer
     texts = ["Write SVG code for a red circle.", "Write a short HTML page."]
-    return [{"input_ids": np.asarray(tokenizer.encode(
-        f"<|im_start|>user\n{t}<|im_end|>\n<|im_start|>assistant\n"), np.int32)} for t in texts]  # fmt: skip
+    no_image = {"image_grid_thw": np.zeros((0, 3), np.int64), "pixel_values": np.zeros((0, 1176), np.float32)}
+    chat = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+    return [{"input_ids": np.asarray(tokenizer.encode(chat.format(t)), np.int32), **no_image} for t in texts]
 
 
 def _image_prompts(trainer, count=2):
