@@ -84,7 +84,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # before advantages either way.
             "render_on": "owner",
             # paged = continuous batching over a paged KV cache, each rollout rendered as it finishes
-            # (vinci_jax.sampling.engine); lockstep = the reference sampler (every row of a chunk in lock-step)
+            # (vinci_jax.sampling.engine); lockstep = the reference sampler (every row of a chunk in lock-step);
+            # vllm = vLLM's offline engine, fed the live policy every step (needs the vLLM venv:
+            # `make setup-vllm`, then .venv-vllm/bin/python -m vinci_jax.launch ...)
             "engine": "paged",
             "paged": ml_collections.ConfigDict(
                 {
@@ -95,6 +97,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                     "steps_per_sync": 8,  # decode steps on device between two scheduling rounds
                 }
             ),
+            "vllm_memory_utilization": 0.15,  # vLLM's gpu_memory_utilization (its KV cache share of the memory)
+            # vLLM's KV cache size in MiB; 0: from vllm_memory_utilization. On CPU vLLM counts this process's own
+            # memory (JAX, the policy) against that share, so a CPU run names the size.
+            "vllm_kv_cache_mb": 0,
         }
     )
     config.algo = ml_collections.ConfigDict(
@@ -159,6 +165,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.rollout.chunk_prompts = 2
         config.rollout.paged.slots = 4
         config.rollout.paged.memory_budget_mb = 64.0
+        config.rollout.vllm_kv_cache_mb = 64
         config.algo.micro_batch_rows = 8
         config.reward.encoder = "offline-msssim-hist"
         config.render.num_workers = 2

@@ -115,7 +115,10 @@ def sample_render_score(
             samples = collect_rows(done, prompts.batch_size, params, sampler.pad_token_id)
             device_s += time.perf_counter() - began
         else:
-            samples = sampler.generate(prompts, params, jax.random.fold_in(key, index))
+            if hasattr(sampler, "generate_raw"):  # vLLM takes the processor's per-prompt outputs, not our padded batch
+                samples = sampler.generate_raw(raw, params, jax.random.fold_in(key, index))
+            else:
+                samples = sampler.generate(prompts, params, jax.random.fold_in(key, index))
             device_s += time.perf_counter() - began
             for row in range(rows):
                 submit(row, samples.response_ids(row), bool(samples.finished[row]),

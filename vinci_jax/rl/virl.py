@@ -39,6 +39,8 @@ from vinci_jax.train import train_state as ts
 from vinci_jax.train.model import ModelFactory, write_model_files
 from vinci_jax.train.preemption import PreemptionWatcher
 
+ROLLOUT_ENGINES = ("paged", "lockstep", "vllm")  # config.rollout.engine
+
 
 def reward_config(config: ml_collections.ConfigDict) -> Any:
     from vinci_jax.reward.config import RewardConfig
@@ -86,6 +88,14 @@ class ViRLTrainer:
         from vinci_jax.reward.visual import VisualReward
 
         self.config = config
+        self.engine = str(config.rollout.get("engine", "paged"))
+        if self.engine not in ROLLOUT_ENGINES:
+            raise ValueError(f"rollout.engine={self.engine!r}; choose one of {ROLLOUT_ENGINES}")
+        if self.engine == "vllm":
+            from vinci_jax.sampling.vllm_backend import import_vllm
+
+            import_vllm()  # fail before any setup with how to install it
+        self._vllm: Any = None
         self.workdir = as_path(config.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.mesh = sharding.make_mesh(config.mesh.to_dict())
@@ -197,8 +207,26 @@ class ViRLTrainer:
         """The live policy as an nnx module over the current (sharded) parameters; no copy."""
         return self.split.merge(self.state["params"])
 
-    def sampler(self) -> Sampler | Engine:
+    def sampler(self) -> Sampler | Engine | Any:
+        if self.engine == "vllm":
+            return self.vllm_sampler()
         return rollout_sampler(self.config.rollout, self.policy(), self.stop_ids, self.processor.pad_token_id)
+
+    def vllm_sampler(self) -> Any:
+        """The run's vLLM engine (built once), holding the current policy's weights (pushed when they changed)."""
+        if self._vllm is None:
+            from vinci_jax.sampling.vllm_backend import VllmSampler
+
+            r, d = self.config.rollout, self.config.data
+            self._vllm = VllmSampler.for_policy(
+                self.model_config, self.processor, self.stop_ids, workdir=str(self.workdir),
+                max_model_len=int(d.max_prompt_len) + int(r.max_new_tokens),
+                max_num_seqs=int(r.n) * int(r.chunk_prompts), seed=int(self.config.seed),
+                gpu_memory_utilization=float(r.get("vllm_memory_utilization", 0.15)),
+                kv_cache_memory_bytes=int(r.get("vllm_kv_cache_mb", 0)) * 2**20,
+            )  # fmt: skip
+        self._vllm.sync(self.policy(), self.state["params"])
+        return self._vllm
 
     def sampling_params(self, greedy: bool = False, max_new_tokens: int | None = None) -> SamplingParams:
         r = self.config.rollout

@@ -1,0 +1,160 @@
+"""vLLM as ViRL's rollout engine on CPU: two ViRL steps, the pushed weights, vLLM's log-probs against ours.
+
+Runs where vLLM is importable (.venv-vllm; test_vllm_backend.py runs this file there as a subprocess). One engine
+for the module (its start-up is most of the time): a tiny random Qwen2.5-VL ViRL run on the synthetic SVG corpus,
+whose prompts carry an image.
+"""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+pytest.importorskip("vllm", reason="vLLM is not installed here; test_vllm_backend.py runs this in .venv-vllm")
+
+from configs import virl as virl_config  # noqa: E402
+from vinci_jax.input_pipeline.rl import RLLoader  # noqa: E402
+from vinci_jax.rl.batch import build_micro_batch  # noqa: E402
+from vinci_jax.rl.virl import ViRLTrainer  # noqa: E402
+from vinci_jax.sampling import Sampler, SamplingParams, make_prompt_batch  # noqa: E402
+
+
+def build_tiny_vllm_qwen25(path):
+    """The tiny random Qwen2.5-VL of the ViRL tests with head_dim 32 (vLLM's CPU attention takes no head_dim 16),
+    the real Qwen vocabulary and our processor files: an HF dir for `model.hf_dir`."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from vinci_jax.processing import QwenProcessor
+
+    ids = {"image": 151655, "video": 151656, "vision_start": 151652, "vision_end": 151653, "eos": 151645,
+           "pad": 151643}  # fmt: skip
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, max_position_embeddings=4096, rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+            bos_token_id=ids["pad"], eos_token_id=ids["eos"], initializer_range=0.2,
+        ),
+        vision_config=dict(
+            depth=2, hidden_size=64, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
+            spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1],
+            initializer_range=0.2,
+        ),
+        image_token_id=ids["image"], video_token_id=ids["video"], vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=ids["vision_end"], initializer_range=0.2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Qwen2_5_VLForConditionalGeneration(config).eval().save_pretrained(path)
+    QwenProcessor().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trainer(tiny_svg_rl_corpus, tmp_path_factory):
+    config = virl_config.get_config("tiny")
+    config.model.hf_dir = str(build_tiny_vllm_qwen25(tmp_path_factory.mktemp("tiny_vllm_qwen25")))
+    config.model.init_from = config.model.hf_dir
+    config.workdir = str(tmp_path_factory.mktemp("virl_vllm"))
+    config.data.path = str(tiny_svg_rl_corpus)
+    config.num_steps = 1
+    config.data.prompts_per_step = 2
+    config.rollout.n = 2
+    config.rollout.max_new_tokens = 8
+    config.rollout.chunk_prompts = 2
+    config.render.num_workers = 1
+    config.checkpoint.async_save = False
+    config.panel_every = 0
+    config.progress = False
+    config.rollout.engine = "vllm"
+    trainer = ViRLTrainer(config)
+    yield trainer
+    trainer.close()
+
+
+def _text_prompts(trainer):
+    """Two fixed chat prompts without an image (see the xfail below for image prompts)."""
+    tokenizer = trainer.processor.tokenizer
+    texts = ["Write SVG code for a red circle.", "Write a short HTML page."]
+    no_image = {"image_grid_thw": np.zeros((0, 3), np.int64), "pixel_values": np.zeros((0, 1176), np.float32)}
+    chat = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+    return [{"input_ids": np.asarray(tokenizer.encode(chat.format(t)), np.int32), **no_image} for t in texts]
+
+
+def _image_prompts(trainer, count=2):
+    held_out = dataclasses.replace(
+        trainer.loader_config, split="test", prompts_per_batch=count, shuffle=False, num_epochs=1,
+        domain_weights="natural",
+    )  # fmt: skip
+    batch = next(iter(RLLoader(held_out, trainer.processor)))
+    assert all(p.get("image_grid_thw") is not None for p in batch.prompts)  # the image goes through vLLM's input
+    return list(batch.prompts)
+
+
+def _greedy_both(trainer, raw, max_new=12):
+    params = SamplingParams(greedy=True, max_new_tokens=max_new)
+    with jax.set_mesh(trainer.mesh):
+        batch = make_prompt_batch(raw, trainer.model_config, trainer.processor.pad_token_id)
+        ours = Sampler(trainer.policy(), trainer.stop_ids, trainer.processor.pad_token_id).generate(batch, params)
+        theirs = trainer.vllm_sampler().generate_raw(raw, params)
+    return ours, theirs
+
+
+def _assert_same_greedy(ours, theirs):
+    np.testing.assert_array_equal(theirs.lengths, ours.lengths)
+    np.testing.assert_array_equal(theirs.finished, ours.finished)
+    for row in range(len(ours.lengths)):
+        np.testing.assert_array_equal(theirs.response_ids(row), ours.response_ids(row))
+    valid = np.arange(ours.tokens.shape[1])[None] < ours.lengths[:, None]
+    gap = float(np.abs(theirs.logprobs - ours.logprobs)[valid].mean())
+    print(f"[vllm] greedy log-prob mean |vLLM - ours| = {gap:.2e} over {int(valid.sum())} tokens")
+    assert gap < 1e-3
+
+
+@pytest.mark.xfail(strict=True, reason="image prompts: vLLM's greedy tokens differ from ours (text-only prompts match "
+                   "exactly); the vision path (pixels, tower weights or 3-D positions) is not yet reconciled")
+def test_vllm_greedy_equals_our_sampler_on_image_prompts(trainer):
+    _assert_same_greedy(*_greedy_both(trainer, _image_prompts(trainer)))
+
+
+def test_vllm_greedy_equals_our_sampler_and_log_probs_agree_on_the_same_tokens(trainer):
+    raw = _text_prompts(trainer)
+    _assert_same_greedy(*_greedy_both(trainer, raw))
+    assert trainer.vllm_sampler().pushes == 1  # same params: no second push (the image test may have run first)
+
+    # sampled rollouts (temperature 1): vLLM's token log-probs against our model's on vLLM's own tokens
+    params = SamplingParams(n=2, max_new_tokens=12, temperature=1.0)
+    samples = trainer.vllm_sampler().generate_raw(raw, params, jax.random.key(3))
+    again = trainer.vllm_sampler().generate_raw(raw, params, jax.random.key(3))
+    np.testing.assert_array_equal(again.tokens, samples.tokens)  # per-request seeds: reproducible
+    with jax.set_mesh(trainer.mesh):
+        prompts = make_prompt_batch(raw, trainer.model_config, trainer.processor.pad_token_id)
+        micro = build_micro_batch(
+            range(len(samples.lengths)), prompts, raw, samples, np.zeros(len(samples.lengths), np.float32),
+            trainer.model_config.vision, trainer.processor.pad_token_id,
+        )  # fmt: skip
+        ours = np.asarray(trainer.updater.logprob_fn(trainer.state["params"], trainer.updater._place(micro)))
+    mask = micro["response_mask"] > 0
+    gap = np.abs(ours - micro["old_logprobs"])[mask]
+    print(f"[vllm] sampled log-prob |vLLM - ours|: mean {gap.mean():.2e}, max {gap.max():.2e} over {mask.sum()} tokens")
+    assert gap.mean() < 1e-3 and gap.max() < 1e-2
+
+
+def test_two_virl_steps_with_vllm_rollouts_decode_with_the_updated_policy(trainer):
+    raw = _text_prompts(trainer)  # the ViRL steps themselves sample image prompts through vLLM
+    before = jax.tree.map(np.asarray, trainer.state["params"])
+    trainer.train()  # step 1: rollouts from vLLM, then the update
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), trainer.state["params"],
+                                         before))  # fmt: skip
+    assert max(moved) > 0
+    pushes = trainer.vllm_sampler().pushes
+    ours, theirs = _greedy_both(trainer, raw)  # vLLM now decodes with the step-1 policy
+    assert trainer.vllm_sampler().pushes == pushes
+    _assert_same_greedy(ours, theirs)
+
+    trainer.start_step, trainer.num_steps = 1, 2
+    last = trainer.train()  # step 2 samples after another push
+    assert trainer.vllm_sampler().pushes == pushes + 1
+    for key in ("reward", "sample_s", "render_wait_s", "loss"):
+        assert np.isfinite(last[key]), key
