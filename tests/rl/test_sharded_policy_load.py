@@ -67,8 +67,8 @@ def _check_sharded_load(path, mesh, expected, total):
     assert watch.polls > 1 and len(final) == 8
     shard = max(final.values())
     assert shard < total / 4  # the load itself is sharded: about 1/8 of the set per device, plus small replicas
-    for device in jax.devices():
-        assert watch.peak.get(device, 0) <= 1.3 * shard, (path, device, watch.peak.get(device), shard, total)
+    for device in jax.devices():  # a restore may briefly hold a shard twice (read + cast); the whole set is 8 shards
+        assert watch.peak.get(device, 0) <= 2 * shard, (path, device, watch.peak.get(device), shard, total)
     targets = dict(nnx.to_flat_state(sharding.state_shardings(loaded, mesh)))
     for key, variable in nnx.to_flat_state(loaded):
         value = variable.get_value()

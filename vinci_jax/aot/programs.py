@@ -71,16 +71,17 @@ def vision_specs(
     rows: int | None = None,
     groups: int = 1,
 ) -> Any:
-    """ShapeDtypeStructs of the `VisionInputs` that `prepare_vision_inputs` (one row, the default) or the SFT
+    """ShapeDtypeStructs of the `VisionInputs` that `prepare_vision_rows` (sampling, GRPO: the default) or the SFT
     pipeline (`groups` blocks of `rows` rows of `row_patches`) builds for `images` equal images per group."""
-    from vinci_jax.models.qwen2_5_vl import vision_inputs as vi
+    from vinci_jax.models import vision_inputs as vi
 
     slot = vi.window_slot_patches(vision_config)
     unit = int(vision_config.spatial_merge_size) ** 2
     per_image = vi.image_slot_patches(image_grid(vision_config, image_tokens), vision_config)[0]
-    if row_patches is None:
-        length = min(s for s in vi._powers_of_two_times(slot, per_image * images) if s >= per_image * images)
-        rows = 1
+    if row_patches is None:  # prepare_vision_rows: rows sized by the largest image, row count a power of two
+        length = vi.row_length_for([per_image], vision_config)
+        need = -(-int(images) // max(length // per_image, 1))
+        rows = 1 << max(need - 1, 0).bit_length()
     else:
         length = -(-int(row_patches) // slot) * slot
         while length < per_image:
@@ -354,7 +355,7 @@ def _reward_program(config: ml_collections.ConfigDict, mesh: Mesh, crops: int = 
         per_crop += 4.0 * model.config.num_hidden_layers * dim * patches * patches
     else:
         encoder, dim, per_crop = OfflineEncoder(), OfflineEncoder.feature_dim, 0.0
-    _, score_chunk = visual._jitted(encoder)
+    _, score_chunk, _ = visual._jitted(encoder)
     crops = crops or reward.crop_buckets[-1]
     groups = int(config.rollout.chunk_prompts)
     crop_spec = _sds((crops, reward.tile_size, reward.tile_size, 3), jnp.uint8, mesh, ("batch", None, None, None))
@@ -365,7 +366,8 @@ def _reward_program(config: ml_collections.ConfigDict, mesh: Mesh, crops: int = 
         _sds((crops,), jnp.int32, mesh),
         _sds((crops,), jnp.int32, mesh),
         _sds((crops,), jnp.float32, mesh),
-        _sds((groups * int(config.rollout.n),), jnp.float32, mesh),
+        # the accumulator: one similarity sum per rollout, plus its crop weight when the encoder weights crops
+        _sds((groups * int(config.rollout.n),) + ((2,) if hasattr(encoder, "crop_mass") else ()), jnp.float32, mesh),
     )
     return Program("reward_encoder", score_chunk, args, per_crop * crops, crops,
                    f"{reward.encoder}: {crops} crops of {reward.tile_size}px", depth_scaled=False)  # fmt: skip
