@@ -42,8 +42,8 @@ def available_splits(data_dir: str | os.PathLike) -> list[str]:
 def resolve_split(data_dir: str | os.PathLike, split: str) -> str:
     """`split` when `data_dir` has it, else a held-out fallback (logged); raises naming the dir when none fits."""
     available = available_splits(data_dir)
-    if split in available:
-        return split
+    if split in available or (not _tfds_dir(data_dir) and list_shards(data_dir, split)):
+        return split  # a standard split, or another one written beside them (e.g. the demo's `heldout`)
     for fallback in HELD_OUT_FALLBACKS.get(split, ()):
         if fallback in available:
             logging.warning("split %r is not in %s (it has %s): using %r instead", split, os.fspath(data_dir),
