@@ -77,9 +77,7 @@ def build_micro_batch(
     vision = None
     if sum(len(g) for g in grids):
         pixels = [np.asarray(raw_prompts[samples.prompt_index[r]]["pixel_values"]) for r in rows]
-        vision = prepare_vision_rows(
-            np.concatenate(grids), np.concatenate(pixels), vision_config, row_lengths=patch_buckets
-        )
+        vision = _vision_rows(grids, pixels, vision_config, patch_buckets)
     return {
         "input_ids": ids,
         "attention_mask": mask,
@@ -196,11 +194,7 @@ def build_packed_micro_batch(
                 grids.append(grid)
                 pixels.append(np.asarray(ref.raw[p]["pixel_values"]))
             offset, out = end, out + n
-    vision = None
-    if grids:
-        vision = prepare_vision_rows(
-            np.concatenate(grids), np.concatenate(pixels), vision_config, row_lengths=patch_buckets
-        )
+    vision = _vision_rows(grids, pixels, vision_config, patch_buckets) if grids else None
     return {
         "input_ids": ids,
         "segment_ids": segments,
@@ -212,3 +206,8 @@ def build_packed_micro_batch(
         "rollout_logprobs": rollout_logprobs,
         "advantages": advantages,
     }
+
+
+def _vision_rows(grids: list[np.ndarray], pixels: list[np.ndarray], vision_config: Any, patch_buckets: Any) -> Any:
+    """One micro-batch's images, in row order, as vision rows sized by the largest image (one segment per image)."""
+    return prepare_vision_rows(np.concatenate(grids), np.concatenate(pixels), vision_config, row_lengths=patch_buckets)
