@@ -9,18 +9,22 @@ format (e.g. `\\usepackage[dvipsnames]{xcolor}`) is compiled again without it.
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
 import re
+import select
 import shutil
 import subprocess
+import tempfile
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from renderers import sandbox
+from renderers.ppm_png import PpmError, PpmToPng
 from renderers.types import InfraError
 
 DEFAULTS = {"dpi": 300}
@@ -39,6 +43,8 @@ SNIPPET_PREAMBLE = "\n".join(
 )
 SNIPPET_FORMAT, STANDALONE_FORMAT = "vinci-snippet", "vinci-standalone"
 _DOCUMENTCLASS = re.compile(r"\\documentclass\s*(\[[^\]]*\])?\s*\{([^}]*)\}")
+STREAM_CHUNK_BYTES = 1 << 20
+PNG_LEVEL = 1  # zlib level of the PNG the worker encodes from pdftoppm's PPM stream (see renderers.ppm_png)
 PDFLATEX_FLAGS = ["-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error"]
 
 
@@ -119,11 +125,28 @@ def build_formats(format_dir: str, timeout_s: float = 120.0) -> dict[str, bool]:
             proc.kill()
             proc.wait()
         built[name] = os.path.exists(os.path.join(format_dir, name + ".fmt"))
+        if built[name]:
+            inflate_format(os.path.join(format_dir, name + ".fmt"))
     for leftover in os.listdir(format_dir):
         if not leftover.endswith(".fmt"):
             os.remove(os.path.join(format_dir, leftover))
     os.chmod(format_dir, 0o755)
     return built
+
+
+def inflate_format(path: str) -> bool:
+    """Store a dumped format uncompressed: pdfTeX reads formats through zlib's gzread, which passes a plain file
+    through as is, and inflating the ~19 MB of a tikz/pgfplots format was a third of each compile's CPU time.
+    False (file left as it was) when it is not gzip data."""
+    try:
+        with gzip.open(path, "rb") as src, open(path + ".raw", "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except (OSError, EOFError, zlib.error):
+        if os.path.exists(path + ".raw"):
+            os.remove(path + ".raw")
+        return False
+    os.replace(path + ".raw", path)
+    return True
 
 
 def _log_error(job_dir: str) -> str:
@@ -148,11 +171,9 @@ class _Tool:
         self.address_space = limits.address_space_mb << 20
         self.preexec = sandbox.subprocess_preexec(limits, uid, self.address_space)
 
-    def run(self, argv: list[str]) -> subprocess.CompletedProcess[bytes] | None:
-        """None on timeout. A tool that cannot be started at all is the renderer's failure (InfraError)."""
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            return None
+    def _spawn(self, argv: list[str], stdout: Any, stderr: Any) -> tuple[subprocess.Popen[bytes], bool]:
+        """The started tool and whether it runs through the prlimit/setpriv wrappers. A tool that cannot be started
+        at all is the renderer's failure (InfraError)."""
         wrapped = sandbox.tool_command(argv, self.limits, self.uid, self.address_space)
         try:
             proc = subprocess.Popen(
@@ -160,25 +181,76 @@ class _Tool:
                 cwd=self.job_dir,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                stdout=stdout,
+                stderr=stderr,
                 start_new_session=True,
                 preexec_fn=None if wrapped else self.preexec,
             )
         except (OSError, subprocess.SubprocessError) as err:
             raise InfraError(f"{argv[0]} could not be started: {type(err).__name__}: {err}") from err
+        return proc, wrapped is not None
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen[bytes]) -> None:
+        try:
+            os.killpg(proc.pid, 9)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _check_started(argv: list[str], wrapped: bool, returncode: int, out: bytes) -> None:
+        if wrapped and returncode in (126, 127) and _wrapper_failed(out):
+            raise InfraError(f"{argv[0]} could not be started: {out.decode(errors='replace').strip()[:300]}")
+
+    def run(self, argv: list[str]) -> subprocess.CompletedProcess[bytes] | None:
+        """The finished tool (stdout and stderr together in .stdout); None on timeout."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        proc, wrapped = self._spawn(argv, subprocess.PIPE, subprocess.STDOUT)
         try:
             out, _ = proc.communicate(timeout=remaining)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, 9)
-            except OSError:
-                pass
+            self._kill(proc)
             proc.communicate()
             return None
-        if wrapped and proc.returncode in (126, 127) and _wrapper_failed(out):
-            raise InfraError(f"{argv[0]} could not be started: {out.decode(errors='replace').strip()[:300]}")
+        self._check_started(argv, wrapped, proc.returncode, out)
         return subprocess.CompletedProcess(argv, proc.returncode, out, b"")
+
+    def stream(self, argv: list[str], sink: Callable[[bytes], None]) -> subprocess.CompletedProcess[bytes] | None:
+        """Run the tool handing its stdout to `sink` chunk by chunk as it arrives (.stdout of the result is then its
+        stderr); None on timeout. A sink that raises ValueError stops the tool and re-raises."""
+        if self.deadline - time.monotonic() <= 0:
+            return None
+        with tempfile.TemporaryFile(dir=self.job_dir) as err_file:
+            proc, wrapped = self._spawn(argv, subprocess.PIPE, err_file)
+            assert proc.stdout is not None
+            fd = proc.stdout.fileno()
+            try:
+                while True:
+                    remaining = self.deadline - time.monotonic()
+                    if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                        self._kill(proc)
+                        return None
+                    data = os.read(fd, STREAM_CHUNK_BYTES)
+                    if not data:
+                        break
+                    sink(data)
+            except ValueError:
+                self._kill(proc)
+                raise
+            finally:
+                proc.stdout.close()
+                if proc.poll() is None:
+                    try:
+                        proc.wait(timeout=max(0.1, self.deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        self._kill(proc)
+                        proc.wait()
+            err_file.seek(0)
+            err = err_file.read(4096)
+        self._check_started(argv, wrapped, proc.returncode, err)
+        return subprocess.CompletedProcess(argv, proc.returncode, err, b"")
 
 
 def _wrapper_failed(out: bytes) -> bool:
@@ -228,14 +300,6 @@ def render_latex(
     return _rasterise(tool, job_dir, dpi, max_pixels, timeout_s)
 
 
-def _png_size(path: str) -> tuple[int, int] | None:
-    with open(path, "rb") as f:
-        head = f.read(24)
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n":
-        return None
-    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-
-
 MAX_PDF_SCAN_BYTES = 16 << 20
 MAX_OBJSTM_BYTES = 1 << 20
 _MEDIABOX = re.compile(rb"/MediaBox\s*\[\s*([-\d.\s]+?)\s*\]")
@@ -274,7 +338,8 @@ def largest_mediabox_pts(pdf: bytes) -> tuple[float, float] | None:
 def _rasterise(tool: _Tool, job_dir: str, dpi: int, max_pixels: int, timeout_s: float):
     """Page 1 to PNG with one poppler call: the page-size guard reads the PDF's page boxes in-process (pdfinfo only
     when it cannot), and pdftoppm rasterises at most a square crop of the pixel budget, so a page the guard got
-    wrong still costs no more than the budget; a page reaching the crop's edge is measured by pdfinfo and redone."""
+    wrong still costs no more than the budget (and is refused when it reaches the crop's edge). pdftoppm streams
+    PPM on stdout and the worker encodes the PNG as it arrives (renderers.ppm_png: cheaper than libpng's)."""
     try:
         with open(os.path.join(job_dir, "doc.pdf"), "rb") as f:
             pts = largest_mediabox_pts(f.read(MAX_PDF_SCAN_BYTES + 1))
@@ -291,22 +356,24 @@ def _rasterise(tool: _Tool, job_dir: str, dpi: int, max_pixels: int, timeout_s: 
     if pixels > max_pixels:
         return "error", None, f"page 1 at {dpi} dpi would be {pixels:.0f} px, over the {max_pixels} px budget"
     side = max(1, math.isqrt(max_pixels))
-    base = ["pdftoppm", "-png", "-r", str(dpi), "-f", "1", "-l", "1", "-singlefile"]
+    base = ["pdftoppm", "-r", str(dpi), "-f", "1", "-l", "1", "-singlefile"]
     wide = max(pts) / 72 * dpi >= side - 2  # a long thin page within budget: no crop, its area is already checked
     crop = [] if wide else ["-x", "0", "-y", "0", "-W", str(side), "-H", str(side)]
-    done = tool.run([*base, *crop, "doc.pdf", "page"])
+    encoder = PpmToPng(PNG_LEVEL)
+    try:
+        done = tool.stream([*base, *crop, "doc.pdf"], encoder.feed)  # no output root: the PPM comes on stdout
+        if done is not None and done.returncode == 0:
+            png = encoder.finish()
+    except PpmError as err:
+        return "error", None, f"pdftoppm wrote no usable image: {err}"
     if done is None:
         return "timeout", None, f"pdftoppm exceeded the {timeout_s:g} s limit"
-    path = os.path.join(job_dir, "page.png")
-    if done.returncode != 0 or not os.path.exists(path):
+    if done.returncode != 0:
         return "error", None, f"pdftoppm failed: {done.stdout.decode(errors='replace').strip()[:300]}"
-    size = _png_size(path)
-    if size is None:
-        return "error", None, "pdftoppm wrote no PNG"
+    size = encoder.size or (0, 0)
     if crop and (size[0] >= side or size[1] >= side):
         return "error", None, f"page 1 at {dpi} dpi is larger than its page box says (over {side} px a side)"
-    with open(path, "rb") as f:
-        return "ok", f.read(), ""
+    return "ok", png, ""
 
 
 def tools_available() -> bool:

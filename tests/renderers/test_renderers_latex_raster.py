@@ -65,3 +65,24 @@ def test_snippet_raster_matches_plain_pdftoppm(pool, tmp_path):
     ours = result.image()
     with Image.open(io.BytesIO((tmp_path / "ref.png").read_bytes())) as ref:
         assert ours.size == ref.size and ours.tobytes() == ref.convert("RGB").tobytes()
+
+
+def test_formats_are_stored_inflated_and_still_load(pool, tmp_path):
+    """pdfTeX reads a plain (inflated) format as it reads its own gzip one; a format it could not load would only
+    show as the slow no-format fallback, so the compile here must name the preloaded format."""
+    from renderers.lang_latex import SNIPPET_FORMAT, STANDALONE_FORMAT, prepare_document, tex_env
+
+    assert pool.formats == {SNIPPET_FORMAT: True, STANDALONE_FORMAT: True}
+    code = r"\begin{tikzpicture}\draw (0,0) -- (1,1);\end{tikzpicture}"
+    (tmp_path / "doc.tex").write_text(prepare_document(code).tex_for_format)
+    for name in (SNIPPET_FORMAT, STANDALONE_FORMAT):
+        with open(f"{pool.format_dir}/{name}.fmt", "rb") as f:
+            assert f.read(2) != b"\x1f\x8b"  # not gzip
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", f"-fmt={SNIPPET_FORMAT}", "doc.tex"],
+        cwd=tmp_path,
+        env=tex_env(str(tmp_path), pool.format_dir),
+        capture_output=True,
+    )
+    assert done.returncode == 0, done.stdout[-500:]
+    assert f"preloaded format={SNIPPET_FORMAT}" in (tmp_path / "doc.log").read_text(errors="replace")
