@@ -73,14 +73,13 @@ def reference_html(codes: list[str], workers: int) -> float:
         return timed(lambda: list(ex.map(one, codes)))
 
 
-def _plain_latex(code: str, workdir: str, fmt: str | None = None, tex: str | None = None) -> None:
+def _plain_latex(code: str, workdir: str) -> None:
+    """The released reward's path: pdflatex on the prepared document, then pdftoppm -png at 300 dpi."""
     from renderers.lang_latex import PDFLATEX_FLAGS, prepare_document
 
-    doc = prepare_document(code)
     with open(os.path.join(workdir, "doc.tex"), "w") as f:
-        f.write(tex if tex is not None else doc.tex)
-    flags = [f"-fmt={fmt}"] if fmt else []
-    subprocess.run(["pdflatex", *PDFLATEX_FLAGS, *flags, "doc.tex"], cwd=workdir, capture_output=True, timeout=60)
+        f.write(prepare_document(code).tex)
+    subprocess.run(["pdflatex", *PDFLATEX_FLAGS, "doc.tex"], cwd=workdir, capture_output=True, timeout=60)
     subprocess.run(
         ["pdftoppm", "-png", "-r", "300", "-f", "1", "-l", "1", "-singlefile", "doc.pdf", "page"],
         cwd=workdir,
@@ -152,35 +151,31 @@ def floor_html(codes: list[str]) -> float:
 
 
 def floor_latex(codes: list[str], scratch: str) -> float:
-    from renderers.lang_latex import build_formats, prepare_document
+    """The pool's latex code path (formats, guard, streamed raster) called directly: no worker, no job uid."""
+    from renderers.images import DEFAULT_MAX_PIXELS
+    from renderers.lang_latex import build_formats, render_latex
+    from renderers.sandbox import Limits
 
     format_dir = os.path.join(scratch, "formats")
     if not os.path.isdir(format_dir):
         build_formats(format_dir)
-    env_backup = os.environ.get("TEXFORMATS")
-    os.environ["TEXFORMATS"] = format_dir + ":"
     workdir = os.path.join(scratch, "floor-tex")
     os.makedirs(workdir, exist_ok=True)
 
     def one(code: str) -> None:
-        doc = prepare_document(code)
-        _plain_latex(code, workdir, doc.format, doc.tex_for_format)
+        render_latex(code, {}, workdir, Limits(), None, 60.0, format_dir, DEFAULT_MAX_PIXELS)
 
-    try:
-        one(codes[0])
-        return timed(lambda: [one(c) for c in codes])
-    finally:
-        if env_backup is None:
-            os.environ.pop("TEXFORMATS", None)
-        else:
-            os.environ["TEXFORMATS"] = env_backup
+    one(codes[0])
+    return timed(lambda: [one(c) for c in codes])
 
 
 def latex_breakdown(codes: list[str], scratch: str) -> dict[str, float]:
-    """Mean ms per document of each stage, sequential and warm: the reference path (plain pdflatex + pdftoppm
-    with the pdfinfo guard the pool used to run) against the pool's (format pdflatex, in-process guard, one pdftoppm
-    with the budget crop). Spawn costs are those of this (light) process, not of a worker holding the python stack."""
-    from renderers.lang_latex import PDFLATEX_FLAGS, build_formats, largest_mediabox_pts, prepare_document
+    """Mean ms per document of each stage, sequential and warm: the reference path (plain pdflatex + pdftoppm PNG)
+    against the pool's (pdflatex with an inflated format, in-process page guard, one cropped pdftoppm streaming PPM,
+    PNG encoded in the worker); the pdfinfo guard the pool used to run is timed for comparison. Spawn costs are
+    those of this (light) process, not of a worker holding the python stack."""
+    from renderers.lang_latex import PDFLATEX_FLAGS, PNG_LEVEL, build_formats, largest_mediabox_pts, prepare_document
+    from renderers.ppm_png import PpmToPng
 
     format_dir = os.path.join(scratch, "formats")
     if not os.path.isdir(format_dir):
@@ -189,19 +184,23 @@ def latex_breakdown(codes: list[str], scratch: str) -> dict[str, float]:
     env = dict(os.environ, TEXFORMATS=format_dir + ":")
     totals: dict[str, float] = {}
 
-    def run(stage: str, argv: list[str]) -> None:
-        totals[stage] = totals.get(stage, 0.0) + timed(
-            lambda: subprocess.run(argv, cwd=workdir, env=env, capture_output=True, timeout=60)
-        )
+    def add(stage: str, seconds: float) -> None:
+        totals[stage] = totals.get(stage, 0.0) + seconds
+
+    def run(stage: str, argv: list[str]) -> bytes:
+        start = time.perf_counter()
+        out = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, timeout=60).stdout
+        add(stage, time.perf_counter() - start)
+        return out
 
     pdf = os.path.join(workdir, "doc.pdf")
-    raster = ["pdftoppm", "-png", "-r", "300", "-f", "1", "-l", "1", "-singlefile", "doc.pdf", "page"]
+    raster = ["pdftoppm", "-r", "300", "-f", "1", "-l", "1", "-singlefile"]
     for code in codes:
         doc = prepare_document(code)
         with open(os.path.join(workdir, "doc.tex"), "w") as f:
             f.write(doc.tex)
         run("reference_pdflatex", ["pdflatex", *PDFLATEX_FLAGS, "doc.tex"])
-        run("reference_pdftoppm", raster)
+        run("reference_pdftoppm_png", [*raster, "-png", "doc.pdf", "page"])
         if doc.format:
             with open(os.path.join(workdir, "doc.tex"), "w") as f:
                 f.write(doc.tex_for_format or doc.tex)
@@ -209,10 +208,15 @@ def latex_breakdown(codes: list[str], scratch: str) -> dict[str, float]:
         run("old_guard_pdfinfo", ["pdfinfo", "-f", "1", "-l", "1", "doc.pdf"])
         with open(pdf, "rb") as f:
             data = f.read()
-        totals["pool_guard_inprocess"] = totals.get("pool_guard_inprocess", 0.0) + timed(
-            lambda data=data: largest_mediabox_pts(data)
-        )
-        run("pool_pdftoppm_crop", [*raster[:-2], "-x", "0", "-y", "0", "-W", "9110", "-H", "9110", *raster[-2:]])
+        add("pool_guard_inprocess", timed(lambda data=data: largest_mediabox_pts(data)))
+        ppm = run("pool_pdftoppm_ppm_crop", [*raster, "-x", "0", "-y", "0", "-W", "9110", "-H", "9110", "doc.pdf"])
+
+        def encode(ppm: bytes = ppm) -> None:
+            encoder = PpmToPng(PNG_LEVEL)
+            encoder.feed(ppm)
+            encoder.finish()
+
+        add("pool_png_encode", timed(encode))
     return {stage: round(1000 * seconds / len(codes), 2) for stage, seconds in totals.items()}
 
 
