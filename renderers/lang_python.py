@@ -289,37 +289,36 @@ def _report_setup_failure(setup_fd: int, err: BaseException) -> None:
 def _fork_job(
     code: str, job_dir: str, limits: sandbox.Limits, uid: int | None, namespaces: bool
 ) -> tuple[int, int, int]:
-    """Fork the job process; as root it becomes pid 1 of fresh pid, mount and net namespaces (so killing it, or
-    its parent, takes every process it started along). Returns (pid, result fd, setup-failure fd)."""
+    """Fork the job process; as root it is pid 1 of a fresh pid namespace and unshares its own mount and network
+    namespaces (so killing it takes every process it started along). Returns (pid, result fd, setup-failure fd)."""
     read_fd, write_fd = os.pipe()
     setup_read, setup_write = os.pipe()
-    pid = os.fork()
+    namespace_error: OSError | None = None
+    if namespaces:
+        try:
+            pid = sandbox.fork_into_new_pid_namespace()
+        except OSError as err:  # reported by a plain child below, as the job's sandbox setup failure
+            namespace_error, pid = err, os.fork()
+    else:
+        pid = os.fork()
     if pid != 0:
         os.close(write_fd)
         os.close(setup_write)
         return pid, read_fd, setup_read
-    # intermediate process
     os.close(read_fd)
     os.close(setup_read)
     try:
         sandbox.die_with_parent()
         os.setsid()
-        isolate = False
+        if namespace_error is not None:
+            raise namespace_error
         if namespaces:
-            try:
-                sandbox.unshare(sandbox.CLONE_NEWPID | sandbox.CLONE_NEWNS | sandbox.CLONE_NEWNET)
-            except OSError as err:
-                _report_setup_failure(setup_write, err)
-                os._exit(70)
-            isolate = True
-            inner = os.fork()
-            if inner != 0:
-                os.close(write_fd)
-                os.close(setup_write)
-                _, wstatus = os.waitpid(inner, 0)
-                os._exit(128 + os.WTERMSIG(wstatus) if os.WIFSIGNALED(wstatus) else os.WEXITSTATUS(wstatus))
-            sandbox.die_with_parent()
-        _child(code, job_dir, write_fd, setup_write, limits, uid, isolate)
+            sandbox.unshare(sandbox.CLONE_NEWNS | sandbox.CLONE_NEWNET)
+    except BaseException as err:  # noqa: BLE001
+        _report_setup_failure(setup_write, err)
+        os._exit(70)
+    try:
+        _child(code, job_dir, write_fd, setup_write, limits, uid, namespaces)
     except BaseException:  # noqa: BLE001
         os._exit(70)
     os._exit(71)

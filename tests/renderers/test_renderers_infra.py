@@ -141,6 +141,33 @@ def test_sandbox_setup_failure_is_infra_and_the_self_check_names_it():
 
 
 @needs_root
+def test_job_is_pid_1_of_its_own_namespace_and_the_worker_stays_in_its_own(py_pool):
+    """One fork per job: the job is pid 1 of a fresh pid namespace, and what the worker starts afterwards is not."""
+    job = "import os\nassert os.getpid() == 1, os.getpid()\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\n"
+    results = py_pool.render_batch([RenderJob(job, "python", {"k": i}) for i in range(3)])  # a worker forks again
+    assert [r.status for r in results] == ["ok"] * 3, [r.error for r in results]
+    own = os.readlink("/proc/self/ns/pid")
+    pid = sandbox.fork_into_new_pid_namespace()
+    if pid == 0:
+        os._exit(0 if os.getpid() == 1 else 3)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert os.readlink("/proc/self/ns/pid_for_children") == own
+    assert subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True).stdout.strip() != "1"
+
+
+@needs_root
+def test_a_pid_namespace_that_cannot_be_made_is_infra(tmp_path, monkeypatch):
+    from renderers.lang_python import render_python
+
+    def refuse() -> int:
+        raise PermissionError(1, "unshare: Operation not permitted")
+
+    monkeypatch.setattr(sandbox, "fork_into_new_pid_namespace", refuse)
+    status, png, error = render_python(CHART, {}, str(tmp_path), sandbox.Limits(), None, 10.0, namespaces=True)
+    assert status == "infra" and png is None and "sandbox setup failed" in error and "unshare" in error, error
+
+
+@needs_root
 def test_no_replacement_worker_is_infra_and_the_pool_recovers():
     with RenderPool(num_workers=1, languages=["svg"], timeout_s=5.0) as pool:
         assert pool.self_check()["svg"].ok
