@@ -186,6 +186,73 @@ def test_tiny_sft_with_workdir_and_data_in_a_bucket_resumes_from_its_checkpoint(
     assert not epath.Path("gs:").exists()  # no local `gs:/...` directory
 
 
+def _safetensors_dtypes(directory: str) -> set[str]:
+    from safetensors import safe_open
+
+    dtypes = set()
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".safetensors"):
+            with safe_open(os.path.join(directory, name), framework="np") as f:
+                dtypes.update(str(f.get_tensor(k).dtype) for k in f.keys())
+    return dtypes
+
+
+def test_hf_dirs_in_a_bucket_load_and_export(gcs, tmp_path):
+    """An HF dir in the bucket (hf_dir / init_from / --model): its family and config read through epath, and
+    `hf export gs://src gs://out` loads it and writes a complete HF dir in the source's dtype; tokenizer files of a
+    gs:// source dir (a training workdir's) are copied into an export."""
+    from vinci_jax.hf import qwen2_5_vl
+    from vinci_jax.hf.__main__ import main as hf_cli
+    from vinci_jax.hf.testing import save_tiny_checkpoint
+    from vinci_jax.models import families
+
+    local = save_tiny_checkpoint(tmp_path / "src", seed=2)
+    (local / "tokenizer_config.json").write_text('{"model_max_length": 77}')  # a side file export must carry along
+    src, out = f"{gcs}/hf/src", f"{gcs}/hf/exported"
+    paths.upload_tree(local, src)
+    family = families.family_of_hf_dir(src)
+    assert family.name == "qwen2_5_vl" and family.read_config(src) == family.read_config(local)
+
+    assert hf_cli(["export", src, out]) == 0
+    exported = paths.local_copy(out)
+    assert json.loads(Path(exported, "config.json").read_text())["model_type"] == "qwen2_5_vl"
+    assert json.loads(Path(exported, "tokenizer_config.json").read_text()) == {"model_max_length": 77}
+    assert _safetensors_dtypes(exported) == {"float32"}  # the source's dtype
+    side = tmp_path / "side"
+    qwen2_5_vl.write_hf_dir(iter([]), family.read_config(local), side, dtype="float32", source_dir=src)
+    assert json.loads((side / "tokenizer_config.json").read_text()) == {"model_max_length": 77}
+    assert not (tmp_path / "gs:").exists() and not Path("gs:").exists()
+
+
+def test_evaluation_predictions_and_report_in_a_bucket(gcs, tmp_path):
+    """`python -m vinci_jax.evaluate --predictions gs://... --out gs://...`: predictions read from the bucket, every
+    report file (results, summary, table, gallery, images) written into it."""
+    from etils import epath
+    from vinci_data.records import Record, RecordWriter
+
+    from vinci_jax.evaluate.__main__ import main as evaluate_cli
+
+    svg = "<svg xmlns='http://www.w3.org/2000/svg' width='40' height='40'><rect width='20' height='20'/></svg>"
+    target = io.BytesIO()
+    Image.new("RGB", (40, 40), "white").save(target, format="PNG")
+    with RecordWriter(tmp_path / "synth") as writer:
+        writer.write(Record(id="s1", domain="svg", task="generate", language="svg", images=[target.getvalue()],
+                            problem="<image>\nWrite svg code for this.", answer=svg, split="test"))  # fmt: skip
+    predictions, out = f"{gcs}/eval/predictions.jsonl", f"{gcs}/eval/report"
+    epath.Path(predictions).write_text(json.dumps({"id": "s1", "code": svg}) + "\n")
+    code = evaluate_cli(["--suite", "synthetic", "--data", str(tmp_path / "synth"), "--predictions", predictions,
+                         "--out", out])  # fmt: skip
+    assert code == 0
+    report = epath.Path(out)
+    (row,) = [json.loads(x) for x in (report / "results.jsonl").read_text().splitlines()]
+    assert row["id"] == "s1" and row["executed"]
+    assert json.loads((report / "summary.json").read_text())["num_samples"] == 1
+    assert "| svg | 1 |" in (report / "summary.md").read_text()
+    assert "images/00000-s1-pred.png" in (report / "gallery.html").read_text()
+    assert (report / "images" / "00000-s1-pred.png").exists()
+    assert not (tmp_path / "gs:").exists() and not Path("gs:").exists()
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 
