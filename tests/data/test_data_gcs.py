@@ -256,16 +256,17 @@ def test_evaluation_predictions_and_report_in_a_bucket(gcs, tmp_path):
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _launch(workdir: str, data: str, num_steps: int, cache: Path) -> str:
-    """One `python -m vinci_jax.launch` SFT run (tiny preset, one CPU device) in a fresh process; its output."""
+def _launch(workdir: str, data: str, num_steps: int, cache: Path, job: str = "sft", *extra: str) -> str:
+    """One `python -m vinci_jax.launch` run of a job's tiny preset (one CPU device) in a fresh process; its output."""
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "data"), os.environ.get("PYTHONPATH", "")])}
+    data_flags = (["--config.data.train_path=" + data, "--config.data.seq_len=128", "--config.eval_every=0",
+                   "--config.optimizer.schedule=constant"] if job == "sft" else ["--config.data.path=" + data])
     command = [
-        sys.executable, "-m", "vinci_jax.launch", "--config", f"{REPO / 'configs' / 'sft.py'}:tiny",
-        f"--config.workdir={workdir}", f"--config.data.train_path={data}", f"--config.num_steps={num_steps}",
-        "--config.data.seq_len=128", "--config.eval_every=0", "--config.progress=False",
-        "--config.checkpoint.every_steps=2", "--config.optimizer.schedule=constant",
+        sys.executable, "-m", "vinci_jax.launch", "--config", f"{REPO / 'configs' / job}.py:tiny",
+        f"--config.workdir={workdir}", f"--config.num_steps={num_steps}", "--config.progress=False",
+        "--config.checkpoint.every_steps=2", *data_flags, *extra,
     ]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
@@ -291,3 +292,37 @@ def test_tiny_sft_launches_with_workdir_and_data_in_a_bucket_resume(gcs, bucket_
     assert steps == [1, 2, 3, 4]
     assert sorted(int(p.name) for p in (root / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
     assert not (REPO / "gs:").exists() and not (tmp_path / "gs:").exists()  # no local `gs:/...` directories
+
+
+@pytest.mark.slow  # two tiny ViRL processes (sampling, sandboxed rendering, rewards: minutes on 2 cores)
+def test_tiny_virl_with_workdir_data_and_export_in_a_bucket_resumes(gcs, tmp_path):
+    """ViRL's checkpoints, panels, metrics and its final HF export on gs://, and a second process resuming."""
+    from etils import epath
+
+    rl = tmp_path / "rl.parquet"
+    svg = "<svg xmlns='http://www.w3.org/2000/svg' width='64' height='64'><rect width='{}' height='20'/></svg>"
+    images = []
+    for i in range(8):
+        out = io.BytesIO()
+        Image.new("RGB", (64, 64), (40 * (i % 6), 90, 200)).save(out, format="PNG")
+        images.append([{"bytes": out.getvalue(), "path": None}])
+    pq.write_table(pa.table({"problem": [f"<image>Write the SVG code for picture {i}." for i in range(8)],
+                             "answer": [svg.format(8 + i) for i in range(8)], "images": images}), rl)  # fmt: skip
+    data, workdir, export = f"{gcs}/data/rl", f"{gcs}/runs/virl", f"{gcs}/export/virl"
+    assert data_cli(["convert", str(rl), "--out", data, "--test-fraction", "0.25"]) == 0
+    small = ["--config.data.prompts_per_step=2", "--config.rollout.n=2", "--config.rollout.max_new_tokens=8",
+             "--config.eval.prompts=2", "--config.eval.at_start=False", "--config.render.num_workers=1",
+             "--config.panel_every=2"]  # fmt: skip
+    cache = tmp_path / "jax_cache"
+    _launch(workdir, data, 2, cache, "virl", *small)
+    root = epath.Path(workdir)
+    assert [p.name for p in (root / "checkpoints").iterdir() if p.name.isdigit()] == ["2"]
+    assert list((root / "panels").iterdir())
+
+    second = _launch(workdir, data, 4, cache, "virl", *small, f"--config.export_dir={export}")
+    assert "resumed ViRL from step 2" in second
+    assert sorted(int(p.name) for p in (root / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
+    exported = epath.Path(export)
+    assert (exported / "config.json").exists() and (exported / "tokenizer.json").exists()
+    assert list(exported.glob("*.safetensors"))
+    assert not (REPO / "gs:").exists() and not (tmp_path / "gs:").exists()
