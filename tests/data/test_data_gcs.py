@@ -253,6 +253,25 @@ def test_evaluation_predictions_and_report_in_a_bucket(gcs, tmp_path):
     assert not (tmp_path / "gs:").exists() and not Path("gs:").exists()
 
 
+def test_reward_score_reads_its_response_and_target_from_a_bucket(gcs, capsys):
+    """`python -m vinci_jax.reward score --response gs://... --target gs://...` (single input files, like
+    `generate --image`): both read through epath, the render scored against the bucket's target."""
+    from etils import epath
+
+    from vinci_jax.reward.__main__ import main as reward_cli
+
+    svg = "<svg xmlns='http://www.w3.org/2000/svg' width='48' height='48'><rect width='24' height='48'/></svg>"
+    target = io.BytesIO()
+    Image.fromarray(np.where(np.arange(48)[None, :, None] < 24, 0, 255).repeat(48, 0).repeat(3, 2).astype(np.uint8)
+                    ).save(target, format="PNG")  # fmt: skip
+    epath.Path(f"{gcs}/score/target.png").write_bytes(target.getvalue())
+    epath.Path(f"{gcs}/score/response.txt").write_text(f"```svg\n{svg}\n```\n")
+    reward_cli(["score", "--prompt", "Write the SVG code.", "--response", f"{gcs}/score/response.txt",
+                "--target", f"{gcs}/score/target.png"])  # fmt: skip
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["render_status"] == "ok" and out["language"] == "svg" and out["visual"] > 0.9
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 
