@@ -1,6 +1,8 @@
-"""gs:// end to end against a GCS server on 127.0.0.1 started by the test: a flat VinciCoder parquet converts
-straight into a bucket, a tiny SFT run with its workdir and data in the bucket checkpoints there (Orbax through
-tensorstore, metrics, TensorBoard, config.json), and a second run resumes from that checkpoint."""
+"""gs:// end to end against a GCS server on 127.0.0.1 started by the test (one per module): a flat VinciCoder
+parquet converts straight into a bucket and the Grain loader reads it; Orbax, metrics and TensorBoard write there; a
+tiny SFT run with workdir and data in the bucket resumes from its checkpoint; HF dirs, `hf export`, evaluation
+predictions and reports, and the reward CLI's inputs live in the bucket. Slow: the SFT and a ViRL resume through
+`vinci_jax.launch` in fresh processes."""
 
 from __future__ import annotations
 
@@ -110,7 +112,9 @@ def bucket_sft(gcs, tmp_path_factory) -> str:
 
 
 def test_bucket_paths_for_data_checkpoints_and_metrics(gcs, bucket_sft, tmp_path):
-    """The default-suite half: every path layer on gs:// in one process (the full runs are the slow test below)."""
+    """Every path layer on gs:// in one process: Grain reads the bucket's ArrayRecord shards, Orbax saves and
+    restores state + data-iterator state, metrics and TensorBoard write (a resumed writer drops the steps after its
+    start), a remote dir's top-level files download."""
     from etils import epath
 
     from vinci_jax.input_pipeline import SFTConfig, SFTLoader
@@ -293,7 +297,7 @@ def _launch(workdir: str, data: str, num_steps: int, cache: Path, job: str = "sf
 
 
 @pytest.mark.slow  # two tiny SFT processes (~1-3 min each on 2 cores)
-def test_tiny_sft_launches_with_workdir_and_data_in_a_bucket_resume(gcs, bucket_sft, tmp_path):
+def test_tiny_sft_launched_twice_with_workdir_and_data_in_a_bucket_resumes(gcs, bucket_sft, tmp_path):
     """The same through `vinci_jax.launch` in two fresh processes (nothing shared but the bucket)."""
     from etils import epath
 
