@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -97,6 +98,23 @@ def _flat_parquet(path, n: int = 24) -> str:
     schema = pa.schema([("user_content", pa.string()), ("assistant_content", pa.string()), ("image", pa.binary())])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), str(path))
     return str(path)
+
+
+def test_listings_see_what_another_process_wrote(gcs):
+    """Another host's new checkpoint step must show up in this process's next listing: gcsfs' listing cache (kept
+    for the process's life by default) is off once vinci_jax.paths is imported."""
+    from etils import epath
+
+    root = epath.Path(f"{gcs}/listing/checkpoints")
+    (root / "2" / "state").write_text("x")
+    assert [p.name for p in root.iterdir()] == ["2"]
+    name = urllib.parse.quote("listing/checkpoints/4/state", safe="")
+    upload = urllib.request.Request(  # a plain HTTP upload, as another process would make it
+        f"{os.environ['STORAGE_EMULATOR_HOST']}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name={name}",
+        data=b"y", headers={"Content-Type": "application/octet-stream"}, method="POST",
+    )  # fmt: skip
+    urllib.request.urlopen(upload, timeout=10).close()
+    assert sorted(p.name for p in root.iterdir()) == ["2", "4"]
 
 
 @pytest.fixture(scope="module")
