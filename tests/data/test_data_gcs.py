@@ -299,11 +299,25 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _launch(workdir: str, data: str, num_steps: int, cache: Path, job: str = "sft", *extra: str) -> str:
     """One `python -m vinci_jax.launch` run of a job's tiny preset (one CPU device) in a fresh process; its output."""
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "data"), os.environ.get("PYTHONPATH", "")])}
-    data_flags = (["--config.data.train_path=" + data, "--config.data.seq_len=128", "--config.eval_every=0",
-                   "--config.optimizer.schedule=constant"] if job == "sft" else ["--config.data.path=" + data])
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "",
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "data"), os.environ.get("PYTHONPATH", "")]),
+    }
+    data_flags = (
+        [
+            "--config.data.train_path=" + data,
+            "--config.data.seq_len=128",
+            "--config.eval_every=0",
+            "--config.optimizer.schedule=constant",
+        ]
+        if job == "sft"
+        else ["--config.data.path=" + data]
+    )
     command = [
         sys.executable, "-m", "vinci_jax.launch", "--config", f"{REPO / 'configs' / job}.py:tiny",
         f"--config.workdir={workdir}", f"--config.num_steps={num_steps}", "--config.progress=False",
