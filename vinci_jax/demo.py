@@ -15,6 +15,8 @@ from pathlib import Path
 
 import ml_collections
 
+from vinci_jax.paths import is_remote
+
 StageFn = Callable[[ml_collections.ConfigDict], str]
 STAGES: dict[str, StageFn] = {}
 TIMINGS: dict[str, dict[str, float]] = {}  # {stage: {seconds, budget_s}} of the stages run so far (for the report)
@@ -52,6 +54,9 @@ IMAGE_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
 
 
 def _paths(config: ml_collections.ConfigDict) -> dict[str, Path]:
+    if is_remote(config.workdir):  # the stages render, copy and delete run dirs on this machine's disk
+        raise ValueError(f"the demo's workdir must be a local directory, not {config.workdir!r} (the sft and virl "
+                         "jobs take gs:// workdirs)")  # fmt: skip
     root = Path(config.workdir)
     return {name: root / name for name in ("corpus", "sft", "virl", "baseline", "report", "export")}
 

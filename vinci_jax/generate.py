@@ -29,11 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object per sample instead of text")
     args = parser.parse_args(argv)
 
+    from vinci_jax.paths import as_path
     from vinci_jax.policy import load_policy
     from vinci_jax.sampling import Sampler, SamplingParams, make_prompt_batch
 
     try:
-        image = Image.open(args.image).convert("RGB")
+        with as_path(args.image).open("rb") as f:  # gs:// too
+            image = Image.open(f).convert("RGB")
     except OSError as err:
         print(f"error: cannot read image {args.image}: {err}", file=sys.stderr)
         return 2

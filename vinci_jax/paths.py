@@ -5,6 +5,10 @@
 before. Remote paths are read and written through fsspec (gcsfs honours STORAGE_EMULATOR_HOST); Orbax's arrays go
 through tensorstore (TENSORSTORE_GCS_HTTP_URL) and ArrayRecord reads through google-cloud-cpp
 (CLOUD_STORAGE_EMULATOR_ENDPOINT), so one emulator address serves all of them (`emulator_env`).
+
+gcsfs caches every directory listing for the life of the process by default; another host's (or process's) new
+checkpoint step would stay invisible to a reader that listed the directory before. Importing this module turns that
+cache off for gs:// (like tf.io.gfile, which Orbax uses elsewhere: every listing asks the bucket).
 """
 
 from __future__ import annotations
@@ -18,6 +22,16 @@ from collections.abc import Iterator
 from etils import epath
 
 PathLike = str | os.PathLike
+
+
+def _no_stale_bucket_listings() -> None:
+    """Default gcsfs instances (epath's included) to uncached listings; an explicit argument still wins."""
+    import fsspec.config
+
+    fsspec.config.conf.setdefault("gcs", {}).setdefault("use_listings_cache", False)
+
+
+_no_stale_bucket_listings()
 
 
 def as_path(path: PathLike) -> epath.Path:
@@ -83,6 +97,9 @@ def emulator_env(endpoint: str) -> dict[str, str]:
         "CLOUD_STORAGE_EMULATOR_ENDPOINT": endpoint,
         "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
         "GOOGLE_CLOUD_PROJECT": "vinci-test",
+        # gcsfs' hierarchical-namespace probe asks the Storage Control API, which emulators lack: one warning and a
+        # failed lookup per call otherwise (read when gcsfs is imported)
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
     }
 
 

@@ -72,12 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         for row, response in zip(result.rows, responses, strict=True):
             row["response"] = response
     result.summary["skipped_rows"] = loaded.skipped
-    from vinci_jax.paths import local_dir_for
-
-    with local_dir_for(args.out) as out_dir:  # a gs:// --out is written locally, then uploaded
-        paths = write_report(out_dir, result.rows, result.summary, result.images)
-    if out_dir != args.out:  # report where the files ended up, not the staging dir
-        paths = {k: args.out.rstrip("/") + v[len(out_dir) :] for k, v in paths.items()}
+    paths = write_report(args.out, result.rows, result.summary, result.images)  # a gs:// --out is uploaded
     print(json.dumps({"summary": paths["summary"], **{k: result.summary[k] for k in ("suite", "num_samples",
                       "execution_rate")}, "metrics": result.summary["metrics"]}))  # fmt: skip
     return 0

@@ -12,6 +12,7 @@ from vinci_jax.evaluate.generation import codes_from_responses, generate_respons
 from vinci_jax.evaluate.loaders import records_to_sample
 from vinci_jax.evaluate.report import log_to_tensorboard, write_report
 from vinci_jax.evaluate.samples import EvalSample
+from vinci_jax.paths import as_path
 
 
 def _as_samples(records: Sequence[Any], suite: str) -> list[EvalSample]:
@@ -63,7 +64,7 @@ def read_predictions(path: str, samples: Sequence[EvalSample]) -> tuple[list[str
     by_id: dict[str, str | None] = {}
     unknown: list[str] = []
     language = {s.id: s.language for s in samples}
-    with open(path) as f:
+    with as_path(path).open() as f:  # gs:// too
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -11,6 +11,8 @@ from typing import Any
 
 from PIL import Image
 
+from vinci_jax.paths import is_remote, local_dir_for
+
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -76,7 +78,21 @@ def write_report(
     summary: Mapping[str, Any],
     images: Mapping[str, tuple[Image.Image | None, Image.Image | None]],
 ) -> dict[str, str]:
-    """Write every report file into out_dir; returns their paths by kind."""
+    """Write every report file into out_dir (a local dir, or gs://... written locally, then uploaded); returns their
+    paths by kind, under out_dir."""
+    if is_remote(out_dir):
+        with local_dir_for(out_dir) as staging:
+            written = _write_report_into(staging, rows, summary, images)
+        return {kind: out_dir.rstrip("/") + path[len(staging) :] for kind, path in written.items()}
+    return _write_report_into(out_dir, rows, summary, images)
+
+
+def _write_report_into(
+    out_dir: str,
+    rows: Sequence[Mapping[str, Any]],
+    summary: Mapping[str, Any],
+    images: Mapping[str, tuple[Image.Image | None, Image.Image | None]],
+) -> dict[str, str]:
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     files: dict[str, tuple[str | None, str | None]] = {}
     for i, row in enumerate(rows):

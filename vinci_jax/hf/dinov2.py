@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import jax.numpy as jnp
 from flax import nnx
@@ -17,6 +16,7 @@ from jax.sharding import Mesh
 
 from vinci_jax.hf.loader import CONV, IDENTITY, LINEAR, Rule, load_model
 from vinci_jax.models.dinov2 import Dinov2Config, Dinov2Model
+from vinci_jax.paths import as_path
 
 _LINEARS = (
     "attention.attention.query",
@@ -58,7 +58,7 @@ DINOV2_RULES: tuple[Rule, ...] = _rules()
 
 def read_config(hf_dir: str | os.PathLike) -> Dinov2Config:
     """Dinov2Config from `hf_dir/config.json`."""
-    path = Path(hf_dir) / "config.json"
+    path = as_path(hf_dir) / "config.json"  # gs:// too
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; pass a directory written by Dinov2Model.save_pretrained")
     return Dinov2Config.from_hf(json.loads(path.read_text()))

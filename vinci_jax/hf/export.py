@@ -33,7 +33,7 @@ from flax import nnx
 from vinci_jax.hf.loader import CheckpointMismatch, Rule, iter_hf_tensors, path_str
 from vinci_jax.models.families import family_of_config, family_of_hf_dir, family_of_model_type
 from vinci_jax.models.qwen2_5_vl.config import Qwen25VLConfig
-from vinci_jax.paths import as_path, is_remote, local_dir_for
+from vinci_jax.paths import as_path, is_remote, local_copy, local_dir_for
 
 PREFERRED_ITEMS = ("model", "params", "state", "default")
 
@@ -256,6 +256,7 @@ def export(
             export(src, staging, dtype=dtype, source_dir=source_dir, step=step, max_shard_bytes=max_shard_bytes)
         return as_path(out_dir)
     if is_hf_dir(src):
+        src = local_copy(src)  # safetensors are memory-mapped from real files: a gs:// HF dir is downloaded once
         family = family_of_hf_dir(src)
         config = family.read_config(src)
         model = family.load(src, dtype=np.float32, config=config)

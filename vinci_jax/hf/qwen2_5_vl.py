@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from jax.sharding import Mesh
 from vinci_jax.hf.loader import IDENTITY, LINEAR, Rule, Transform, iter_hf_tensors, load_model, write_safetensors
 from vinci_jax.models.qwen2_5_vl.config import Qwen25VLConfig
 from vinci_jax.models.qwen2_5_vl.modeling import Qwen25VLForConditionalGeneration
+from vinci_jax.paths import as_path
 
 # Conv3d weight [hidden, C, T, P, P] <-> the tower's patch kernel [C, T, P, P, hidden] (see vision.py's table).
 PATCH_EMBED = Transform(lambda w: np.moveaxis(w, 0, -1), lambda k: np.moveaxis(k, -1, 0))
@@ -72,7 +72,7 @@ def qwen2_5_vl_rules(config: Qwen25VLConfig) -> list[Rule]:
 
 
 def read_config(hf_dir: str | os.PathLike) -> Qwen25VLConfig:
-    path = Path(hf_dir) / "config.json"
+    path = as_path(hf_dir) / "config.json"  # gs:// too
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; a Qwen2.5-VL checkpoint dir needs its config.json")
     return Qwen25VLConfig.from_hf(json.loads(path.read_text()))
@@ -160,8 +160,9 @@ def write_hf_dir(
     copied = []
     if source_dir is not None:
         for name in SIDE_FILES:
-            if (Path(source_dir) / name).is_file():
-                shutil.copyfile(Path(source_dir) / name, out / name)
+            source = as_path(source_dir) / name  # a gs:// training workdir too
+            if source.is_file():
+                source.copy(as_path(out / name), overwrite=True)
                 copied.append(name)
     if "generation_config.json" not in copied:
         (out / "generation_config.json").write_text(json.dumps(default_generation_config(config), indent=2) + "\n")

@@ -25,6 +25,7 @@ from vinci_jax.hf.loader import IDENTITY, LINEAR, Rule, iter_hf_tensors, load_mo
 from vinci_jax.hf.qwen2_5_vl import PATCH_EMBED
 from vinci_jax.models.qwen3_vl.config import Qwen3VLConfig
 from vinci_jax.models.qwen3_vl.modeling import Qwen3VLForConditionalGeneration
+from vinci_jax.paths import as_path
 
 
 def _text_rules(prefix: str, config: Qwen3VLConfig) -> list[Rule]:
@@ -86,7 +87,7 @@ def qwen3_vl_rules(config: Qwen3VLConfig) -> list[Rule]:
 
 
 def read_config(hf_dir: str | os.PathLike) -> Qwen3VLConfig:
-    path = Path(hf_dir) / "config.json"
+    path = as_path(hf_dir) / "config.json"  # gs:// too
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; a Qwen3-VL checkpoint dir needs its config.json")
     return Qwen3VLConfig.from_hf(json.loads(path.read_text()))

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from vinci_jax.paths import as_path
+
 
 def _resolve(target: str) -> Any:
     module, _, attr = target.partition(":")
@@ -246,7 +248,7 @@ def family_of_model_type(model_type: str) -> ModelFamily:
 
 def family_of_hf_dir(hf_dir: str | os.PathLike) -> ModelFamily:
     """The family a checkpoint dir (or a dir holding an HF-style config.json) belongs to, by its model_type."""
-    path = Path(hf_dir) / "config.json"
+    path = as_path(hf_dir) / "config.json"  # gs:// too
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; point at an HF checkpoint dir (it needs config.json)")
     model_type = json.loads(path.read_text()).get("model_type")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from PIL import Image
 
+from vinci_jax.paths import as_path
 from vinci_jax.reward.config import ENCODER_DINOV2, ENCODER_OFFLINE, RewardConfig
 from vinci_jax.reward.visual import VisualReward
 
@@ -35,11 +35,12 @@ def _parser() -> argparse.ArgumentParser:
 def score_main(args: argparse.Namespace) -> dict:
     from renderers import render_one
 
-    response = sys.stdin.read() if args.response == "-" else Path(args.response).read_text()
-    target_path = Path(args.target)
+    response = sys.stdin.read() if args.response == "-" else as_path(args.response).read_text()
+    target_path = as_path(args.target)  # gs:// too
     if not target_path.exists():
         raise SystemExit(f"--target {target_path} does not exist")
-    target = Image.open(target_path).convert("RGB")
+    with target_path.open("rb") as f:
+        target = Image.open(f).convert("RGB")
     config = RewardConfig(
         encoder=ENCODER_DINOV2 if args.encoder else ENCODER_OFFLINE,
         encoder_path=args.encoder,

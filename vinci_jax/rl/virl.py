@@ -24,7 +24,7 @@ from flax import nnx
 
 from renderers.health import InfraBudget
 from vinci_jax import multihost, sharding
-from vinci_jax.paths import as_path
+from vinci_jax.paths import as_path, local_dir_for
 from vinci_jax.rl.grpo_step import GRPOLossConfig
 from vinci_jax.rl.panels import write_panel
 from vinci_jax.rl.render_health import RenderHealth, neutralise_infra
@@ -355,8 +355,9 @@ class ViRLTrainer:
         from vinci_jax.models.families import family_of_model
 
         model = self.policy()
-        family_of_model(model).export(model, out_dir)
-        self.processor.save_pretrained(out_dir)
+        with local_dir_for(out_dir) as staging:  # a gs:// export dir is written locally, then uploaded
+            family_of_model(model).export(model, staging)
+            self.processor.save_pretrained(staging)
 
     def close(self) -> None:
         self.ckpt.close()

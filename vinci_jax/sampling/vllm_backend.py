@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from vinci_jax.paths import is_remote
 from vinci_jax.sampling.sampler import SampleOutput, SamplingParams
 from vinci_jax.sampling.vllm_inputs import prompt_images, request_seeds
 
@@ -125,7 +126,8 @@ class VllmSampler:
         **engine: Any,
     ) -> VllmSampler:  # fmt: skip
         """An engine over a model dir written from `model_config` and `processor` (under `workdir` or a temp dir)."""
-        root = Path(workdir) / "vllm_engine" if workdir else Path(tempfile.mkdtemp(prefix="vllm_engine_"))
+        local = workdir and not is_remote(workdir)  # vLLM reads real files: a gs:// workdir gets a local temp dir
+        root = Path(workdir) / "vllm_engine" if local else Path(tempfile.mkdtemp(prefix="vllm_engine_"))
         write_engine_dir(root, model_config, processor)
         return cls(root, model_config, processor.image_processor, stop_token_ids, processor.pad_token_id, **engine)
 
