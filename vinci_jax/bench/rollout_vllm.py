@@ -129,6 +129,17 @@ def write_bench_processor(directory: str | os.PathLike, config: dict[str, Any], 
     return str(directory)
 
 
+def bench_engine_dir(model_dir: str | os.PathLike, image_side: int) -> Path:
+    """A temp dir with the bench model's files (linked) and `write_bench_processor`'s: vLLM reads its processor
+    from the model dir."""
+    engine_dir = Path(tempfile.mkdtemp(prefix="vllm_bench_model_"))
+    for item in Path(model_dir).iterdir():
+        (engine_dir / item.name).symlink_to(item.resolve())
+    config = json.loads((engine_dir / "config.json").read_text())
+    write_bench_processor(engine_dir, config, image_side)
+    return engine_dir
+
+
 def _worker_prompts(setup: dict[str, Any]) -> tuple[list[dict[str, Any]], list[list[Any]]]:
     """The bench's prompts in vLLM's form (one pad per image) and one random image per grid."""
     from PIL import Image
@@ -154,10 +165,10 @@ def serve(stdin: Any = None, stdout: Any = None) -> None:
         request = json.loads(line)
         try:
             if request["op"] == "setup":
-                config = json.loads((Path(request["model_dir"]) / "config.json").read_text())
-                state["tokenizer"] = write_bench_processor(tempfile.mkdtemp(prefix="vllm_bench_tok_"), config,
-                                                           request["image_side"])  # fmt: skip
-                state.update(request, image_token_id=config["image_token_id"])
+                engine_dir = bench_engine_dir(request["model_dir"], request["image_side"])
+                config = json.loads((engine_dir / "config.json").read_text())
+                state.update(request, model_dir=str(engine_dir), tokenizer=str(engine_dir),
+                             image_token_id=config["image_token_id"])  # fmt: skip
                 state["vllm_prompts"], state["images"] = _worker_prompts(state)
                 reply: dict[str, Any] = {"ok": True}
             elif request["op"] == "round":
