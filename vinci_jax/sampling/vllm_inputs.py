@@ -67,6 +67,35 @@ def prompt_images(prompt: Mapping[str, Any], image_processor: Any) -> list[Image
     return images
 
 
+def collapse_image_pads(
+    input_ids: Sequence[int], image_token_id: int, grids: np.ndarray, merge_size: int
+) -> list[int]:
+    """Our prompt ids (each image's pad token repeated once per merged patch) -> vLLM's (one pad per image).
+
+    vLLM's Qwen-VL processor expands every image pad of a token prompt into the image's run itself; handed our
+    already expanded run it expands the first pad again, so the prompt grows and the image lands on the wrong
+    positions. Each run's length is checked against its image's grid (placeholder count = t*h*w / merge**2).
+    """
+    ids = [int(t) for t in np.asarray(input_ids).reshape(-1)]
+    grids = np.asarray(grids).reshape(-1, 3)
+    out: list[int] = []
+    runs: list[int] = []
+    for token in ids:
+        if token == image_token_id and out and out[-1] == image_token_id:
+            runs[-1] += 1
+            continue
+        if token == image_token_id:
+            runs.append(1)
+        out.append(token)
+    expected = [int(np.prod(g)) // merge_size**2 for g in grids]
+    if runs != expected:
+        raise ValueError(
+            f"the prompt's image pad runs {runs} do not match its images' token counts {expected} "
+            f"(image_grid_thw {grids.tolist()}, merge size {merge_size})"
+        )
+    return out
+
+
 def request_seeds(key_data: np.ndarray) -> list[int]:
     """Per-row JAX key data [rows, k] (uint32) -> one non-negative 63-bit integer seed per request."""
     words = np.asarray(key_data, np.uint64).reshape(len(key_data), -1)
