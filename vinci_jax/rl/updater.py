@@ -166,8 +166,12 @@ class GRPOUpdater:
                     by_prompt.setdefault(ref.prompt_index, []).append(ref)
             groups += list(by_prompt.values())
             offset += count
+        if not groups:
+            return
         groups.sort(key=lambda g: -max(ref.response_length for ref in g))  # stable: ties keep rollout order
-        prompt_slot = max(c.prompts.input_ids.shape[1] for c in rollouts.chunks)
+        # slots bucketed (at most 8 sizes each): the longest real prompt of the step, a micro-batch's longest response
+        widest = max(c.prompts.input_ids.shape[1] for c in rollouts.chunks)
+        prompt_slot = slot_length(max(g[0].length - g[0].response_length for g in groups), widest)
         capacity = max(c.samples.tokens.shape[1] for c in rollouts.chunks)
         slots_per_row = max([self.group_size] + [len(g) for g in groups])
         per_micro = max(1, self.micro_batch_rows // self.group_size)
