@@ -87,10 +87,14 @@ def test_shared_prefix_rows_equal_unshared_logprobs_and_gradients(sampled):
     logprob_fn = jax.jit(make_logprob_fn(split, TEMP))
     lp_padded = np.asarray(logprob_fn(split.params, padded))
     lp_shared = np.asarray(logprob_fn(split.params, shared))
+    out = [0, 0]  # a row's window holds its responses back to back
     for r in range(2 * N):
-        p, j, n = int(samples.prompt_index[r]), r % N, int(samples.lengths[r])
-        assert shared["response_mask"][p, j * slot : j * slot + n].all()
-        _close(lp_shared[p, j * slot : j * slot + n], lp_padded[r, :n])
+        p, n = int(samples.prompt_index[r]), int(samples.lengths[r])
+        assert shared["response_mask"][p, out[p] : out[p] + n].all()
+        np.testing.assert_array_equal(shared["targets"][p, out[p] : out[p] + n], samples.tokens[r, :n])
+        _close(lp_shared[p, out[p] : out[p] + n], lp_padded[r, :n])
+        out[p] += n
+    assert shared["response_mask"].sum() == samples.lengths.sum()
 
     trainable = jax.tree.map(lambda _: True, split.params)
     loss = GRPOLossConfig(temperature=TEMP, old_logprobs="rollout")  # ratios != 1: every loss branch is live

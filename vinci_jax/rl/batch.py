@@ -232,10 +232,14 @@ def build_shared_prefix_micro_batch(
     patch_buckets: Sequence[int] | int | None = None,
 ) -> dict[str, Any]:
     """One row per group (rollouts of one prompt): input_ids, segment_ids (a `BranchedSegments` of the slot
-    layout), position_ids [3, B, L], vision_inputs (each group's image once) and, over the n * R response window:
-    target_positions, targets, response_mask, rollout_logprobs, advantages. `num_rows` pads with empty rows."""
+    layout), position_ids [3, B, L], vision_inputs (each group's image once) and, over the response window:
+    target_positions, targets, response_mask, rollout_logprobs, advantages. The window holds a row's responses
+    back to back (not in their slots: the LM head runs on real tokens, not on slot padding), its width bucketed by
+    `response_window` over the n * R slot tokens. `num_rows` pads with empty rows."""
     slots = (int(prompt_slot),) + (int(response_slot),) * int(slots_per_row)
-    length, window = sum(slots), slots_per_row * response_slot
+    length = sum(slots)
+    window = response_window(max((sum(ref.response_length for ref in g) for g in groups), default=1),
+                             slots_per_row * response_slot)  # fmt: skip
     count = num_rows or len(groups)
     ids = np.full((count, length), pad_token_id, np.int32)
     segments = np.zeros((count, length), np.int32)
@@ -260,11 +264,12 @@ def build_shared_prefix_micro_batch(
         ids[b, prompt_slot - prompt_len : prompt_slot] = prompts.input_ids[p][real]
         segments[b, prompt_slot - prompt_len : prompt_slot] = 1
         positions[:, b, prompt_slot - prompt_len : prompt_slot] = prompts.position_ids[:, p][:, real]
+        out = 0
         for j, ref in enumerate(group):
             n = ref.response_length
             if n > response_slot:
                 raise ValueError(f"a response of {n} tokens does not fit a response slot of {response_slot}")
-            start, out = prompt_slot + j * response_slot, j * response_slot
+            start = prompt_slot + j * response_slot
             ids[b, start : start + n] = ref.samples.tokens[ref.row, :n]
             segments[b, start : start + n] = 1
             positions[:, b, start : start + n] = prompts.next_positions[p] + np.arange(n)
@@ -274,6 +279,7 @@ def build_shared_prefix_micro_batch(
             response_mask[b, out : out + n] = 1.0
             rollout_logprobs[b, out : out + n] = ref.samples.logprobs[ref.row, :n]
             advantages[b, out : out + n] = ref.advantage
+            out += n
         grid = np.asarray(first.raw[p].get("image_grid_thw", np.zeros((0, 3)))).reshape(-1, 3)
         if len(grid):  # the group's image once: its prompt appears once in the row
             grids.append(grid)
