@@ -142,3 +142,23 @@ def test_updater_shared_prefix_step_equals_padded_step(sampled):
     assert scale > 1e-4
     for a, b in zip(moved["shared_prefix"], moved["padded"], strict=True):  # + 2 float32 ulps of |params| <= 1
         np.testing.assert_allclose(a, b, atol=2 * TOL * scale + 2.4e-7, rtol=0)
+
+
+@pytest.mark.slow
+def test_shared_prefix_rows_through_splash_equal_xla(sampled):
+    """The whole decoder on shared-prefix rows with splash attention (interpret mode on CPU: the static block mask
+    of the slot layout plus segment ids for slot padding) gives the xla path's log-probs."""
+    from vinci_jax.models.attention import set_implementation
+
+    model, raw, prompts, samples, advantages = sampled
+    slot = slot_length(int(samples.lengths.max()), samples.tokens.shape[1])
+    shared = build_shared_prefix_micro_batch(
+        _groups(prompts, raw, samples, advantages), prompts.input_ids.shape[1], slot, N, model.config.vision, PAD
+    )
+    out = {}
+    for implementation in ("xla", "splash"):
+        split = ts.split_model(set_implementation(model, implementation))
+        out[implementation] = np.asarray(jax.jit(make_logprob_fn(split, TEMP))(split.params, shared))
+    set_implementation(model, "auto")
+    real = shared["response_mask"] > 0
+    _close(out["splash"][real], out["xla"][real])
