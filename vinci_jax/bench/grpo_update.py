@@ -13,7 +13,9 @@ compiled before timing (`compiles_while_timed` says whether anything compiled la
 not compile time. Timed rounds interleave the layouts (round r: each layout updates on every step in turn), so machine
 load falls on all of them alike; figures are medians over rounds of per-step seconds, response tokens per second,
 in wall time and in this process's CPU time (all threads; the steadier figure on a shared machine). Also per step:
-row tokens (the decoder's input, padding included) and image encodes. The JSON object is the last line of output.
+row tokens (the decoder's input, padding included) and image encodes. `--released`: instead, the analytic tokens,
+attention pairs, Qwen3-VL-8B decoder FLOPs and image encodes per group at 6,144 + 8 x 10,240 (shared vs unshared).
+The JSON object is the last line of output.
 """
 
 from __future__ import annotations
@@ -137,6 +139,39 @@ def run(steps: list[Any], n: int, micro_batch_rows: int, logit_chunk: int, round
     return result
 
 
+def released_savings(prompt: int = 6144, response: int = 10240, n: int = 8) -> dict[str, Any]:
+    """Analytic per group at full lengths: shared-prefix rows vs unshared (n rows of prompt + response) for
+    Qwen3-VL-8B's trained FLOPs (matmul weights, the LM head on response tokens, attention at the causal / branch
+    mask's allowed pairs), tokens and image encodes. Abstract parameters: no memory, no weights."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from vinci_jax.aot import flops as flops_lib
+    from vinci_jax.models.families import get_family
+
+    family = get_family("qwen3_vl")
+    config = family.preset("8b")
+    params = nnx.state(family.abstract_model(config, jnp.bfloat16), nnx.Param).to_pure_dict()
+    parts, text = flops_lib._matmul_params(params), config.text
+    per_pair = 4.0 * text.num_hidden_layers * flops_lib._attention_width(text)
+    head = flops_lib._head_params(config, parts)
+
+    def trained(tokens: float, pairs: float) -> float:
+        return 3.0 * (2.0 * parts["text"] * tokens + 2.0 * head * n * response + per_pair * pairs)
+
+    full = prompt + response
+    unshared = {"tokens": n * full, "pairs": n * full * (full + 1) / 2, "image_encodes": n}
+    shared = {"tokens": prompt + n * response, "image_encodes": 1,
+              "pairs": prompt * (prompt + 1) / 2 + n * (response * prompt + response * (response + 1) / 2)}  # fmt: skip
+    for layout in (unshared, shared):
+        layout["decoder_train_flops"] = trained(layout["tokens"], layout["pairs"])
+    return {
+        "lengths": f"{prompt} + {n} x {response}", "unshared": unshared, "shared_prefix": shared,
+        **{f"{key}_ratio": round(shared[key] / unshared[key], 4)
+           for key in ("tokens", "pairs", "decoder_train_flops", "image_encodes")},
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m vinci_jax.bench grpo_update", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=4, help="distinct steps of rollouts (each warmed up first)")
@@ -147,7 +182,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--micro_batch_rows", type=int, default=8)
     parser.add_argument("--logit_chunk", type=int, default=0, help="LM-head chunk (0: whole window, the tiny preset)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--released", action="store_true", help="only the analytic savings at the released lengths")
     args = parser.parse_args(argv)
+    if args.released:
+        return {"bench": "grpo_update", "released": released_savings()}
 
     from vinci_jax.models.qwen2_5_vl import Qwen25VLConfig
 
