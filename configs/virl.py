@@ -115,13 +115,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "kl_estimator": "k3",
             "filter_equal_groups": False,  # drop groups whose rewards are all equal (zero advantage)
             "old_logprobs": "detached",  # detached (one on-policy update) | rollout (sampler's) | recomputed
-            # packed: rollouts first-fit into rows of row_length tokens (0 = widest prompt bucket + max_new_tokens),
-            # told apart by segment ids; padded: one rollout per row (needed by the seq-mean loss aggregations)
-            # padded by default for now: on the short CPU demo the packed layout's extra compiled shapes cost more
-            # than its fewer tokens save (`python -m vinci_jax.bench grpo_update`)
-            "row_layout": "padded",
+            # shared_prefix: one group per row, its prompt (and image) once, then its n responses in fixed slots
+            # (each sees the prompt and itself); packed: rollouts first-fit into rows of row_length tokens (0 =
+            # widest prompt bucket + max_new_tokens), told apart by segment ids; padded: one rollout per row (needed
+            # by the seq-mean loss aggregations). shared_prefix by measurement (`python -m vinci_jax.bench
+            # grpo_update`, steady state on the CPU demo's shapes: 2.3x padded's and 1.3x packed's response tokens
+            # per CPU second); at the released lengths it drops a third of the tokens and 7 of 8 image encodes
+            "row_layout": "shared_prefix",
             "row_length": 0,
-            "micro_batch_rows": 16,  # rows per gradient micro-batch (packed rows each hold one or more rollouts)
+            # rows per gradient micro-batch (packed rows each hold one or more rollouts; shared_prefix: rollouts, so
+            # micro_batch_rows / n rows of one group each)
+            "micro_batch_rows": 16,
             # response tokens per LM-head chunk in the loss (0: all at once); bounds the [rows, chunk, vocab] logits
             # held at a time (16 x 10,240 x 152k floats = 100 GB unchunked)
             "logit_chunk": 1024,

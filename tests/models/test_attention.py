@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from vinci_jax import sharding
-from vinci_jax.models.attention import AttentionMask, attention, plan, set_implementation
+from vinci_jax.models.attention import AttentionMask, BranchedSegments, attention, plan, set_implementation
 from vinci_jax.models.dinov2 import Dinov2Config, Dinov2Model
 from vinci_jax.models.qwen2_5_vl import Qwen25VLConfig, Qwen25VLForConditionalGeneration
 from vinci_jax.models.qwen2_5_vl.modeling import KVCache, chunk_attention
@@ -97,6 +97,55 @@ def test_auto_is_xla_on_cpu_and_splash_needs_no_positions():
     assert plan("cudnn", 256, 256, AttentionMask(causal=True), jnp.float32) == "xla"  # cuDNN: 16-bit only
     with pytest.raises(ValueError, match="not one of"):
         plan("flash", 256, 256, mask)
+
+
+def _shared_prefix_reference(segments: np.ndarray, slots: tuple[int, ...]) -> np.ndarray:
+    """bool [B, L, L] by the definition: causal, equal segments, a response slot's keys only from that slot."""
+    length = segments.shape[1]
+    slot = np.searchsorted(np.cumsum(slots), np.arange(length), side="right")
+    i, j = np.meshgrid(np.arange(length), np.arange(length), indexing="ij")
+    branch_ok = (slot[j] == 0) | (slot[j] == slot[i])
+    return (j <= i)[None] & branch_ok[None] & (segments[:, :, None] == segments[:, None, :])
+
+
+def _shared_prefix_segments(batch: int, slots: tuple[int, ...], fills: list[list[int]]) -> np.ndarray:
+    """Segment 1 on the first fills[b][s] tokens of slot s of row b (the prompt slot: its last tokens), 0 elsewhere."""
+    ids = np.zeros((batch, sum(slots)), np.int32)
+    starts = np.concatenate([[0], np.cumsum(slots)[:-1]])
+    for b in range(batch):
+        for s, (start, size, fill) in enumerate(zip(starts, slots, fills[b], strict=True)):
+            if s == 0:
+                ids[b, start + size - fill : start + size] = 1
+            else:
+                ids[b, start : start + fill] = 1
+    return ids
+
+
+def test_shared_prefix_mask_lets_each_response_see_the_prompt_and_itself_only():
+    """Prompt slot 5 (3 real, left-padded), responses of slots 3, 3, 4 (2, 3, 0 real): the dense mask equals the
+    definition, the slot layout reaches it through a model's `segment_ids`, and no softmax row is empty."""
+    slots = (5, 3, 3, 4)
+    ids = _shared_prefix_segments(1, slots, [[3, 2, 3, 0]])
+    mask = AttentionMask.for_tokens(segment_ids=BranchedSegments(ids, slots), shape=ids.shape)
+    dense = np.asarray(mask.dense(1, 15, 15))
+    np.testing.assert_array_equal(dense, _shared_prefix_reference(ids, slots))
+    assert dense[0, 5, 2:5].all() and not dense[0, 8, 5:8].any() and dense[0, 9, 8:10].all()
+    assert dense.any(axis=2).all()
+    assert plan("splash", 15, 15, mask) == "splash" and plan("cudnn", 128, 128, mask) == "xla"
+    loose = dataclasses.replace(mask, branch_slots=None)  # branch ids without a static layout: only xla has them
+    assert plan("splash", 15, 15, loose) == "xla"
+    with pytest.raises(ValueError, match="causal self-attention"):
+        AttentionMask(q_segment_ids=jnp.asarray(ids), branch_ids=mask.branch_ids)
+
+
+def test_splash_shared_prefix_block_mask_equals_xla():
+    """Two rows of one prompt slot of 96 then 3 response slots of 64 (padding inside slots as segment 0), 288
+    tokens: padded to 384 for the 128 blocks; the computed block mask and the dense mask agree, forward and grads."""
+    slots = (96, 64, 64, 64)
+    ids = _shared_prefix_segments(2, slots, [[70, 64, 20, 1], [96, 5, 0, 40]])
+    q, k, v = _qkv(2, 288, 2, 1, 16, seed=8)
+    mask = AttentionMask.shared_prefix(ids, slots)
+    _check_pair(q, k, v, mask, real=ids > 0)
 
 
 # ---- splash == xla on the decoders' layouts ---------------------------------------------------------------------

@@ -308,10 +308,67 @@ def virl_programs(
                 f"{decode_rows} rows x {max_new} new tokens (compiled FLOPs: one loop step x {max_new})",
                 decode_static, loop_iterations=max_new)
     )  # fmt: skip
+    if config.algo.get("row_layout") == "shared_prefix":  # beside grpo_grad (unshared rows): the ratio of the two
+        programs.insert(1, shared_prefix_grad_program(config, mesh, image_tokens, policy))
     programs.append(_reward_program(config, mesh, reward_crops))
     if vision is not None:
         programs.append(_vision_program(policy, vision, mesh))
     return programs
+
+
+def shared_prefix_grad_program(
+    config: ml_collections.ConfigDict, mesh: Mesh, image_tokens: int, policy: Any = None
+) -> Program:
+    """The GRPO micro-batch gradient on shared-prefix rows (`algo.row_layout=shared_prefix`, vinci_jax.rl.batch):
+    the same micro_batch_rows rollouts as grpo_grad, as micro_batch_rows / n rows of one prompt slot then n
+    response slots (one image per row). Analytic FLOPs count attention at the mask's allowed (causal, same-branch)
+    key-query pairs, as a block-sparse kernel computes it (grpo_grad's count is at the dense length)."""
+    from vinci_jax.models.attention import BranchedSegments
+    from vinci_jax.rl.batch import slot_length
+    from vinci_jax.rl.updater import GRPOUpdater
+    from vinci_jax.rl.virl import loss_config
+
+    policy = policy or _virl_policy(config, mesh)
+    model_config, params, text = policy.model_config, policy.split.params, policy.model_config.text
+    n = int(config.rollout.n)
+    groups = max(1, int(config.algo.micro_batch_rows) // n)
+    # the updater's slots for full-length rollouts: prompt and response capacity rounded to an eighth of their bucket
+    max_new = int(config.rollout.max_new_tokens)
+    prompt, slot = slot_length(int(config.data.max_prompt_len), _prompt_len(config)), slot_length(max_new, max_new)
+    slots, length, window = (prompt,) + (slot,) * n, prompt + n * slot, n * slot
+    updater = GRPOUpdater(
+        policy.split, policy.optimizer, policy.schedule, policy.trainable, loss_config(config), mesh,
+        group_size=n, micro_batch_rows=groups * n, vision_config=model_config.vision, pad_token_id=0,
+        state_shardings=policy.state_shardings, layout="shared_prefix",
+    )  # fmt: skip
+
+    def rows_spec(shape: tuple[int, ...], dtype: Any) -> Any:
+        return _sds(shape, dtype, mesh, ("batch",) + (None,) * (len(shape) - 1))
+
+    vision = vision_specs(model_config.vision, groups, image_tokens, mesh) if image_tokens > 0 else None
+    micro: dict[str, Any] = {
+        "input_ids": rows_spec((groups, length), jnp.int32),
+        "segment_ids": BranchedSegments(rows_spec((groups, length), jnp.int32), slots),
+        "position_ids": _sds((3, groups, length), jnp.int32, mesh, (None, "batch", None)),
+        "vision_inputs": vision,
+        **{key: rows_spec((groups, window), jnp.int32) for key in ("target_positions", "targets")},
+        **{key: rows_spec((groups, window), jnp.float32)
+           for key in ("response_mask", "rollout_logprobs", "advantages")},
+    }  # fmt: skip
+    parts = flops_lib._matmul_params(params)
+    pairs = prompt * (prompt + 1) / 2 + n * (slot * prompt + slot * (slot + 1) / 2)  # allowed pairs per row
+    attention = 4.0 * text.num_hidden_layers * flops_lib._attention_width(text) * pairs * groups
+    dense = 2.0 * parts["text"] * groups * length + 2.0 * flops_lib._head_params(model_config, parts) * groups * window
+    grad_flops = 3.0 * (dense + attention)
+    if vision is not None:
+        patches, row_len = _vision_patches(vision)
+        grad_flops += flops_lib.vision_flops(model_config.vision, params, patches, row_len, 6)
+    return Program(
+        "grpo_grad_shared_prefix", updater.grad_fn, (policy.abstract_state["params"], micro,
+        _sds((), jnp.float32, mesh)), grad_flops, groups * length,
+        f"{groups * n} rollouts as {groups} rows x ({prompt} prompt + {n} x {slot} response) tokens, logit_chunk "
+        f"{config.algo.logit_chunk}",
+    )  # fmt: skip
 
 
 def _cache_specs(cache: Any, mesh: Mesh) -> Any:

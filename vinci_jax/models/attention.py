@@ -8,6 +8,13 @@ an `AttentionMask` that says which keys a query may see:
                     packed samples, padding (id 0 meets only id 0), images of a vision row, window slots
     positions       q_positions [B, T] / kv_positions [B, S]: per-row offsets (a chunk appended to a KV cache)
     window          key position > query position - window (sliding window)
+    branch ids      branch_ids [B, L] (self-attention, causal): shared-prefix rows, a prompt once then its
+                    responses. Branch 0 is a segment's shared prefix, visible to every later branch of the same
+                    segment; a branch b > 0 sees branch 0 and itself only. `branch_slots` (static: the prefix
+                    slot's length, then each response slot's) says the branch of a position is its slot's index
+                    (a fixed slot layout, padding inside slots as segment 0), so the mask is static per shape and
+                    block-sparse kernels take it as a computed block mask (fully masked blocks are skipped).
+                    Models take it as their `segment_ids` argument: a `BranchedSegments` (see `for_tokens`).
 
 Padding is a segment of its own (id 0), so no softmax row is ever empty and every implementation computes the
 same numbers at every position; callers ignore padded outputs.
@@ -24,7 +31,8 @@ Implementations (`--config.model.attention`):
     auto    splash on TPU, cudnn on GPU, xla elsewhere.
 
 A kernel that cannot express a description (per-row positions: KV-cache chunks; lengths that are not a multiple
-of its block) falls back to xla for that call; `plan` says which implementation a call will use.
+of its block; branch ids without a static slot layout, or any branch ids on GPU) falls back to xla for that call;
+`plan` says which implementation a call will use.
 """
 
 from __future__ import annotations
@@ -45,6 +53,23 @@ SPLASH_BLOCKS = (512, 256, 128)  # block sizes tried, largest first; a length mu
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
+class BranchedSegments:
+    """A shared-prefix row's segment ids with its static slot layout: what a model takes as `segment_ids` for
+    shared-prefix rows (its `AttentionMask.for_tokens` turns it into branch ids; see the module docstring)."""
+
+    segment_ids: Any
+    slots: tuple[int, ...] = dataclasses.field(metadata=dict(static=True))
+
+
+def slot_branch_ids(slots: tuple[int, ...], length: int) -> np.ndarray:
+    """int32 [length]: the slot index of each position of a fixed slot layout (positions past the slots: one
+    more branch, of their own)."""
+    bounds = np.cumsum(slots)
+    return np.searchsorted(bounds, np.arange(length), side="right").astype(np.int32)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class AttentionMask:
     """Which keys each query may attend to, as O(L) arrays (see the module docstring)."""
 
@@ -52,14 +77,18 @@ class AttentionMask:
     kv_segment_ids: Any = None
     q_positions: Any = None
     kv_positions: Any = None
+    branch_ids: Any = None
     causal: bool = dataclasses.field(default=False, metadata=dict(static=True))
     window: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+    branch_slots: tuple[int, ...] | None = dataclasses.field(default=None, metadata=dict(static=True))
 
     def __post_init__(self):
         if self.q_segment_ids is None and self.kv_segment_ids is not None:
             raise ValueError("AttentionMask has kv_segment_ids without q_segment_ids")
         if (self.q_positions is None) != (self.kv_positions is None):
             raise ValueError("AttentionMask needs both q_positions and kv_positions, or neither")
+        if self.has_branches and not (self.causal and self.kv_segment_ids is None and not self.has_positions):
+            raise ValueError("branch ids describe causal self-attention rows (no kv_segment_ids, no positions)")
 
     @classmethod
     def segments(cls, segment_ids: Any, *, causal: bool = False, window: int | None = None) -> AttentionMask:
@@ -68,13 +97,25 @@ class AttentionMask:
         return cls(q_segment_ids=ids, causal=causal, window=window)
 
     @classmethod
+    def shared_prefix(cls, segment_ids: Any, slots: tuple[int, ...]) -> AttentionMask:
+        """Causal shared-prefix rows of a fixed slot layout `slots` (prefix slot, then response slots), within
+        equal `segment_ids` [B, L] (0 = padding inside the slots)."""
+        ids = jnp.asarray(segment_ids).astype(jnp.int32)
+        slots = tuple(int(s) for s in slots)
+        branches = jnp.broadcast_to(jnp.asarray(slot_branch_ids(slots, ids.shape[1])), ids.shape)
+        return cls(q_segment_ids=ids, branch_ids=branches, causal=True, branch_slots=slots)
+
+    @classmethod
     def for_tokens(
         cls, attention_mask: Any = None, segment_ids: Any = None, *, shape: tuple[int, int]
     ) -> AttentionMask:
-        """The decoders' mask: causal, within packed samples (`segment_ids`, 0 = padding) or within a row's real
-        tokens (`attention_mask`, 1 = real; left or right padding), or plain causal when neither is given."""
+        """The decoders' mask: causal, within packed samples (`segment_ids`, 0 = padding; a `BranchedSegments`
+        for shared-prefix rows) or within a row's real tokens (`attention_mask`, 1 = real; left or right padding),
+        or plain causal when neither is given."""
         if segment_ids is not None and attention_mask is not None:
             raise ValueError("pass attention_mask or segment_ids, not both")
+        if isinstance(segment_ids, BranchedSegments):
+            return cls.shared_prefix(jnp.asarray(segment_ids.segment_ids).reshape(shape), segment_ids.slots)
         ids = segment_ids if segment_ids is not None else attention_mask
         if ids is None:
             return cls(causal=True)
@@ -83,6 +124,10 @@ class AttentionMask:
     @property
     def has_segments(self) -> bool:
         return self.q_segment_ids is not None
+
+    @property
+    def has_branches(self) -> bool:
+        return self.branch_ids is not None
 
     @property
     def key_segment_ids(self) -> Any:
@@ -112,6 +157,10 @@ class AttentionMask:
             allowed = allowed & (
                 jnp.asarray(self.q_segment_ids)[:, :, None] == jnp.asarray(self.key_segment_ids)[:, None, :]
             )
+        if self.has_branches:  # a branch sees the shared prefix (branch 0) and itself
+            branches = jnp.asarray(self.branch_ids)
+            kb = branches[:, None, :]
+            allowed = allowed & ((kb == 0) | (kb == branches[:, :, None]))
         return allowed
 
 
@@ -153,6 +202,8 @@ def plan(implementation: str, q_len: int, kv_len: int, mask: AttentionMask, dtyp
     chosen = resolve(implementation)
     if chosen == "xla" or mask.has_positions:
         return "xla"
+    if mask.has_branches and (chosen != "splash" or mask.branch_slots is None):
+        return "xla"  # only splash takes branches, as a static block mask of a fixed slot layout
     if chosen == "splash":
         aligned = _splash_block(q_len) is not None and _splash_block(kv_len) is not None
         return "splash" if aligned or q_len == kv_len or not mask.causal else "xla"
@@ -225,14 +276,52 @@ def _per_head(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Arr
 # ---- splash (TPU) --------------------------------------------------------------------------------------------------
 
 
-def _splash_kernel(heads: int, q_len: int, kv_len: int, causal: bool, window: int | None, interpret: bool):
+@functools.cache
+def _shared_prefix_mask_class() -> type:
+    """splash's computable-mask type for shared-prefix rows (made on first use: splash is imported lazily)."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
+
+    class SharedPrefixMask(sm._ComputableMask):
+        """Causal, and a key in a response slot is seen only from the same slot; prefix keys from every slot.
+
+        Comparisons only (no integer division), so the same function serves numpy (the block tables) and the
+        kernel (partial blocks). Positions past the slots (block padding) form one more slot."""
+
+        def __init__(self, shape: tuple[int, int], slots: tuple[int, ...]):
+            self.slots = tuple(slots)
+            prefix, bounds = slots[0], [int(b) for b in np.cumsum(slots)[1:]]
+
+            def shared_prefix_mask_function(q_ids, kv_ids):
+                allowed = q_ids >= kv_ids
+                if not bounds:
+                    return allowed
+                crossed = (kv_ids < bounds[0]) & (q_ids >= bounds[0])
+                for bound in bounds[1:]:
+                    crossed = crossed | ((kv_ids < bound) & (q_ids >= bound))
+                return allowed & ((kv_ids < prefix) | ~crossed)
+
+            super().__init__(shape=shape, mask_function=shared_prefix_mask_function)
+
+        def __eq__(self, other: object):
+            return isinstance(other, type(self)) and (self.shape, self.slots) == (other.shape, other.slots)
+
+        def __hash__(self):
+            return hash((type(self), self.shape, self.slots))
+
+    return SharedPrefixMask
+
+
+def _splash_kernel(heads: int, q_len: int, kv_len: int, causal: bool, window: int | None, interpret: bool,
+                   slots: tuple[int, ...] | None = None):  # fmt: skip
     """A splash kernel for one shard (built per trace: its mask tables become constants of that trace; the block
-    tables themselves are cached by the splash module)."""
+    tables themselves are cached by the splash module). `slots`: a shared-prefix slot layout (causal)."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
     shape = (q_len, kv_len)
-    if window is not None:
+    if slots is not None:
+        one = _shared_prefix_mask_class()(shape, slots)
+    elif window is not None:
         one = sm.LocalMask(shape, window_size=(window - 1, 0 if causal else window - 1), offset=0)
     elif causal:
         one = sm.CausalMask(shape)
@@ -250,11 +339,12 @@ def _splash_kernel(heads: int, q_len: int, kv_len: int, causal: bool, window: in
 
 
 def _splash_local(q: jax.Array, k: jax.Array, v: jax.Array, q_seg: Any, kv_seg: Any, *, causal: bool,
-                  window: int | None, scale: float, interpret: bool) -> jax.Array:  # fmt: skip
+                  window: int | None, scale: float, interpret: bool,
+                  slots: tuple[int, ...] | None = None) -> jax.Array:  # fmt: skip
     """Splash on one shard: [b, T, h, D] layout in and out; the kernel wants [heads, L, D] per row."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
 
-    kernel = _splash_kernel(q.shape[2], q.shape[1], k.shape[1], causal, window, interpret)
+    kernel = _splash_kernel(q.shape[2], q.shape[1], k.shape[1], causal, window, interpret, slots)
     qh = (q * jnp.asarray(scale, q.dtype)).transpose(0, 2, 1, 3)
     kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
     if q_seg is None:
@@ -294,7 +384,8 @@ def _splash(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, scale
         raise ValueError(f"attention 'splash' is a TPU kernel (interpreted on CPU for tests), not for {platform}; "
                          "use 'cudnn' or 'auto'")  # fmt: skip
     interpret = platform != "tpu"
-    local = functools.partial(_splash_local, causal=mask.causal, window=mask.window, scale=scale, interpret=interpret)
+    local = functools.partial(_splash_local, causal=mask.causal, window=mask.window, scale=scale,
+                              interpret=interpret, slots=mask.branch_slots)  # fmt: skip
     q_seg, kv_seg = mask.q_segment_ids, mask.key_segment_ids
     if q_seg is not None:
         q_seg, kv_seg = jnp.asarray(q_seg, jnp.int32), jnp.asarray(kv_seg, jnp.int32)

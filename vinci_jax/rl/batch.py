@@ -20,10 +20,14 @@ the response window is a multiple of row_length / 8 and the row count a multiple
 micro-batch has one of at most 32 shapes whatever the lengths (in practice a handful: full micro-batches are alike),
 so the gradient compiles a bounded number of times.
 
-Shared-prefix rows (a group's prompt once, then its n responses, each attending to the prompt and itself) would
-be a third builder here: segment ids become branch ids that the new attention layer's mask description resolves
-(prompt segment visible to all branches), `target_positions` stays as is, and the vision inputs hold each prompt's
-image once. They need that attention layer (the current mask is segment-equality only), so they are not built yet.
+Shared-prefix (`build_shared_prefix_micro_batch`): one row per group, in a fixed slot layout: the prompt's real
+tokens right-aligned in a prompt slot of P tokens, then n response slots of R tokens (one per rollout, right-padded;
+padding inside slots is segment 0). The attention mask is the layout's branch structure (`BranchedSegments` as the
+model's segment_ids: each response attends to the prompt and to itself only, causally), static per shape, so splash
+takes it as a block mask. The prompt is computed once instead of n times, and the vision inputs hold each group's
+image once (one encode per prompt per update). The first token of every response is predicted from the shared last
+prompt position (P - 1), later ones from their own slot; positions are the unshared row's (the prompt's, then
+`next_positions` onwards: what the family's rope index gave the sampler), so log-probs equal the padded layout's.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from vinci_jax.models.attention import BranchedSegments
 from vinci_jax.models.vision_inputs import prepare_vision_rows
 from vinci_jax.sampling.prompts import PromptBatch, bucket_length
 from vinci_jax.sampling.sampler import SampleOutput
@@ -198,6 +203,91 @@ def build_packed_micro_batch(
     return {
         "input_ids": ids,
         "segment_ids": segments,
+        "position_ids": positions,
+        "vision_inputs": vision,
+        "target_positions": target_positions,
+        "targets": targets,
+        "response_mask": response_mask,
+        "rollout_logprobs": rollout_logprobs,
+        "advantages": advantages,
+    }
+
+
+def slot_length(tokens: int, capacity: int) -> int:
+    """A response slot: the longest response rounded up to a multiple of max(16, capacity // 8), so a step's
+    micro-batches take at most 8 slot sizes whatever the lengths."""
+    quantum = max(16, -(-capacity // 8))
+    return max(quantum, -(-max(tokens, 1) // quantum) * quantum)
+
+
+def build_shared_prefix_micro_batch(
+    groups: Sequence[Sequence[RolloutRef]],
+    prompt_slot: int,
+    response_slot: int,
+    slots_per_row: int,
+    vision_config: Any,
+    pad_token_id: int,
+    *,
+    num_rows: int | None = None,
+    patch_buckets: Sequence[int] | int | None = None,
+) -> dict[str, Any]:
+    """One row per group (rollouts of one prompt): input_ids, segment_ids (a `BranchedSegments` of the slot
+    layout), position_ids [3, B, L], vision_inputs (each group's image once) and, over the response window:
+    target_positions, targets, response_mask, rollout_logprobs, advantages. The window holds a row's responses
+    back to back (not in their slots: the LM head runs on real tokens, not on slot padding), its width bucketed by
+    `response_window` over the n * R slot tokens. `num_rows` pads with empty rows."""
+    slots = (int(prompt_slot),) + (int(response_slot),) * int(slots_per_row)
+    length = sum(slots)
+    window = response_window(max((sum(ref.response_length for ref in g) for g in groups), default=1),
+                             slots_per_row * response_slot)  # fmt: skip
+    count = num_rows or len(groups)
+    ids = np.full((count, length), pad_token_id, np.int32)
+    segments = np.zeros((count, length), np.int32)
+    positions = np.zeros((3, count, length), np.int32)
+    target_positions = np.zeros((count, window), np.int32)
+    targets = np.full((count, window), pad_token_id, np.int32)
+    response_mask = np.zeros((count, window), np.float32)
+    rollout_logprobs = np.zeros((count, window), np.float32)
+    advantages = np.zeros((count, window), np.float32)
+    grids, pixels = [], []
+    for b, group in enumerate(groups):
+        if len(group) > slots_per_row:
+            raise ValueError(f"group {b} has {len(group)} rollouts for {slots_per_row} response slots")
+        first = group[0]
+        p, prompts = first.prompt_index, first.prompts
+        if any(ref.prompts is not prompts or ref.prompt_index != p for ref in group):
+            raise ValueError(f"shared-prefix row {b} mixes prompts: a row holds one group")
+        real = prompts.attention_mask[p] > 0
+        prompt_len = int(real.sum())
+        if prompt_len > prompt_slot:
+            raise ValueError(f"a prompt of {prompt_len} tokens does not fit a prompt slot of {prompt_slot}")
+        ids[b, prompt_slot - prompt_len : prompt_slot] = prompts.input_ids[p][real]
+        segments[b, prompt_slot - prompt_len : prompt_slot] = 1
+        positions[:, b, prompt_slot - prompt_len : prompt_slot] = prompts.position_ids[:, p][:, real]
+        out = 0
+        for j, ref in enumerate(group):
+            n = ref.response_length
+            if n > response_slot:
+                raise ValueError(f"a response of {n} tokens does not fit a response slot of {response_slot}")
+            start = prompt_slot + j * response_slot
+            ids[b, start : start + n] = ref.samples.tokens[ref.row, :n]
+            segments[b, start : start + n] = 1
+            positions[:, b, start : start + n] = prompts.next_positions[p] + np.arange(n)
+            # token 0 is predicted by the prompt's last position, shared by all slots; token t by its own t - 1
+            target_positions[b, out : out + n] = np.concatenate([[prompt_slot - 1], start + np.arange(n - 1)])[:n]
+            targets[b, out : out + n] = ref.samples.tokens[ref.row, :n]
+            response_mask[b, out : out + n] = 1.0
+            rollout_logprobs[b, out : out + n] = ref.samples.logprobs[ref.row, :n]
+            advantages[b, out : out + n] = ref.advantage
+            out += n
+        grid = np.asarray(first.raw[p].get("image_grid_thw", np.zeros((0, 3)))).reshape(-1, 3)
+        if len(grid):  # the group's image once: its prompt appears once in the row
+            grids.append(grid)
+            pixels.append(np.asarray(first.raw[p]["pixel_values"]))
+    vision = _vision_rows(grids, pixels, vision_config, patch_buckets) if grids else None
+    return {
+        "input_ids": ids,
+        "segment_ids": BranchedSegments(segments, slots),
         "position_ids": positions,
         "vision_inputs": vision,
         "target_positions": target_positions,

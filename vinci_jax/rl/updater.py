@@ -7,6 +7,9 @@ Rows are packed (see vinci_jax.rl.batch): rollouts first-fit into rows of one fi
 few bucketed shapes. Every new micro-batch shape (one compile of the gradient) is logged and counted
 (`compiled_shapes`); `layout="padded"` keeps one rollout per row, padded to powers of two (the layout before packing,
 kept for comparison and for the per-sequence loss aggregations, which need one sequence per row).
+`layout="shared_prefix"` puts one group per row: its prompt once, then its n responses in fixed slots (see
+vinci_jax.rl.batch); micro_batch_rows / group_size groups per micro-batch (about as many responses as the other
+layouts), groups ordered by their longest response so that slot padding stays small.
 
 A step whose loss or accumulated gradient is not finite is skipped: the optimizer is not applied, the state comes
 back unchanged (its buffers are only donated to the apply), and the step is logged and counted
@@ -27,11 +30,22 @@ from absl import logging
 from jax.sharding import Mesh
 
 from vinci_jax import sharding
+from vinci_jax.models.attention import BranchedSegments
 from vinci_jax.rl import algorithms as alg
-from vinci_jax.rl.batch import RolloutRef, build_micro_batch, build_packed_micro_batch, first_fit, row_bucket
+from vinci_jax.rl.batch import (
+    RolloutRef,
+    build_micro_batch,
+    build_packed_micro_batch,
+    build_shared_prefix_micro_batch,
+    first_fit,
+    row_bucket,
+    slot_length,
+)
 from vinci_jax.rl.grpo_step import GRPOLossConfig, add_trees, make_apply_fn, make_grad_fn, make_logprob_fn
 from vinci_jax.rl.rollout import Rollouts
 from vinci_jax.train import train_state as ts
+
+LAYOUTS = ("packed", "padded", "shared_prefix")
 
 
 class GRPOUpdater:
@@ -57,9 +71,9 @@ class GRPOUpdater:
         layout: str = "packed",
         row_length: int = 0,
     ):
-        if layout not in ("packed", "padded"):
-            raise ValueError(f"layout must be packed or padded, got {layout!r}")
-        if layout == "packed" and loss.loss_agg != "token-mean":
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if layout != "padded" and loss.loss_agg != "token-mean":
             raise ValueError(f"{loss.loss_agg} averages per sequence and needs one sequence per row: layout='padded'")
         # packed row length: fixed by the caller, else (0) the widest prompt bucket + response capacity of a step
         self.layout, self.row_length = layout, int(row_length)
@@ -97,6 +111,9 @@ class GRPOUpdater:
     def micro_batches(self, rollouts: Rollouts, advantages: np.ndarray, keep: np.ndarray) -> Iterator[dict]:
         if self.layout == "packed":
             yield from self._packed_micro_batches(rollouts, advantages, keep)
+            return
+        if self.layout == "shared_prefix":
+            yield from self._shared_prefix_micro_batches(rollouts, advantages, keep)
             return
         offset = 0
         for chunk in rollouts.chunks:
@@ -136,6 +153,36 @@ class GRPOUpdater:
                 num_rows=row_bucket(len(rows), self.micro_batch_rows),
             )  # fmt: skip
 
+    def _shared_prefix_micro_batches(
+        self, rollouts: Rollouts, advantages: np.ndarray, keep: np.ndarray
+    ) -> Iterator[dict]:
+        groups, offset = [], 0
+        for chunk in rollouts.chunks:
+            count = chunk.samples.tokens.shape[0]
+            by_prompt: dict[int, list[RolloutRef]] = {}
+            for r in range(count):
+                if keep[offset + r]:
+                    ref = RolloutRef(chunk.prompts, chunk.raw, chunk.samples, r, float(advantages[offset + r]))
+                    by_prompt.setdefault(ref.prompt_index, []).append(ref)
+            groups += list(by_prompt.values())
+            offset += count
+        if not groups:
+            return
+        groups.sort(key=lambda g: -max(ref.response_length for ref in g))  # stable: ties keep rollout order
+        # slots bucketed (at most 8 sizes each): the longest real prompt of the step, a micro-batch's longest response
+        widest = max(c.prompts.input_ids.shape[1] for c in rollouts.chunks)
+        prompt_slot = slot_length(max(g[0].length - g[0].response_length for g in groups), widest)
+        capacity = max(c.samples.tokens.shape[1] for c in rollouts.chunks)
+        slots_per_row = max([self.group_size] + [len(g) for g in groups])
+        per_micro = max(1, self.micro_batch_rows // self.group_size)
+        for start in range(0, len(groups), per_micro):
+            rows = groups[start : start + per_micro]
+            longest = max(ref.response_length for g in rows for ref in g)
+            yield build_shared_prefix_micro_batch(
+                rows, prompt_slot, slot_length(longest, capacity), slots_per_row, self.vision_config,
+                self.pad_token_id, num_rows=row_bucket(len(rows), per_micro),
+            )  # fmt: skip
+
     def _note_shape(self, micro: dict[str, Any]) -> None:
         """Count (and log) each new micro-batch shape: each is one more compile of the gradient."""
         leaves, tree = jax.tree.flatten(micro)
@@ -150,6 +197,12 @@ class GRPOUpdater:
         placed = dict(micro)
         for key, value in micro.items():
             if key in ("vision_inputs", "response_start") or value is None:
+                continue
+            if isinstance(value, BranchedSegments):
+                ids = value.segment_ids
+                placed[key] = BranchedSegments(
+                    jax.device_put(ids, sharding.named_sharding(self.mesh, ("batch", None), ids.shape)), value.slots
+                )
                 continue
             names = (None, "batch", None) if key == "position_ids" else ("batch",) + (None,) * (value.ndim - 1)
             placed[key] = jax.device_put(value, sharding.named_sharding(self.mesh, names, value.shape))
