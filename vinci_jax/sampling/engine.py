@@ -90,9 +90,20 @@ def _pow2_at_least(x: int, cap: int) -> int:
 
 
 def _slot_bucket(active: int, slots: int) -> int:
-    """Rows a burst computes for `active` running rows: powers of two up to 8, then multiples of 8, so a shrinking
-    batch wastes at most 7 slots a step once it is large (and compiles a handful of variants)."""
-    return _pow2_at_least(active, slots) if active <= 8 else min(slots, -(-active // 8) * 8)
+    """Rows a burst computes for `active` running rows: 1..8, then four sizes per octave (10, 12, 14, 16, 20, 24,
+    ...), so padding wastes under a quarter of a burst's slots (an eighth on average) and the engine compiles a
+    bounded set of step shapes (4 per doubling of `slots`)."""
+    top = _pow2_at_least(max(active, 1), 1 << 62)
+    step = max(1, top // 8)
+    return min(slots, -(-max(active, 1) // step) * step)
+
+
+def _smaller_bucket(bucket: int, slots: int) -> int:
+    """The largest active count that a smaller bucket than `bucket` holds (0 for the smallest)."""
+    below = bucket - 1
+    while below > 0 and _slot_bucket(below, slots) == bucket:
+        below -= 1
+    return below
 
 
 @functools.partial(jax.jit, donate_argnames=("pages",))
@@ -117,10 +128,12 @@ def _load_prompt(pages: PagedKV, dense_k, dense_v, row, start, page_ids) -> Page
 )
 def _burst(
     graphdef, state, pages, slot_logits, prefill_logits, slot_ids, fresh, prompt, page_table, lengths, positions,
-    done_steps, limit, active, row_ids, row_keys, temperature, top_p, stop_ids, pad_id,
+    done_steps, limit, active, row_ids, row_keys, temperature, top_p, stop_ids, pad_id, exit_at,
     *, steps, greedy, top_k, use_top_p,
 ):  # fmt: skip
-    """Up to `steps` decode steps for the slots `slot_ids` (one bucket); the lockstep sampler's loop body per row."""
+    """Up to `steps` decode steps for the slots `slot_ids` (one bucket); the lockstep sampler's loop body per row.
+    The burst ends early once no more than `exit_at` rows are still running: the host then admits pending rows
+    into the freed slots, or moves the rest to a smaller bucket, instead of computing finished rows' slots."""
     model = nnx.merge(graphdef, state)
     rows = slot_ids.shape[0]
     logits = jnp.where(fresh[:, None], prefill_logits[prompt], slot_logits[slot_ids])
@@ -130,7 +143,7 @@ def _burst(
     keys_of_rows = row_keys[row_ids]
 
     def cond(carry):
-        return (carry[0] < steps) & jnp.any(carry[4])
+        return (carry[0] < steps) & (jnp.sum(carry[4]) > exit_at)
 
     def body(carry):
         j, pages, logits, tokens_out, active, logprobs_out, done_steps, lengths, positions, finished = carry
@@ -355,6 +368,8 @@ class _Run:
             if not running:
                 raise RuntimeError("the rollout engine could not admit any row (page pool too small)")
             b = _slot_bucket(len(running), len(self.slots))
+            # stop the burst when a row ends if one is waiting for its slot, else when a smaller bucket holds the rest
+            exit_at = len(running) - 1 if self.pending else _smaller_bucket(b, len(self.slots))
             width = _pow2_at_least(max(len(self.slots[s].pages) for s in running), self.width)
             table = np.full((b, width), SINK_PAGE, np.int32)
             ids = np.full(b, dummy, np.int32)
@@ -371,7 +386,7 @@ class _Run:
             self.pages, self.slot_logits, tokens, logprobs, done_steps, finished, ran = _burst(
                 self.graphdef, self.state, self.pages, self.slot_logits, self.prefill_logits, _host_value(ids),
                 _host_value(fields[0].astype(bool)), f[1], _host_value(table), f[2], f[3], f[4], f[5],
-                _host_value(active), f[6], self.row_keys, temperature, top_p, stop_ids, pad,
+                _host_value(active), f[6], self.row_keys, temperature, top_p, stop_ids, pad, jnp.int32(exit_at),
                 steps=self.burst_len, greedy=p.greedy, top_k=p.top_k, use_top_p=p.top_p < 1.0,
             )  # fmt: skip
             tokens, logprobs, done_steps, finished, ran = map(to_host, (tokens, logprobs, done_steps, finished, ran))
