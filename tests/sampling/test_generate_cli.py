@@ -1,4 +1,5 @@
-"""`python -m vinci_jax.generate` on a tiny chat checkpoint, as a user runs it."""
+"""`python -m vinci_jax.generate` on a tiny chat checkpoint, as a user runs it; the evaluator's generation with the
+rollout engine equals the lockstep sampler's."""
 
 import json
 import subprocess
@@ -22,11 +23,18 @@ def test_generate_prints_n_samples_and_greedy_prints_one(tiny_qwen25_chat_dir, t
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(image)
     common = ["--model", str(tiny_qwen25_chat_dir), "--image", str(image), "--prompt", "Write matplotlib code.",
               "--max_new_tokens", "6", "--json"]  # fmt: skip
-    sampled = _run(*common, "--n", "3", "--temperature", "1.0", "--seed", "1")
+    sampled = _run(*common, "--n", "3", "--temperature", "1.0", "--seed", "1")  # the engine, by default
     assert sampled.returncode == 0, sampled.stderr
     rows = [json.loads(line) for line in sampled.stdout.splitlines() if line.startswith("{")]
     assert [r["sample"] for r in rows] == [0, 1, 2]
     assert all(1 <= r["tokens"] <= 6 and r["logprob"] <= 0 for r in rows)
+    lockstep = _run(*common, "--n", "3", "--temperature", "1.0", "--seed", "1", "--engine", "lockstep")
+    assert lockstep.returncode == 0, lockstep.stderr
+    reference = [json.loads(line) for line in lockstep.stdout.splitlines() if line.startswith("{")]
+    assert [(r["text"], r["tokens"], r["finished"]) for r in rows] == [
+        (r["text"], r["tokens"], r["finished"]) for r in reference
+    ]
+    np.testing.assert_allclose([r["logprob"] for r in rows], [r["logprob"] for r in reference], atol=1e-4)
     greedy = _run(*common, "--greedy", "--n", "5")
     assert greedy.returncode == 0, greedy.stderr
     assert len(greedy.stdout.splitlines()) == 1  # greedy forces a single sample
@@ -37,3 +45,24 @@ def test_generate_reports_unreadable_image(tiny_qwen25_chat_dir, tmp_path):
     bad.write_text("hello")
     proc = _run("--model", str(tiny_qwen25_chat_dir), "--image", str(bad), "--prompt", "x")
     assert proc.returncode == 2 and "cannot read image" in proc.stderr
+
+
+def test_evaluator_generation_with_the_engine_equals_the_lockstep_sampler(tiny_qwen25_chat_dir):
+    import io
+
+    from vinci_jax.evaluate.generation import generate_responses
+    from vinci_jax.evaluate.samples import EvalSample
+    from vinci_jax.policy import load_policy
+
+    model, processor = load_policy(str(tiny_qwen25_chat_dir))
+    rng = np.random.default_rng(1)
+    samples = []
+    for i, (h, w) in enumerate([(56, 84), (84, 56), (28, 28)]):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, format="PNG")
+        samples.append(EvalSample(id=str(i), suite="synthetic", domain="svg", language="svg",
+                                  prompt="Write SVG code." + " again" * i, image=buf.getvalue()))  # fmt: skip
+    kw = dict(max_new_tokens=7, batch_size=2)
+    paged = generate_responses(model, processor, samples, engine="paged", **kw)
+    lockstep = generate_responses(model, processor, samples, engine="lockstep", **kw)
+    assert paged == lockstep and len(paged) == 3 and all(paged)
