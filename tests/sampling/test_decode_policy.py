@@ -42,6 +42,7 @@ def test_bf16_decode_copy_is_tensor_parallel_and_leaves_the_training_model(tiny_
     assert copy.dtype == jnp.bfloat16 and copy.model.layers[0].mlp.gate_proj.dtype == jnp.bfloat16
 
 
+@pytest.mark.slow
 def test_bf16_decode_copy_computes_the_same_model_in_bf16(tiny_qwen25_dir):
     model = load_qwen2_5_vl(tiny_qwen25_dir)
     copy = decode_copy(model, jnp.bfloat16)
