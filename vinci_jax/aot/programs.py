@@ -323,6 +323,7 @@ def engine_decode_program(config: ml_collections.ConfigDict, mesh: Mesh, policy:
     from vinci_jax.sampling.decode_policy import resolve_decode_dtype
     from vinci_jax.sampling.engine_shards import decode_burst_inputs, shard_count, sharded_decode_burst
     from vinci_jax.sampling.pages import pages_for_budget, pages_for_tokens
+    from vinci_jax.train.model import resolve_model
 
     paged, text = config.rollout.paged, policy.model_config.text
     dtype = resolve_decode_dtype(str(paged.get("decode_dtype", "auto")), "tpu")
@@ -330,7 +331,11 @@ def engine_decode_program(config: ml_collections.ConfigDict, mesh: Mesh, policy:
     prompt_len, max_new, size = _prompt_len(config), int(config.rollout.max_new_tokens), int(paged.page_size)
     shards, rows, steps = shard_count(mesh), prompts * n, int(paged.steps_per_sync)
     slots = -(-rows // shards)
-    pages = pages_for_budget(text, size, dtype, float(paged.memory_budget_mb))
+    # the pool's page count from the full-depth model (a --num_layers compile keeps it, so its bytes extrapolate)
+    full_model = ml_collections.ConfigDict(config.model.to_dict())
+    full_model.num_layers = 0
+    full_text = resolve_model(full_model)[1].text
+    pages = pages_for_budget(full_text, size, dtype, float(paged.memory_budget_mb))
     width = pages_for_tokens(prompt_len + max_new, size)
     graphdef, state = nnx.split(policy.split.merge(policy.split.params))
     args = decode_burst_inputs(mesh, state, text, slots_per_shard=slots, pages_per_shard=pages, page_size=size,

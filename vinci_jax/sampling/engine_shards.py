@@ -3,8 +3,9 @@
 Why: a pod's page pool is far larger than one chip's memory, and a gather from a pool split over chips would
 all-gather it. So each data-parallel shard (one device of the (data, fsdp) axes) owns its own slots and its own
 pages: the step is `decode_burst` under `shard_map`, every row-indexed input split over the shards, the page
-table holding shard-local page ids, and the decode copy of the weights replicated (the tensor axis, when > 1,
-stays automatic inside). Nothing crosses chips during a burst.
+table holding shard-local page ids, and the decode copy of the weights replicated on every shard. Nothing
+crosses chips during a burst. (The step is manual over every mesh axis, since the TPU paged-attention kernel
+cannot be partitioned automatically: a tensor axis > 1 only repeats each shard's work.)
 
 `decode_burst_inputs` builds ShapeDtypeStructs for one such step, so the AOT tool compiles exactly this function
 for a slice (`vinci_jax.aot.programs`). The host scheduler (`engine._Run`) drives one shard today: a multi-shard
@@ -60,8 +61,10 @@ def sharded_decode_burst(
         in_specs = (state_spec, pages_spec, rows, rep, rows, rows, rows, rows, rows, rows, rows, rows, rows, rows,
                     rep, rep, rep, rep, rep, rows)  # fmt: skip
         out_specs = (pages_spec, rows, rows, rows, rows, rows, rows)
-        body = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs, axis_names=set(SHARD_AXES),
-                             check_vma=False)  # fmt: skip
+        # manual over every axis: the TPU paged-attention kernel (Mosaic) cannot be partitioned automatically, so
+        # a tensor axis > 1 would hold replicas that compute the same rows (use tensor = 1 for the engine's mesh)
+        body = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
+                             axis_names=set(mesh.axis_names), check_vma=False)  # fmt: skip
         return body(state, pages, *rest)
 
     return jax.jit(run, donate_argnums=(1, 2))
