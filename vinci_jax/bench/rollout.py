@@ -147,8 +147,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sigma", type=float, default=1.0, help="lognormal shape of the response lengths")
     parser.add_argument("--text_len", type=int, default=32, help="text tokens per prompt (plus the image tokens)")
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds of each contender (after a warm-up)")
-    parser.add_argument("--engines", default="engine,lockstep,transformers",
-                        help=f"comma-separated contenders, timed in this order each round; known: {sorted(CONTENDERS)}")
+    parser.add_argument(
+        "--engines",
+        default="engine,lockstep,transformers",
+        help=f"comma-separated contenders, timed in this order each round; known: {sorted(CONTENDERS)}",
+    )
     parser.add_argument("--slots", type=int, default=0, help="engine decode slots (0: prompts x n)")
     parser.add_argument("--page_size", type=int, default=16)
     parser.add_argument("--steps_per_sync", type=int, default=8)

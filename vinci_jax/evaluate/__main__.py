@@ -25,8 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     parser.add_argument("--max_new_tokens", type=int, default=2048)
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--engine", choices=("lockstep", "paged"), default="lockstep",
-                        help="generation: the lockstep sampler or the paged rollout engine (the same responses)")
+    parser.add_argument(
+        "--engine",
+        choices=("lockstep", "paged"),
+        default="lockstep",
+        help="generation: the lockstep sampler or the paged rollout engine (the same responses)",
+    )
     parser.add_argument("--reward_encoder", default=None, help="local DINOv2 dir for the visual similarity")
     parser.add_argument("--clip", default=None, help="local CLIP dir for the CLIP terms (Design2Code, UniSVG)")
     parser.add_argument("--workers", type=int, default=1, help="sandboxed render workers")

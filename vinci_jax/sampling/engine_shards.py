@@ -33,9 +33,7 @@ def shard_count(mesh: Mesh) -> int:
     return int(mesh.shape["data"]) * int(mesh.shape["fsdp"])
 
 
-def sharded_decode_burst(
-    mesh: Mesh, graphdef: Any, *, steps: int, greedy: bool, top_k: int, use_top_p: bool
-) -> Any:
+def sharded_decode_burst(mesh: Mesh, graphdef: Any, *, steps: int, greedy: bool, top_k: int, use_top_p: bool) -> Any:
     """A jitted `decode_burst` in which every shard decodes its own slots over its own pages.
 
     Per-shard inputs are concatenated over shards on their leading dim (pages on their page dim): slot_logits
