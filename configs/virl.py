@@ -95,6 +95,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                     "num_pages": 0,  # 0: as many as memory_budget_mb holds
                     "memory_budget_mb": 8192.0,
                     "steps_per_sync": 8,  # decode steps on device between two scheduling rounds
+                    # the policy copy that decodes (made from the training state once per step): auto = bfloat16
+                    # on TPU / GPU, float32 on CPU (no native bf16 matmul there; exact against the lockstep sampler)
+                    "decode_dtype": "auto",
                 }
             ),
             "vllm_memory_utilization": 0.15,  # vLLM's gpu_memory_utilization (its KV cache share of the memory)

@@ -1,6 +1,7 @@
 """`python -m vinci_jax.generate --model DIR_OR_CKPT --image IMG --prompt TEXT [--n 8 --temperature 1.0]`.
 
-Samples n responses for one image and prompt with the jitted sampler and prints them (and, with --json, one JSON
+Samples n responses for one image and prompt (with the rollout engine, or `--engine lockstep` the reference
+sampler: the same samples for the same seed) and prints them (and, with --json, one JSON
 object per sample). DIR_OR_CKPT is an HF checkpoint directory or an Orbax training checkpoint (see vinci_jax.policy).
 """
 
@@ -26,12 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--greedy", action="store_true", help="argmax decoding (n is forced to 1)")
     parser.add_argument("--max_new_tokens", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", choices=("paged", "lockstep"), default="paged",
+                        help="paged: the continuous-batching rollout engine; lockstep: the reference sampler "
+                        "(same samples for the same seed)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object per sample instead of text")
     args = parser.parse_args(argv)
 
     from vinci_jax.paths import as_path
     from vinci_jax.policy import load_policy
-    from vinci_jax.sampling import Sampler, SamplingParams, make_prompt_batch
+    from vinci_jax.sampling import SamplingParams, make_prompt_batch
+    from vinci_jax.sampling.engine import make_generator
 
     try:
         with as_path(args.image).open("rb") as f:  # gs:// too
@@ -51,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         top_k=args.top_k,
         greedy=args.greedy,
     )
-    sampler = Sampler(model, (processor.im_end_token_id, processor.pad_token_id), processor.pad_token_id)
+    stops = (processor.im_end_token_id, processor.pad_token_id)
+    sampler = make_generator(args.engine, model, stops, processor.pad_token_id)
     out = sampler.generate(batch, params, jax.random.key(args.seed))
     for row in range(out.tokens.shape[0]):
         ids = out.response_ids(row)

@@ -137,4 +137,8 @@ def constrain(x: jax.Array, names: LogicalAxes) -> jax.Array:
     mesh = jax.sharding.get_abstract_mesh()
     if mesh is None or mesh.empty or not set(MESH_AXES) <= set(mesh.axis_names):
         return x
+    manual = {a for a, t in zip(mesh.axis_names, mesh.axis_types, strict=True) if t == AxisType.Manual}
+    if manual:  # inside shard_map (e.g. the rollout engine's per-shard decode): only the Auto axes can be named
+        rules = {name: tuple(a for a in axes if a not in manual) for name, axes in LOGICAL_RULES.items()}
+        return jax.lax.with_sharding_constraint(x, logical_to_spec(names, x.shape, mesh, rules))
     return jax.lax.with_sharding_constraint(x, logical_to_spec(names, x.shape, mesh))

@@ -13,7 +13,7 @@ from vinci_jax.hf.qwen2_5_vl import load_qwen2_5_vl
 from vinci_jax.models.qwen2_5_vl.rope_index import get_rope_index
 from vinci_jax.models.qwen2_5_vl.vision_inputs import prepare_vision_inputs
 from vinci_jax.sampling import Sampler, SamplingParams, make_prompt_batch
-from vinci_jax.sampling.engine import Engine, EngineConfig, _Run
+from vinci_jax.sampling.engine import Engine, EngineConfig, _Run, _slot_bucket, _smaller_bucket
 
 IMAGE, VSTART, VEND, EOS, PAD = 1000, 1002, 1003, 1010, 1011
 PATCH_DIM = 3 * 2 * 14 * 14
@@ -67,6 +67,22 @@ def test_engine_equals_lockstep_sampler(setup):
     assert engine.stats.pages_in_use_after == 0
     assert engine.stats.preemptions == 0
     assert engine.stats.useful_tokens == int(lockstep.lengths.sum())
+    # up to 8 running rows every size is a bucket, and a burst ends at the step a row finishes: no slot is wasted
+    assert engine.stats.computed_slots == engine.stats.useful_tokens
+
+
+@pytest.mark.parametrize("per_octave", [1, 4])
+def test_slot_buckets_pad_less_than_one_over_per_octave_and_stay_few(per_octave):
+    slots = 256
+    buckets = sorted({_slot_bucket(a, slots, per_octave) for a in range(1, slots + 1)})
+    assert len(buckets) <= per_octave * 8 + 1  # 8 doublings up to 256
+    for active in range(1, slots + 1):
+        b = _slot_bucket(active, slots, per_octave)
+        assert active <= b <= slots and b in buckets
+        assert (b - active) / b < 1 / per_octave or b <= 2 * per_octave
+        below = _smaller_bucket(b, slots, per_octave)
+        assert below < b and (below == 0 or _slot_bucket(below, slots, per_octave) < b)
+        assert _slot_bucket(below + 1, slots, per_octave) == b
 
 
 def test_preemption_under_a_tiny_pool_gives_identical_outputs(setup):

@@ -6,9 +6,10 @@ and analytic FLOPs, a roofline time and MFU ceiling, the five largest temporarie
 report is the last line of output (and `--json_out`). Exits 3 naming every program over `--hbm_fraction` of HBM (or
 that failed to compile), 2 on a bad topology or program name.
 
-Programs: sft_train_step (SFT); grpo_grad, grpo_apply, sampler_prefill, sampler_decode, reward_encoder,
-vision_tower (ViRL). `--num_layers N` compiles N and 2N decoder layers and extrapolates linearly to the model's
-depth (the output says so): full-depth 8B compiles take minutes each on a small CPU host.
+Programs: sft_train_step (SFT); grpo_grad, grpo_apply, sampler_prefill, sampler_decode, engine_decode (with
+rollout.engine=paged), reward_encoder, vision_tower (ViRL). `--num_layers N` compiles N and 2N decoder layers and
+extrapolates linearly to the model's depth (the output says so): full-depth 8B compiles take minutes each on a
+small CPU host.
 Model options pass through as config overrides, e.g. `--config.model.remat=full`, `--config.model.attention=...`.
 """
 

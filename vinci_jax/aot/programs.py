@@ -310,6 +310,8 @@ def virl_programs(
     )  # fmt: skip
     if config.algo.get("row_layout") == "shared_prefix":  # beside grpo_grad (unshared rows): the ratio of the two
         programs.insert(1, shared_prefix_grad_program(config, mesh, image_tokens, policy))
+    if str(config.rollout.get("engine", "paged")) == "paged":
+        programs.append(engine_decode_program(config, mesh, policy))
     programs.append(_reward_program(config, mesh, reward_crops))
     if vision is not None:
         programs.append(_vision_program(policy, vision, mesh))
@@ -369,6 +371,38 @@ def shared_prefix_grad_program(
         f"{groups * n} rollouts as {groups} rows x ({prompt} prompt + {n} x {slot} response) tokens, logit_chunk "
         f"{config.algo.logit_chunk}",
     )  # fmt: skip
+def engine_decode_program(config: ml_collections.ConfigDict, mesh: Mesh, policy: _Policy) -> Program:
+    """The rollout engine's decode burst (`sampling.engine_shards`): a step's prompts x n rows decoding at once,
+    spread over the data-parallel shards, each with its own page pool of `rollout.paged.memory_budget_mb` MiB and
+    the bf16 decode copy of the weights; full bucket, page table as wide as prompt + max_new_tokens."""
+    from vinci_jax.sampling.decode_policy import resolve_decode_dtype
+    from vinci_jax.sampling.engine_shards import decode_burst_inputs, shard_count, sharded_decode_burst
+    from vinci_jax.sampling.pages import pages_for_budget, pages_for_tokens
+    from vinci_jax.train.model import resolve_model
+
+    paged, text = config.rollout.paged, policy.model_config.text
+    dtype = resolve_decode_dtype(str(paged.get("decode_dtype", "auto")), "tpu")
+    prompts, n = int(config.data.prompts_per_step), int(config.rollout.n)
+    prompt_len, max_new, size = _prompt_len(config), int(config.rollout.max_new_tokens), int(paged.page_size)
+    shards, rows, steps = shard_count(mesh), prompts * n, int(paged.steps_per_sync)
+    slots = -(-rows // shards)
+    # the pool's page count from the full-depth model (a --num_layers compile keeps it, so its bytes extrapolate)
+    full_model = ml_collections.ConfigDict(config.model.to_dict())
+    full_model.num_layers = 0
+    full_text = resolve_model(full_model)[1].text
+    pages = pages_for_budget(full_text, size, dtype, float(paged.memory_budget_mb))
+    width = pages_for_tokens(prompt_len + max_new, size)
+    graphdef, state = nnx.split(policy.split.merge(policy.split.params))
+    args = decode_burst_inputs(mesh, state, text, slots_per_shard=slots, pages_per_shard=pages, page_size=size,
+                               width=width, prompts=prompts, rows=rows, dtype=dtype)  # fmt: skip
+    top_p = float(config.rollout.top_p)
+    fn = sharded_decode_burst(mesh, graphdef, steps=steps, greedy=False, top_k=int(config.rollout.top_k),
+                              use_top_p=top_p < 1.0)  # fmt: skip
+    flops = flops_lib.decode_flops(policy.model_config, policy.split.params, rows, prompt_len, steps)
+    return Program("engine_decode", fn, args, flops, rows * steps,
+                   f"{rows} rows ({slots} slots x {shards} shards) x {steps} steps over {pages} pages of {size} "
+                   f"tokens a shard, table {width} pages, {jnp.dtype(dtype).name} weights (compiled FLOPs: one "
+                   f"step x {steps})", loop_iterations=steps)  # fmt: skip
 
 
 def _cache_specs(cache: Any, mesh: Mesh) -> Any:

@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     parser.add_argument("--max_new_tokens", type=int, default=2048)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument(
+        "--engine",
+        choices=("lockstep", "paged"),
+        default="lockstep",
+        help="generation: the lockstep sampler or the paged rollout engine (the same responses)",
+    )
     parser.add_argument("--reward_encoder", default=None, help="local DINOv2 dir for the visual similarity")
     parser.add_argument("--clip", default=None, help="local CLIP dir for the CLIP terms (Design2Code, UniSVG)")
     parser.add_argument("--workers", type=int, default=1, help="sandboxed render workers")
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
         model, processor = load_policy(args.model)
         responses = generate_responses(model, processor, samples, max_new_tokens=args.max_new_tokens,
-                                       batch_size=args.batch_size)  # fmt: skip
+                                       batch_size=args.batch_size, engine=args.engine)  # fmt: skip
         codes = codes_from_responses(samples, responses)
     config = EvalConfig(reward_encoder_path=args.reward_encoder, clip_path=args.clip, num_workers=args.workers,
                         timeout_s=args.timeout_s)  # fmt: skip

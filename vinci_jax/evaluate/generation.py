@@ -1,4 +1,5 @@
-"""Greedy generation of responses for EvalSamples with our jitted sampler, and code extraction from them."""
+"""Greedy generation of responses for EvalSamples (the rollout engine, or the lockstep reference sampler: the same
+responses), and code extraction from them."""
 
 from __future__ import annotations
 
@@ -16,11 +17,16 @@ def generate_responses(
     *,
     max_new_tokens: int = 2048,
     batch_size: int = 8,
+    engine: str = "lockstep",
 ) -> list[str]:
-    """One greedy response per sample (batched; the prompt is the sample's user turn with its target image)."""
-    from vinci_jax.sampling import Sampler, SamplingParams, make_prompt_batch
+    """One greedy response per sample (batched; the prompt is the sample's user turn with its target image).
+    `engine`: "paged" (the rollout engine: each row's cache holds only the pages it wrote, and a finished row stops
+    being computed) or "lockstep" (the reference sampler); both give the same responses."""
+    from vinci_jax.sampling import SamplingParams, make_prompt_batch
+    from vinci_jax.sampling.engine import make_generator
 
-    sampler = Sampler(model, (processor.im_end_token_id, processor.pad_token_id), processor.pad_token_id)
+    stops = (processor.im_end_token_id, processor.pad_token_id)
+    sampler = make_generator(engine, model, stops, processor.pad_token_id)
     params = SamplingParams(n=1, max_new_tokens=max_new_tokens, greedy=True)
     responses: list[str] = []
     for start in range(0, len(samples), batch_size):

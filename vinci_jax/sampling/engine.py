@@ -33,26 +33,38 @@ from flax import nnx
 
 from vinci_jax.models.paged import PagedKV, decode_step, empty_pages
 from vinci_jax.multihost import to_host
+from vinci_jax.sampling.decode_policy import decode_copy, resolve_decode_dtype
 from vinci_jax.sampling.pages import SINK_PAGE, PageAllocator, pages_for_budget, pages_for_tokens
 from vinci_jax.sampling.prompts import PromptBatch
-from vinci_jax.sampling.sampler import SampleOutput, SamplingParams, _host_value, _prefill, _sample_row
+from vinci_jax.sampling.sampler import (
+    SampleOutput,
+    Sampler,
+    SamplingParams,
+    _host_value,
+    _prefill,
+    _sample_row,
+)
 
 ENGINES = ("paged", "lockstep")  # config.rollout.engine
 
 
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
-    """Decode slots, page size, pool size (pages, or a memory budget in MiB when num_pages is 0), burst length."""
+    """Decode slots, page size, pool size (pages, or a memory budget in MiB when num_pages is 0), burst length, and
+    the dtype of the policy copy that decodes (`decode_policy`: auto = bfloat16 on accelerators, float32 on CPU)."""
 
     slots: int = 32
     page_size: int = 16
     num_pages: int = 0
     memory_budget_mb: float = 512.0
     steps_per_sync: int = 8
+    decode_dtype: str = "auto"
+    buckets_per_octave: int = 4  # slot buckets per doubling of active rows (more: less padding, more compiles)
 
     def __post_init__(self) -> None:
-        if self.slots < 1 or self.page_size < 1 or self.steps_per_sync < 1:
-            raise ValueError(f"slots, page_size and steps_per_sync must be >= 1: {self}")
+        if self.slots < 1 or self.page_size < 1 or self.steps_per_sync < 1 or self.buckets_per_octave < 1:
+            raise ValueError(f"slots, page_size, steps_per_sync and buckets_per_octave must be >= 1: {self}")
+        resolve_decode_dtype(self.decode_dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +101,21 @@ def _pow2_at_least(x: int, cap: int) -> int:
     return min(size, cap)
 
 
-def _slot_bucket(active: int, slots: int) -> int:
-    """Rows a burst computes for `active` running rows: powers of two up to 8, then multiples of 8, so a shrinking
-    batch wastes at most 7 slots a step once it is large (and compiles a handful of variants)."""
-    return _pow2_at_least(active, slots) if active <= 8 else min(slots, -(-active // 8) * 8)
+def _slot_bucket(active: int, slots: int, per_octave: int = 4) -> int:
+    """Rows a burst computes for `active` running rows: `per_octave` sizes per doubling (4: 1..8, 10, 12, 14, 16,
+    20, 24, ...), so padding wastes under 1 / per_octave of a burst's slots and the engine compiles a bounded set of
+    step shapes (`per_octave` per doubling of `slots`; 1 is powers of two, the fewest compiles)."""
+    active = max(active, 1)
+    step = max(1, _pow2_at_least(active, 1 << 62) // (2 * per_octave))
+    return min(slots, -(-active // step) * step)
+
+
+def _smaller_bucket(bucket: int, slots: int, per_octave: int = 4) -> int:
+    """The largest active count that a smaller bucket than `bucket` holds (0 for the smallest)."""
+    below = bucket - 1
+    while below > 0 and _slot_bucket(below, slots, per_octave) == bucket:
+        below -= 1
+    return below
 
 
 @functools.partial(jax.jit, donate_argnames=("pages",))
@@ -110,17 +133,14 @@ def _load_prompt(pages: PagedKV, dense_k, dense_v, row, start, page_ids) -> Page
     return PagedKV(k=tuple(map(one, pages.k, dense_k)), v=tuple(map(one, pages.v, dense_v)))
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("graphdef", "steps", "greedy", "top_k", "use_top_p"),
-    donate_argnames=("pages", "slot_logits"),
-)
-def _burst(
+def decode_burst(
     graphdef, state, pages, slot_logits, prefill_logits, slot_ids, fresh, prompt, page_table, lengths, positions,
-    done_steps, limit, active, row_ids, row_keys, temperature, top_p, stop_ids, pad_id,
+    done_steps, limit, active, row_ids, row_keys, temperature, top_p, stop_ids, pad_id, exit_at,
     *, steps, greedy, top_k, use_top_p,
 ):  # fmt: skip
-    """Up to `steps` decode steps for the slots `slot_ids` (one bucket); the lockstep sampler's loop body per row."""
+    """Up to `steps` decode steps for the slots `slot_ids` (one bucket); the lockstep sampler's loop body per row.
+    The burst ends early once no more than `exit_at` rows are still running: the host then admits pending rows
+    into the freed slots, or moves the rest to a smaller bucket, instead of computing finished rows' slots."""
     model = nnx.merge(graphdef, state)
     rows = slot_ids.shape[0]
     logits = jnp.where(fresh[:, None], prefill_logits[prompt], slot_logits[slot_ids])
@@ -130,7 +150,7 @@ def _burst(
     keys_of_rows = row_keys[row_ids]
 
     def cond(carry):
-        return (carry[0] < steps) & jnp.any(carry[4])
+        return (carry[0] < steps) & (jnp.sum(carry[4]) > exit_at)
 
     def body(carry):
         j, pages, logits, tokens_out, active, logprobs_out, done_steps, lengths, positions, finished = carry
@@ -157,6 +177,11 @@ def _burst(
     return pages, slot_logits, tokens, logprobs, done_steps, finished, ran
 
 
+BURST_STATIC = ("graphdef", "steps", "greedy", "top_k", "use_top_p")
+# the engine's decode step: a plain jitted function (pages and the slots' logits updated in place)
+_burst = jax.jit(decode_burst, static_argnames=BURST_STATIC, donate_argnames=("pages", "slot_logits"))
+
+
 @dataclasses.dataclass
 class _Slot:
     row: int
@@ -181,6 +206,15 @@ class Engine:
         self.pad_token_id = int(pad_token_id)
         self.config = config or EngineConfig()
         self.stats = EngineStats()
+        self._decoder: tuple[list[jax.Array], nnx.Module] | None = None
+
+    def decoder(self) -> nnx.Module:
+        """The policy copy that decodes (`decode_copy` in the configured dtype); made again only when the live
+        model's weights changed (other arrays), so an engine kept across training steps never decodes stale ones."""
+        weights = jax.tree.leaves(nnx.state(self.model, nnx.Param))
+        if self._decoder is None or any(a is not b for a, b in zip(self._decoder[0], weights, strict=True)):
+            self._decoder = (weights, decode_copy(self.model, resolve_decode_dtype(self.config.decode_dtype)))
+        return self._decoder[1]
 
     # -- public --
     def generate(self, batch: PromptBatch, params: SamplingParams, key: jax.Array | None = None) -> SampleOutput:
@@ -207,6 +241,19 @@ class Engine:
         self.stats = run.stats
 
 
+def make_generator(
+    kind: str, model: nnx.Module, stop_token_ids: tuple[int, ...], pad_token_id: int,
+    config: EngineConfig | None = None,
+) -> Sampler | Engine:  # fmt: skip
+    """`kind` "paged" (this engine) or "lockstep" (the reference sampler); both `generate(batch, params, key)` and
+    give the same rows for the same key (the engine splits the key into per-row keys as the sampler does)."""
+    if kind not in ENGINES:
+        raise ValueError(f"engine={kind!r}; choose one of {ENGINES}")
+    if kind == "lockstep":
+        return Sampler(model, stop_token_ids, pad_token_id)
+    return Engine(model, stop_token_ids, pad_token_id, config)
+
+
 def collect_rows(rows: list[FinishedRow], prompts: int, params: SamplingParams, pad_id: int) -> SampleOutput:
     """Streamed rows -> the lockstep sampler's output layout (row r continues prompt r // n, padded to max_new)."""
     count = prompts * params.n
@@ -230,7 +277,7 @@ class _Run:
         self, engine: Engine, batch: PromptBatch, params: SamplingParams, row_keys: jax.Array,
         row_limits: np.ndarray | None = None,
     ):  # fmt: skip
-        cfg, model = engine.config, engine.model
+        cfg, model = engine.config, engine.decoder()
         self.engine, self.batch, self.params, self.row_keys = engine, batch, params, row_keys
         self.size, self.burst_len = cfg.page_size, cfg.steps_per_sync
         text = model.config.text
@@ -242,6 +289,8 @@ class _Run:
         if num_pages < need:
             raise ValueError(f"a pool of {num_pages} pages cannot hold one row ({need} pages needed): raise the "
                              "engine's num_pages / memory_budget_mb or lower max_new_tokens")  # fmt: skip
+        if not cfg.num_pages:  # a budget buys at most what the run can hold at once: every slot's whole table
+            num_pages = min(num_pages, min(cfg.slots, batch.batch_size * params.n) * self.width + 2)
         self.alloc = PageAllocator(num_pages)
         self.stats = EngineStats()
         self.graphdef, self.state = nnx.split(model)
@@ -354,7 +403,10 @@ class _Run:
             running = list(self.order)
             if not running:
                 raise RuntimeError("the rollout engine could not admit any row (page pool too small)")
-            b = _slot_bucket(len(running), len(self.slots))
+            octave = self.engine.config.buckets_per_octave
+            b = _slot_bucket(len(running), len(self.slots), octave)
+            # stop the burst when a row ends if one is waiting for its slot, else when a smaller bucket holds the rest
+            exit_at = len(running) - 1 if self.pending else _smaller_bucket(b, len(self.slots), octave)
             width = _pow2_at_least(max(len(self.slots[s].pages) for s in running), self.width)
             table = np.full((b, width), SINK_PAGE, np.int32)
             ids = np.full(b, dummy, np.int32)
@@ -371,7 +423,7 @@ class _Run:
             self.pages, self.slot_logits, tokens, logprobs, done_steps, finished, ran = _burst(
                 self.graphdef, self.state, self.pages, self.slot_logits, self.prefill_logits, _host_value(ids),
                 _host_value(fields[0].astype(bool)), f[1], _host_value(table), f[2], f[3], f[4], f[5],
-                _host_value(active), f[6], self.row_keys, temperature, top_p, stop_ids, pad,
+                _host_value(active), f[6], self.row_keys, temperature, top_p, stop_ids, pad, jnp.int32(exit_at),
                 steps=self.burst_len, greedy=p.greedy, top_k=p.top_k, use_top_p=p.top_p < 1.0,
             )  # fmt: skip
             tokens, logprobs, done_steps, finished, ran = map(to_host, (tokens, logprobs, done_steps, finished, ran))
