@@ -371,6 +371,8 @@ def shared_prefix_grad_program(
         f"{groups * n} rollouts as {groups} rows x ({prompt} prompt + {n} x {slot} response) tokens, logit_chunk "
         f"{config.algo.logit_chunk}",
     )  # fmt: skip
+
+
 def engine_decode_program(config: ml_collections.ConfigDict, mesh: Mesh, policy: _Policy) -> Program:
     """The rollout engine's decode burst (`sampling.engine_shards`): a step's prompts x n rows decoding at once,
     spread over the data-parallel shards, each with its own page pool of `rollout.paged.memory_budget_mb` MiB and
