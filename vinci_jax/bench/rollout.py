@@ -130,10 +130,19 @@ def _transformers(setup: RolloutSetup) -> Callable[[], float]:
 
 # name -> builder(setup) -> one timed round, returning the round's slot utilisation (useful / computed decode
 # slots). `--engines` picks from these; another backend registers itself here (e.g. CONTENDERS["vllm"] = ...).
+def _vllm(setup: RolloutSetup) -> Callable[[], float]:
+    """vLLM's CPU build in its own venv (`make setup-vllm`), driven as a worker process (bench/rollout_vllm.py)."""
+    from vinci_jax.bench import rollout_vllm
+
+    return rollout_vllm.contender(setup)
+
+
 CONTENDERS: dict[str, Callable[[RolloutSetup], Callable[[], float]]] = {
     "engine": _engine,
+    "paged": _engine,  # the issue's name for the engine (`rollout.engine=paged`)
     "lockstep": _lockstep,
     "transformers": _transformers,
+    "vllm": _vllm,
 }
 NEVER = (-1,)  # no real stop token: rows end at their drawn lengths
 
