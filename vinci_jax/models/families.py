@@ -105,7 +105,12 @@ class ModelFamily:
         dtype = jnp.float32 if dtype is None else dtype
         param_dtype = dtype if param_dtype is None else param_dtype
         return self.model_class(
-            config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, remat_policy=remat_policy, attention=attention,
+            config,
+            rngs=rngs,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            remat_policy=remat_policy,
+            attention=attention,
             scan_layers=scan_layers,
         )
 

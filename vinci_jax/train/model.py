@@ -78,7 +78,12 @@ def _constructor(
 
     def build(rngs: nnx.Rngs) -> nnx.Module:
         return family.build(
-            model_config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, remat_policy=remat, attention=attention,
+            model_config,
+            rngs=rngs,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            remat_policy=remat,
+            attention=attention,
             scan_layers=scan,
         )
 
