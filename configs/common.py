@@ -22,6 +22,14 @@ ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "splash", "cudnn")
 DEFAULT_ATTENTION = "auto"
 POD_ATTENTION = "splash"  # the 7B/8B presets run on TPU pods: no [L, L] buffer at the released lengths
 
+# --config.model.scan_layers: run the decoder layers, the vision blocks and DINOv2's layers as one jax.lax.scan body
+# each (vinci_jax/models/layers.py:scan_layers), so compile time stays flat in depth. Weights stay stored per layer
+# (checkpoints, HF names and sharding rules are unchanged); the scan stacks them inside the program. Off for the tiny
+# / demo models (2-4 layers: nothing to save in compile time, and the Python loop is the reference path), on in the
+# pod presets (28-64 layers).
+DEFAULT_SCAN_LAYERS = False
+POD_SCAN_LAYERS = True
+
 
 def base_config(job: str) -> ml_collections.ConfigDict:
     """Fields every job has: what to run, where it writes, how long, the seed and the mesh."""

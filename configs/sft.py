@@ -33,6 +33,7 @@ def _model() -> ml_collections.ConfigDict:
             "param_dtype": "float32",  # master weights (optimizer state follows them unless optimizer.mu_dtype)
             "remat": "none",  # none | full | dots | dots_no_batch (per decoder layer and vision block)
             "attention": common.DEFAULT_ATTENTION,  # auto | xla | splash | cudnn (see configs/common.py)
+            "scan_layers": common.DEFAULT_SCAN_LAYERS,  # one scanned body per layer stack (see configs/common.py)
             "freeze_vision": False,  # vision tower without the merger
             "freeze_merger": False,
             "freeze": "",  # extra comma-separated regexes over parameter paths ("model/layers/0/.*")
@@ -130,6 +131,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.log_every = 10  # fetching metrics syncs host and device; not every step on a pod
         config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
         config.model.remat = "dots_no_batch"
+        config.model.scan_layers = common.POD_SCAN_LAYERS
         if preset in ("qwen2_5_vl_7b", "qwen3_vl_8b"):
             config.model.attention = common.POD_ATTENTION
         config.optimizer.learning_rate = 1e-5

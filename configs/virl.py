@@ -39,6 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "param_dtype": "float32",
             "remat": "full",  # the released run trains with gradient checkpointing on
             "attention": common.DEFAULT_ATTENTION,  # auto | xla | splash | cudnn (see configs/common.py)
+            "scan_layers": common.DEFAULT_SCAN_LAYERS,  # one scanned body per layer stack (see configs/common.py)
             "freeze_vision": False,  # the released run trains the vision tower
             "freeze_merger": False,
             "freeze": "",
@@ -184,11 +185,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif preset == "qwen2_5_vl_7b":
         config.model.preset = "qwen2_5_vl_7b"
         config.model.attention = common.POD_ATTENTION
+        config.model.scan_layers = common.POD_SCAN_LAYERS
         config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
     elif preset == "qwen3_vl_8b":
         config.model.family = "qwen3_vl"
         config.model.preset = "qwen3_vl_8b"
         config.model.attention = common.POD_ATTENTION
+        config.model.scan_layers = common.POD_SCAN_LAYERS
         config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
         # its slice is v5p-64 (32 chips): 32 rollouts a micro-batch put one row on every chip; 16 rows would not
         # divide the batch axes and the whole micro-batch would be replicated on every chip (vinci_jax.aot)

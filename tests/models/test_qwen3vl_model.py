@@ -65,6 +65,22 @@ def test_logits_match_transformers(case):
     np.testing.assert_allclose(ours[real], ref[real], atol=1e-4, rtol=0)
 
 
+def test_logits_match_transformers_with_the_layer_scan(case):
+    """scan_layers (DeepStack extraction in the tower's scan, injection in the decoder's) keeps HF parity."""
+    from vinci_jax.models.layers import set_scan_layers
+
+    name, _, hf, model, batch = case
+    if name != "untied_deepstack_0_2":
+        pytest.skip("one checkpoint keeps the default-suite budget")
+    ref = torch_logits(hf, batch, model.config.image_token_id)
+    try:
+        ours = jax_logits(set_scan_layers(model, True), batch)
+    finally:
+        set_scan_layers(model, False)
+    real = batch.attention_mask.astype(bool)
+    np.testing.assert_allclose(ours[real], ref[real], atol=1e-4, rtol=0)
+
+
 def test_vision_and_deepstack_features_match_transformers(case):
     name, _, hf, model, batch = case
     with torch.no_grad():

@@ -97,15 +97,23 @@ class ModelFamily:
         param_dtype: Any = None,
         remat_policy: str = "none",
         attention: str = "auto",
+        scan_layers: bool = False,
     ) -> Any:
         """A randomly initialised model (remat_policy: none | full | dots | dots_no_batch, per decoder layer and
-        vision block; attention: auto | xla | splash | cudnn, see `vinci_jax.models.attention`)."""
+        vision block; attention: auto | xla | splash | cudnn, see `vinci_jax.models.attention`; scan_layers: each
+        layer stack as one scanned body, see `vinci_jax.models.layers.scan_layers`)."""
         import jax.numpy as jnp
 
         dtype = jnp.float32 if dtype is None else dtype
         param_dtype = dtype if param_dtype is None else param_dtype
         return self.model_class(
-            config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, remat_policy=remat_policy, attention=attention
+            config,
+            rngs=rngs,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            remat_policy=remat_policy,
+            attention=attention,
+            scan_layers=scan_layers,
         )
 
     def abstract_model(self, config: Any, dtype: Any = None, param_dtype: Any = None) -> Any:

@@ -1,4 +1,5 @@
-"""The layers every model here is built from: Linear, norms, gated MLP, activations, rotary helpers, remat policies.
+"""The layers every model here is built from: Linear, norms, gated MLP, activations, rotary helpers, remat policies,
+and the layer scan (`scan_layers`) every layer stack runs under when its model's `scan_layers` flag is on.
 
 One implementation each, shared by Qwen2.5-VL, Qwen3-VL (text and vision) and DINOv2, so a numerical fix (dtype of a
 norm's statistics, the rope's compute dtype) lands in every model at once. Kernels are [in, out]; norms keep their
@@ -7,7 +8,7 @@ weight in `scale`; every parameter carries its logical axis names (`sharding.par
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -164,3 +165,80 @@ def remat(fn: Callable[..., Any], policy: str) -> Callable[..., Any]:
     if check_remat_policy(policy) == "none":
         return fn
     return nnx.remat(fn, policy=REMAT_POLICIES[policy])
+
+
+# ---- layer scan ------------------------------------------------------------------------------------------------------
+
+
+def _is_variable(x: Any) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def stack_modules(modules: Sequence[nnx.Module]) -> tuple[Any, Any]:
+    """(graphdef, state with a leading layer axis) of identically built modules.
+
+    The models keep their layers as an `nnx.List` (checkpoint, HF and sharding paths stay `layers.<i>`), so the
+    stack is a copy of the layer weights inside the traced program, constrained to the weights' own logical
+    sharding with the layer axis replicated ("layers"); its backward unstacks the gradients again.
+    """
+    if not modules:
+        raise ValueError("scan_layers needs at least one layer")
+    graphdef, first = nnx.split(modules[0])
+    states = [first]
+    for i, module in enumerate(modules[1:], 1):
+        other, state = nnx.split(module)
+        if other != graphdef:
+            raise ValueError(f"layer {i} is built differently from layer 0; a layer scan needs identical layers")
+        states.append(state)
+
+    def stack(*variables: nnx.Variable) -> nnx.Variable:
+        value = jnp.stack([v.get_value() for v in variables])
+        names = variables[0].get_metadata().get("logical_axes")
+        if names is not None:
+            value = sharding.constrain(value, ("layers", *names))
+        return variables[0].replace(value)
+
+    return graphdef, jax.tree.map(stack, *states, is_leaf=_is_variable)
+
+
+LayerStep = Callable[[Callable[..., Any], Any, Any], tuple[Any, Any]]
+
+
+def scan_layers(
+    modules: Sequence[nnx.Module],
+    layer_fn: Callable[..., Any],
+    step: LayerStep,
+    carry: Any,
+    xs: Any = None,
+    *,
+    policy: str = "none",
+) -> tuple[Any, Any]:
+    """Run a layer stack as ONE `jax.lax.scan` body, so the program holds the layer once whatever the depth.
+
+    For each layer i: `carry, y_i = step(apply, carry, xs[i])`, where `apply(*args)` is `layer_fn(layer_i, *args)`
+    under the remat policy (`jax.checkpoint`, `prevent_cse=False` as a scan wants). What differs between layers is
+    passed as per-layer `xs` (flags, slot indices) and handled in `step`, outside the remat: extras such as
+    DeepStack's feature injection are not recomputed and do not change what the layer saves. Returns
+    (final carry, stacked ys).
+    """
+    graphdef, stacked = stack_modules(modules)
+
+    def call(state: Any, *args: Any) -> Any:
+        return layer_fn(nnx.merge(graphdef, state), *args)
+
+    if check_remat_policy(policy) != "none":
+        call = jax.checkpoint(call, policy=REMAT_POLICIES[policy], prevent_cse=False)
+
+    def body(c: Any, inputs: tuple[Any, Any]) -> tuple[Any, Any]:
+        state, x = inputs
+        return step(lambda *args: call(state, *args), c, x)
+
+    return jax.lax.scan(body, carry, (stacked, xs))
+
+
+def set_scan_layers(module: nnx.Module, enabled: bool) -> nnx.Module:
+    """Switch the layer scan of every layer stack in `module` (a model loaded or built elsewhere) on or off."""
+    for _, sub in nnx.iter_modules(module):
+        if hasattr(sub, "scan_layers"):
+            sub.scan_layers = bool(enabled)
+    return module

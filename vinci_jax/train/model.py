@@ -64,6 +64,7 @@ def _constructor(
     """(family, model config, constructor); family and model config are None for the trainer's stand-in model."""
     dtype, param_dtype, remat = _dtype(config.dtype), _dtype(config.param_dtype), config.remat
     attention = config.get("attention", "auto")  # older configs have no attention knob
+    scan = bool(config.get("scan_layers", False))  # nor a layer-scan knob
     if config.preset == "standin" and not config.hf_dir:
         from vinci_jax.train.standin import StandInConfig, StandInTextLM
 
@@ -77,7 +78,13 @@ def _constructor(
 
     def build(rngs: nnx.Rngs) -> nnx.Module:
         return family.build(
-            model_config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, remat_policy=remat, attention=attention
+            model_config,
+            rngs=rngs,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            remat_policy=remat,
+            attention=attention,
+            scan_layers=scan,
         )
 
     return family, model_config, build

@@ -16,7 +16,7 @@ from vinci_jax import sharding
 from vinci_jax.models.attention import AttentionMask, attention, check_implementation
 from vinci_jax.models.dinov2.config import Dinov2Config
 from vinci_jax.models.dinov2.interpolate import bicubic_matrix
-from vinci_jax.models.layers import LayerNorm, activation
+from vinci_jax.models.layers import LayerNorm, activation, scan_layers
 from vinci_jax.models.layers import Linear as _Linear
 
 _init = nnx.initializers.truncated_normal(stddev=0.02)
@@ -182,12 +182,28 @@ class Layer(nnx.Module):
         return sharding.constrain(x, ("batch", "seq", "act_embed"))
 
 
+def _call_layer(layer: Layer, x: jax.Array) -> jax.Array:
+    return layer(x)
+
+
+def _scan_step(apply, x: jax.Array, _: None) -> tuple[jax.Array, None]:
+    return apply(x), None
+
+
 class Encoder(nnx.Module):
-    def __init__(self, config: Dinov2Config, *, rngs: nnx.Rngs, dtype, param_dtype, attention: str = "auto"):
+    """The layers, in a Python loop or (`scan_layers`) as one `jax.lax.scan` body over per-layer stored weights."""
+
+    def __init__(
+        self, config: Dinov2Config, *, rngs: nnx.Rngs, dtype, param_dtype, attention: str = "auto",
+        scan_layers: bool = False,
+    ):  # fmt: skip
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype, attention=attention)
         self.layer = nnx.List([Layer(config, **kw) for _ in range(config.num_hidden_layers)])
+        self.scan_layers = bool(scan_layers)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.scan_layers:
+            return scan_layers(list(self.layer), _call_layer, _scan_step, x)[0]
         for layer in self.layer:
             x = layer(x)
         return x
@@ -197,7 +213,8 @@ class Dinov2Model(nnx.Module):
     """DINOv2 backbone. `__call__(pixels NHWC float) -> (pre_ln, post_ln)` hidden states [B, 1 + R + N, D].
 
     `attention` (auto | xla | splash | cudnn): unmasked attention over the 1 + R + N tokens; splash needs a token
-    count that is a multiple of 128 and otherwise runs the xla path (a per-head loop on CPU).
+    count that is a multiple of 128 and otherwise runs the xla path (a per-head loop on CPU). `scan_layers` runs
+    the encoder layers as one scanned body (`models.layers.scan_layers`).
     """
 
     def __init__(
@@ -208,11 +225,12 @@ class Dinov2Model(nnx.Module):
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         attention: str = "auto",
+        scan_layers: bool = False,
     ):
         self.config = config
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.embeddings = Embeddings(config, **kw)
-        self.encoder = Encoder(config, attention=attention, **kw)
+        self.encoder = Encoder(config, attention=attention, scan_layers=scan_layers, **kw)
         self.layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype)
 
     def __call__(self, pixels: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -12,11 +12,18 @@ vision tower, in the concatenated image order) replace the embeddings of `image_
 Decoding: `init_cache(batch, max_len)` gives an empty `KVCache`; `forward_with_cache` appends a chunk (a whole
 prompt or one token per row) at each row's `cache.next_index`, attends over the valid cached slots, and returns the
 logits and the updated cache. See `KVCache` for the slot rules.
+
+Layer scan (`scan_layers=True`, `--config.model.scan_layers`): the full-sequence forward (SFT, the GRPO update) and
+the fresh prefill run the decoder layers as one `jax.lax.scan` body under the remat policy (`layers.scan_layers`), so
+compile time stays flat in depth; parameters stay stored per layer (`model.layers.<i>`). Chunks into a non-empty
+cache (the T = 1 decode) keep the Python loop over layers: each layer's cache would have to be stacked and unstacked
+on every step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -26,7 +33,7 @@ from flax import nnx
 
 from vinci_jax import sharding
 from vinci_jax.models.attention import AttentionMask, attention, check_implementation
-from vinci_jax.models.layers import GatedMLP, Linear, RMSNorm, apply_rope, check_remat_policy, remat
+from vinci_jax.models.layers import GatedMLP, Linear, RMSNorm, apply_rope, check_remat_policy, remat, scan_layers
 from vinci_jax.models.qwen2_5_vl.config import Qwen25VLConfig, TextConfig
 from vinci_jax.models.qwen2_5_vl.vision import Qwen25VisionTransformer
 
@@ -228,9 +235,20 @@ class DecoderLayer(nnx.Module):
         self.mlp = text_mlp(config, rngs=rngs, **kw)
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: AttentionMask) -> jax.Array:
-        x = x + self.self_attn.attend(*self.self_attn.project(self.input_layernorm(x), cos, sin), mask)
+        return self.prefill(x, cos, sin, mask)[0]
+
+    def _finish(self, x: jax.Array, q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask) -> jax.Array:
+        x = x + self.self_attn.attend(q, k, v, mask)
         x = x + self.mlp(self.post_attention_layernorm(x))
         return sharding.constrain(x, BATCH_SEQ_EMBED)
+
+    def prefill(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: AttentionMask
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """The layer over a chunk that attends only to its own keys; also returns those keys and values [B, T, kv,
+        head_dim] (a fresh prefill writes them into the cache)."""
+        q, k, v = self.self_attn.project(self.input_layernorm(x), cos, sin)
+        return self._finish(x, q, k, v, mask), k, v
 
     def cached(
         self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: AttentionMask, k_cache: jax.Array,
@@ -241,13 +259,80 @@ class DecoderLayer(nnx.Module):
         k_cache = sharding.constrain(_write_rows(k_cache, k, start), CACHE_AXES)
         v_cache = sharding.constrain(_write_rows(v_cache, v, start), CACHE_AXES)
         keys, values = (k, v) if fresh else (k_cache.astype(q.dtype), v_cache.astype(q.dtype))
-        x = x + self.self_attn.attend(q, keys, values, mask)
-        x = x + self.mlp(self.post_attention_layernorm(x))
-        return sharding.constrain(x, BATCH_SEQ_EMBED), k_cache, v_cache
+        return self._finish(x, q, keys, values, mask), k_cache, v_cache
 
 
 def call_layer(layer: DecoderLayer, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: AttentionMask) -> jax.Array:
     return layer(x, cos, sin, mask)
+
+
+def prefill_layer(
+    layer: DecoderLayer, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: AttentionMask
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    return layer.prefill(x, cos, sin, mask)
+
+
+# (layer index, hidden states) -> hidden states, after each layer: Qwen3-VL's DeepStack. The index is a Python int in
+# the layer loop and a traced int32 under the layer scan.
+Inject = Callable[[Any, jax.Array], jax.Array]
+
+
+def _layer_indices(layers: Any) -> jax.Array:
+    return jnp.arange(len(layers), dtype=jnp.int32)
+
+
+def decoder_layers(
+    layers: Any, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: AttentionMask, *, remat_policy: str,
+    scan: bool, inject: Inject | None = None,
+) -> jax.Array:  # fmt: skip
+    """The full-sequence pass through the decoder layers, each under the remat policy: a Python loop, or with `scan`
+    one `jax.lax.scan` body (`layers.scan_layers`); `inject(i, x)` runs after layer i, outside the remat."""
+    if not scan:
+        call = remat(call_layer, remat_policy)
+        for i, layer in enumerate(layers):
+            x = call(layer, x, cos, sin, mask)
+            if inject is not None:
+                x = inject(i, x)
+        return x
+
+    def step(apply: Callable[..., jax.Array], x: jax.Array, i: jax.Array) -> tuple[jax.Array, None]:
+        x = apply(x, cos, sin, mask)
+        return (x if inject is None else inject(i, x)), None
+
+    x, _ = scan_layers(list(layers), call_layer, step, x, _layer_indices(layers), policy=remat_policy)
+    return x
+
+
+def cached_layers(
+    layers: Any, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: AttentionMask, cache: KVCache,
+    start: jax.Array, *, fresh: bool, scan: bool, inject: Inject | None = None,
+) -> tuple[jax.Array, tuple[jax.Array, ...], tuple[jax.Array, ...]]:  # fmt: skip
+    """A chunk through the decoder layers, writing its keys/values into the cache at `start`: (x, new k, new v).
+
+    With `scan` and a `fresh` cache the layers run as one scan body that emits every layer's keys and values
+    ([layers, B, T, ...], one extra copy of the prompt's keys/values until they are written into the per-layer
+    caches); any other chunk (the T = 1 decode) runs the Python loop, which updates each layer's cache in place.
+    """
+    if scan and fresh:
+
+        def step(apply: Callable[..., Any], x: jax.Array, i: jax.Array) -> tuple[jax.Array, Any]:
+            x, k, v = apply(x, cos, sin, mask)
+            return (x if inject is None else inject(i, x)), (k, v)
+
+        x, (ks, vs) = scan_layers(list(layers), prefill_layer, step, x, _layer_indices(layers))
+
+        def write(caches: tuple[jax.Array, ...], chunks: jax.Array) -> tuple[jax.Array, ...]:
+            return tuple(sharding.constrain(_write_rows(c, chunks[i], start), CACHE_AXES) for i, c in enumerate(caches))
+
+        return x, write(cache.k, ks), write(cache.v, vs)
+    new_k, new_v = [], []
+    for i, (layer, k_cache, v_cache) in enumerate(zip(layers, cache.k, cache.v, strict=True)):
+        x, k_cache, v_cache = layer.cached(x, cos, sin, mask, k_cache, v_cache, start, fresh)
+        if inject is not None:
+            x = inject(i, x)
+        new_k.append(k_cache)
+        new_v.append(v_cache)
+    return x, tuple(new_k), tuple(new_v)
 
 
 class Qwen2Model(nnx.Module):
@@ -255,10 +340,11 @@ class Qwen2Model(nnx.Module):
 
     def __init__(
         self, config: TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, remat_policy: str = "none",
-        attention: str = "auto",
+        attention: str = "auto", scan_layers: bool = False,
     ):  # fmt: skip
         self.config = config
         self.remat_policy = check_remat_policy(remat_policy)
+        self.scan_layers = bool(scan_layers)
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.embed_tokens = Embed(config.vocab_size, config.hidden_size, rngs=rngs, **kw)
         self.layers = nnx.List(
@@ -270,9 +356,7 @@ class Qwen2Model(nnx.Module):
     def __call__(self, embeds: jax.Array, position_ids: jax.Array, mask: AttentionMask) -> jax.Array:
         cos, sin = mrope_cos_sin(position_ids, self.config, self.dtype)
         x = sharding.constrain(embeds, BATCH_SEQ_EMBED)
-        call = remat(call_layer, self.remat_policy)
-        for layer in self.layers:
-            x = call(layer, x, cos, sin, mask)
+        x = decoder_layers(self.layers, x, cos, sin, mask, remat_policy=self.remat_policy, scan=self.scan_layers)
         return self.norm(x)
 
 
@@ -324,6 +408,8 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
     `nnx.remat` with that `jax.checkpoint_policies` policy; `model.model.remat_policy` / `model.visual.remat_policy`
     may also be set after loading. `attention` (auto | xla | splash | cudnn) picks the attention kernels of the
     decoder and the vision tower (`vinci_jax.models.attention`; `set_implementation` changes it after loading).
+    `scan_layers` runs the decoder layers and the vision blocks as one scanned body each (`layers.set_scan_layers`
+    changes it after loading).
     """
 
     def __init__(
@@ -335,14 +421,15 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
         param_dtype: Any = jnp.float32,
         remat_policy: str = "none",
         attention: str = "auto",
+        scan_layers: bool = False,
     ):
         self.config = config
         self.dtype = dtype
+        kw = dict(dtype=dtype, param_dtype=param_dtype, remat_policy=remat_policy, attention=attention,
+                  scan_layers=scan_layers)  # fmt: skip
+        self.visual = Qwen25VisionTransformer(config.vision, rngs=rngs, **kw)
+        self.model = Qwen2Model(config.text, rngs=rngs, **kw)
         kw = dict(dtype=dtype, param_dtype=param_dtype)
-        self.visual = Qwen25VisionTransformer(
-            config.vision, rngs=rngs, remat_policy=remat_policy, attention=attention, **kw
-        )
-        self.model = Qwen2Model(config.text, rngs=rngs, remat_policy=remat_policy, attention=attention, **kw)
         text = config.text
         self.lm_head = (
             None
@@ -433,12 +520,10 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
         x = self.embed(input_ids, pixel_values, vision_inputs)
         cos, sin = mrope_cos_sin(position_ids, self.config.text, self.dtype)
         x = sharding.constrain(x, BATCH_SEQ_EMBED)
-        new_k, new_v = [], []
-        for layer, k_cache, v_cache in zip(self.model.layers, cache.k, cache.v, strict=True):
-            x, k_cache, v_cache = layer.cached(x, cos, sin, mask, k_cache, v_cache, start, fresh)
-            new_k.append(k_cache)
-            new_v.append(v_cache)
+        x, new_k, new_v = cached_layers(
+            self.model.layers, x, cos, sin, mask, cache, start, fresh=fresh, scan=self.model.scan_layers
+        )
         logits = self.compute_logits(self.model.norm(x))
 
         next_index = next_write_index(start, real)
-        return logits, KVCache(k=tuple(new_k), v=tuple(new_v), valid=valid, next_index=next_index)
+        return logits, KVCache(k=new_k, v=new_v, valid=valid, next_index=next_index)

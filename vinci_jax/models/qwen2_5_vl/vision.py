@@ -5,7 +5,9 @@ The tower runs on arrays of static, bucketed shapes prepared on the host by `pre
 window, packed into rows, padded up to buckets and described by segment ids. Window layers attend within slots
 ([num_slots, W] batched attention), full-attention layers within rows; the segment ids describe the masks to
 `vinci_jax.models.attention` (no dense mask outside its xla path), and every image frame is its own segment. One
-compiled program serves every image size that falls into the same bucket. Blocks run under the model's remat policy.
+compiled program serves every image size that falls into the same bucket. Blocks run under the model's remat policy,
+in a Python loop or (`scan_layers`) as one `jax.lax.scan` body whose per-block flag picks window or full attention
+under a `lax.cond` around the attention kernel alone.
 
 Parameter layout (NNX path relative to the tower -> HF tensor under `visual.`; the loader's table):
 
@@ -35,7 +37,7 @@ from flax import nnx
 
 from vinci_jax import sharding
 from vinci_jax.models.attention import AttentionMask, attention, check_implementation, resolve
-from vinci_jax.models.layers import GatedMLP, Linear, RMSNorm, apply_rope, check_remat_policy, remat
+from vinci_jax.models.layers import GatedMLP, Linear, RMSNorm, apply_rope, check_remat_policy, remat, scan_layers
 from vinci_jax.models.qwen2_5_vl.config import VisionConfig
 from vinci_jax.models.vision_inputs import VisionInputs, global_reverse_index, prepare_vision_inputs
 
@@ -97,17 +99,39 @@ class VisionAttention(nnx.Module):
         self.proj = Linear(dim, dim, ("heads", "embed"), **kw)
         self.implementation = check_implementation(implementation)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array,
+        window_ids: jax.Array | None = None, use_full: jax.Array | None = None,
+    ) -> jax.Array:  # fmt: skip
         """x: [R, L, hidden]; segment_ids: [G, S] with G * S == R * L: attention within consecutive groups of S
-        patches (window slots or whole rows) and, inside a group, within equal ids (0 = padding)."""
-        groups, size = segment_ids.shape
+        patches (window slots or whole rows) and, inside a group, within equal ids (0 = padding).
+
+        With `window_ids` (another such view) the traced bool `use_full` picks `segment_ids` or `window_ids` under a
+        `lax.cond` (the layer scan's windowed and full blocks share one body)."""
         qkv = self.qkv(x).reshape(*x.shape[:2], 3, self.num_heads, self.head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         q, k = apply_rope(q, cos, sin, float32=True), apply_rope(k, cos, sin, float32=True)
+        if window_ids is None:
+            out = self._attend(q, k, v, segment_ids)
+        else:
+
+            def full(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+                return self._attend(q, k, v, segment_ids)
+
+            def window(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+                return self._attend(q, k, v, window_ids)
+
+            out = jax.lax.cond(use_full, full, window, q, k, v)
+        return self.proj(out.reshape(x.shape))
+
+    def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array) -> jax.Array:
+        """Attention of q, k, v [R, L, heads, head_dim] within the groups of `segment_ids` [G, S]; same shape out."""
+        groups, size = segment_ids.shape
+        shape = q.shape
         q, k, v = (a.reshape(groups, size, self.num_heads, self.head_dim) for a in (q, k, v))
         q = sharding.constrain(q, ("batch", "seq", "act_heads", None))
         out = attention(q, k, v, AttentionMask.segments(segment_ids), implementation=self.implementation)
-        return self.proj(out.reshape(x.shape))
+        return out.reshape(shape)
 
 
 class VisionBlock(nnx.Module):
@@ -122,14 +146,24 @@ class VisionBlock(nnx.Module):
         self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, config.hidden_act, use_bias=True,
                             rngs=rngs, dtype=dtype, param_dtype=param_dtype, init=_INIT)  # fmt: skip
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array,
+        window_ids: jax.Array | None = None, use_full: jax.Array | None = None,
+    ) -> jax.Array:  # fmt: skip
         x = sharding.constrain(x, ("batch", "seq", "act_embed"))
-        x = x + self.attn(self.norm1(x), cos, sin, segment_ids)
+        x = x + self.attn(self.norm1(x), cos, sin, segment_ids, window_ids, use_full)
         return x + self.mlp(self.norm2(x))
 
 
 def call_block(block: nnx.Module, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
     return block(x, cos, sin, segment_ids)
+
+
+def call_mixed_block(
+    block: VisionBlock, x: jax.Array, cos: jax.Array, sin: jax.Array, full_ids: jax.Array, window_ids: jax.Array,
+    use_full: jax.Array,
+) -> jax.Array:  # fmt: skip
+    return block(x, cos, sin, full_ids, window_ids, use_full)
 
 
 def window_view(segment_ids: jax.Array, row_length: int, implementation: str) -> jax.Array:
@@ -177,6 +211,7 @@ class Qwen25VisionTransformer(nnx.Module):
         param_dtype: jnp.dtype = jnp.float32,
         remat_policy: str = "none",
         attention: str = "auto",
+        scan_layers: bool = False,
     ):
         bad = [i for i in config.fullatt_block_indexes if not 0 <= i < config.depth]
         if bad:
@@ -189,6 +224,7 @@ class Qwen25VisionTransformer(nnx.Module):
         self.merger = PatchMerger(config, **kw)
         self.full_attention_blocks = tuple(sorted(set(config.fullatt_block_indexes)))
         self.remat_policy = check_remat_policy(remat_policy)
+        self.scan_layers = bool(scan_layers)
 
     def __call__(self, inputs: VisionInputs) -> jax.Array:
         cfg = self.config
@@ -204,8 +240,31 @@ class Qwen25VisionTransformer(nnx.Module):
         cos, sin = rotary_cos_sin(jnp.asarray(inputs.position_ids), head_dim, cfg.rope_theta)
         full_ids = jnp.asarray(inputs.full_segment_ids)
         window_ids = window_view(jnp.asarray(inputs.window_segment_ids), length, self.blocks[0].attn.implementation)
-        call = remat(call_block, self.remat_policy)
-        for i, block in enumerate(self.blocks):
-            x = call(block, x, cos, sin, full_ids if i in self.full_attention_blocks else window_ids)
+        if self.scan_layers:
+            x = self._scanned_blocks(x, cos, sin, full_ids, window_ids)
+        else:
+            call = remat(call_block, self.remat_policy)
+            for i, block in enumerate(self.blocks):
+                x = call(block, x, cos, sin, full_ids if i in self.full_attention_blocks else window_ids)
         merged = self.merger(x)
         return jnp.take(merged, global_reverse_index(inputs, merged.shape[0]), axis=0)
+
+    def _scanned_blocks(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, full_ids: jax.Array, window_ids: jax.Array
+    ) -> jax.Array:
+        """The blocks as one scan body: a per-block flag (scanned with the weights) picks full or window attention;
+        a tower whose blocks are all of one kind needs no flag."""
+        full = np.array([i in self.full_attention_blocks for i in range(len(self.blocks))])
+        policy = self.remat_policy
+        if full.all() or not full.any():
+            ids = full_ids if full.all() else window_ids
+
+            def uniform(apply: Any, x: jax.Array, _: None) -> tuple[jax.Array, None]:
+                return apply(x, cos, sin, ids), None
+
+            return scan_layers(list(self.blocks), call_block, uniform, x, policy=policy)[0]
+
+        def mixed(apply: Any, x: jax.Array, use_full: jax.Array) -> tuple[jax.Array, None]:
+            return apply(x, cos, sin, full_ids, window_ids, use_full), None
+
+        return scan_layers(list(self.blocks), call_mixed_block, mixed, x, jnp.asarray(full), policy=policy)[0]

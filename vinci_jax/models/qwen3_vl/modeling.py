@@ -22,15 +22,17 @@ from flax import nnx
 
 from vinci_jax import sharding
 from vinci_jax.models.attention import AttentionMask, check_implementation
-from vinci_jax.models.layers import Linear, RMSNorm, check_remat_policy, remat
+from vinci_jax.models.layers import Linear, RMSNorm, check_remat_policy
 from vinci_jax.models.qwen2_5_vl.modeling import (
     BATCH_SEQ_EMBED,
     DecoderLayer,
     Embed,
+    Inject,
     KVCache,
     attend_heads,
-    call_layer,
+    cached_layers,
     chunk_mask,
+    decoder_layers,
     empty_cache,
     image_feature_rows,
     next_write_index,
@@ -119,16 +121,43 @@ class _Deepstack:
             return x
         return add_image_features(x, self.input_ids, self.features[index], self.image_token_id, self.groups)
 
+    def injector(self, scanned: bool) -> Inject | None:
+        """`after_layer` for the decoder's layer loop, or for the layer scan (traced index): the features stacked
+        [levels, N, hidden] once, outside the scan, and the addition under a `lax.cond` that only layers
+        < levels take."""
+        if not scanned:
+            return self.after_layer
+        levels = len(self.features)
+        if not levels:
+            return None
+        stacked = jnp.stack(self.features)
+        is_image, row = image_feature_rows(self.input_ids, self.image_token_id, stacked.shape[1], self.groups)
+
+        def add(i: jax.Array, x: jax.Array) -> jax.Array:
+            b, length, d = x.shape
+            gathered = jnp.take(stacked[i].astype(x.dtype), row, axis=0)
+            return (x.reshape(-1, d) + jnp.where(is_image[:, None], gathered, 0)).reshape(b, length, d)
+
+        def inject(index: jax.Array, x: jax.Array) -> jax.Array:
+            return jax.lax.cond(index < levels, add, lambda i, x: x, jnp.minimum(index, levels - 1), x)
+
+        return inject
+
+
+def deepstack_injector(deepstack: _Deepstack | None, scanned: bool) -> Inject | None:
+    return None if deepstack is None else deepstack.injector(scanned)
+
 
 class Qwen3Model(nnx.Module):
     """Token embedding, decoder layers, final norm (HF's `model.language_model`)."""
 
     def __init__(
         self, config: Qwen3TextConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, remat_policy: str = "none",
-        attention: str = "auto",
+        attention: str = "auto", scan_layers: bool = False,
     ):  # fmt: skip
         self.config = config
         self.remat_policy = check_remat_policy(remat_policy)
+        self.scan_layers = bool(scan_layers)
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.embed_tokens = Embed(config.vocab_size, config.hidden_size, rngs=rngs, **kw)
         self.layers = nnx.List([
@@ -143,11 +172,8 @@ class Qwen3Model(nnx.Module):
     ) -> jax.Array:
         cos, sin = mrope_cos_sin(position_ids, self.config, self.dtype)
         x = sharding.constrain(embeds, BATCH_SEQ_EMBED)
-        call = remat(call_layer, self.remat_policy)
-        for i, layer in enumerate(self.layers):
-            x = call(layer, x, cos, sin, mask)
-            if deepstack is not None:
-                x = deepstack.after_layer(i, x)
+        x = decoder_layers(self.layers, x, cos, sin, mask, remat_policy=self.remat_policy, scan=self.scan_layers,
+                           inject=deepstack_injector(deepstack, self.scan_layers))  # fmt: skip
         return self.norm(x)
 
 
@@ -162,7 +188,9 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
     `config.vision` (see vision.py); `position_ids` [3, B, L] from `vinci_jax.models.qwen3_vl.rope_index`.
     `remat_policy` ("none", "full", "dots", "dots_no_batch") recomputes each decoder layer's and vision block's
     activations in the backward pass under that `jax.checkpoint_policies` policy (settable after loading, as
-    `model.model.remat_policy` / `model.visual.remat_policy`); `attention` picks the attention kernels.
+    `model.model.remat_policy` / `model.visual.remat_policy`); `attention` picks the attention kernels;
+    `scan_layers` runs the decoder layers (DeepStack injection included) and the vision blocks (DeepStack
+    extraction included) as one scanned body each (`layers.set_scan_layers` changes it after loading).
     """
 
     def __init__(
@@ -174,14 +202,15 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
         param_dtype: Any = jnp.float32,
         remat_policy: str = "none",
         attention: str = "auto",
+        scan_layers: bool = False,
     ):
         self.config = config
         self.dtype = dtype
+        kw = dict(dtype=dtype, param_dtype=param_dtype, remat_policy=remat_policy, attention=attention,
+                  scan_layers=scan_layers)  # fmt: skip
+        self.visual = Qwen3VisionTransformer(config.vision, rngs=rngs, **kw)
+        self.model = Qwen3Model(config.text, rngs=rngs, **kw)
         kw = dict(dtype=dtype, param_dtype=param_dtype)
-        self.visual = Qwen3VisionTransformer(
-            config.vision, rngs=rngs, remat_policy=remat_policy, attention=attention, **kw
-        )
-        self.model = Qwen3Model(config.text, rngs=rngs, remat_policy=remat_policy, attention=attention, **kw)
         text = config.text
         self.lm_head = (
             None
@@ -270,14 +299,12 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
         x, deepstack = self.embed_with_deepstack(input_ids, pixel_values, vision_inputs)
         cos, sin = mrope_cos_sin(position_ids, self.config.text, self.dtype)
         x = sharding.constrain(x, BATCH_SEQ_EMBED)
-        new_k, new_v = [], []
-        for i, (layer, k_cache, v_cache) in enumerate(zip(self.model.layers, cache.k, cache.v, strict=True)):
-            x, k_cache, v_cache = layer.cached(x, cos, sin, mask, k_cache, v_cache, start, fresh)
-            if deepstack is not None:
-                x = deepstack.after_layer(i, x)
-            new_k.append(k_cache)
-            new_v.append(v_cache)
+        scanned = self.model.scan_layers and fresh  # the layer scan only serves a fresh prefill (cached_layers)
+        x, new_k, new_v = cached_layers(
+            self.model.layers, x, cos, sin, mask, cache, start, fresh=fresh, scan=self.model.scan_layers,
+            inject=deepstack_injector(deepstack, scanned),
+        )  # fmt: skip
         logits = self.compute_logits(self.model.norm(x))
 
         next_index = next_write_index(start, real)
-        return logits, KVCache(k=tuple(new_k), v=tuple(new_v), valid=valid, next_index=next_index)
+        return logits, KVCache(k=new_k, v=new_v, valid=valid, next_index=next_index)

@@ -10,7 +10,9 @@ need nothing beyond what Qwen2.5-VL's already carry.
 
 DeepStack: after block `deepstack_visual_indexes[k]` the hidden states go through their own merger (LayerNorm over
 the concatenated merge_size**2 patches); the text model adds those features at the image positions after its first
-decoder layers.
+decoder layers. With `scan_layers` the blocks run as one `jax.lax.scan` body; the hidden states of the DeepStack
+blocks are written into a carried buffer ([levels + 1, ...]: every other block writes the spare last slot) and go
+through their mergers after the scan.
 
 Parameter layout (NNX path relative to the tower -> HF tensor under `visual.`):
 
@@ -33,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 from vinci_jax import sharding
-from vinci_jax.models.layers import LayerNorm, Linear, activation, check_remat_policy, remat
+from vinci_jax.models.layers import LayerNorm, Linear, activation, check_remat_policy, remat, scan_layers
 from vinci_jax.models.qwen2_5_vl.vision import VisionAttention, call_block, rotary_cos_sin
 from vinci_jax.models.qwen3_vl.config import Qwen3VisionConfig
 from vinci_jax.models.vision_inputs import VisionInputs, global_reverse_index
@@ -171,10 +173,12 @@ class Qwen3VisionTransformer(nnx.Module):
         param_dtype: Any = jnp.float32,
         remat_policy: str = "none",
         attention: str = "auto",
+        scan_layers: bool = False,
     ):
         self.config = config
         self.dtype = dtype
         self.remat_policy = check_remat_policy(remat_policy)
+        self.scan_layers = bool(scan_layers)
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.patch_embed = PatchEmbed(config, **kw)
         self.pos_embed = PositionEmbedding(config, rngs=rngs, param_dtype=param_dtype)
@@ -199,11 +203,36 @@ class Qwen3VisionTransformer(nnx.Module):
         x = x + pos.astype(x.dtype)
         cos, sin = rotary_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
         reverse = global_reverse_index(inputs, rows * length // cfg.spatial_merge_size**2)
-        deepstack = []
-        call = remat(call_block, self.remat_policy)
-        for i, block in enumerate(self.blocks):
-            x = call(block, x, cos, sin, segments)
-            if i in cfg.deepstack_visual_indexes:
-                merger = self.deepstack_merger_list[cfg.deepstack_visual_indexes.index(i)]
-                deepstack.append(jnp.take(merger(x), reverse, axis=0))
+        if self.scan_layers:
+            x, taken = self._scanned_blocks(x, cos, sin, segments)
+        else:
+            taken = {}
+            call = remat(call_block, self.remat_policy)
+            for i, block in enumerate(self.blocks):
+                x = call(block, x, cos, sin, segments)
+                if i in cfg.deepstack_visual_indexes:
+                    taken[i] = x
+        deepstack = [
+            jnp.take(self.deepstack_merger_list[cfg.deepstack_visual_indexes.index(i)](h), reverse, axis=0)
+            for i, h in sorted(taken.items())
+        ]  # fmt: skip
         return jnp.take(self.merger(x), reverse, axis=0), tuple(deepstack)
+
+    def _scanned_blocks(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, segments: jax.Array
+    ) -> tuple[jax.Array, dict[int, jax.Array]]:
+        """(final hidden states, {DeepStack block: its hidden states}) from one scan body over the blocks."""
+        taps = sorted(set(self.config.deepstack_visual_indexes))
+        slot = np.full(len(self.blocks), len(taps), np.int32)  # the spare slot: blocks DeepStack does not read
+        slot[taps] = np.arange(len(taps), dtype=np.int32)
+
+        def step(apply: Any, carry: tuple[jax.Array, jax.Array], s: jax.Array) -> tuple[Any, None]:
+            x, taken = carry
+            x = apply(x, cos, sin, segments)
+            return (x, jax.lax.dynamic_update_index_in_dim(taken, x, s, 0)), None
+
+        buffer = jnp.zeros((len(taps) + 1, *x.shape), x.dtype)
+        carry = (x, buffer)
+        (x, buffer), _ = scan_layers(list(self.blocks), call_block, step, carry, jnp.asarray(slot),
+                                     policy=self.remat_policy)  # fmt: skip
+        return x, {block: buffer[k] for k, block in enumerate(taps)}
