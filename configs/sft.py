@@ -8,6 +8,7 @@ Presets:
   qwen2_5_vl_3b  Qwen2.5-VL-3B (random init, or weights from `--config.model.hf_dir=...`), FSDP over a pod slice.
   qwen2_5_vl_7b  Qwen2.5-VL-7B likewise (VinciCoder-7B's base).
   qwen3_vl_8b    Qwen3-VL-8B likewise.
+  qwen2_5_vl_32b Qwen2.5-VL-32B likewise (the README's "Will it fit?" table compiles it).
 Qwen3-VL: `--config.model.family=qwen3_vl` (any preset: tiny, 2b, 4b, 8b, 32b) or an HF dir whose config.json says
 `model_type: qwen3_vl` (`--config.model.hf_dir=...`); the family's processor (patch 16, its chat template) follows.
 An existing `workdir` resumes from its latest checkpoint; the workdir also gets the model's config.json and processor
@@ -20,7 +21,7 @@ import ml_collections
 
 from configs import common
 
-PRESETS = ("tiny", "standin", "qwen2_5_vl_3b", "qwen2_5_vl_7b", "qwen3_vl_8b")
+PRESETS = ("tiny", "standin", "qwen2_5_vl_3b", "qwen2_5_vl_7b", "qwen3_vl_8b", "qwen2_5_vl_32b")
 
 
 def _model() -> ml_collections.ConfigDict:
@@ -130,7 +131,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.log_every = 10  # fetching metrics syncs host and device; not every step on a pod
         config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
         config.model.remat = "dots_no_batch"
-        if preset in ("qwen2_5_vl_7b", "qwen3_vl_8b"):
+        if preset in ("qwen2_5_vl_7b", "qwen3_vl_8b", "qwen2_5_vl_32b"):
             config.model.attention = common.POD_ATTENTION
         config.optimizer.learning_rate = 1e-5
         config.optimizer.warmup_steps = 100

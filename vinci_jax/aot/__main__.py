@@ -8,7 +8,10 @@ that failed to compile), 2 on a bad topology or program name.
 
 Programs: sft_train_step (SFT); grpo_grad, grpo_apply, sampler_prefill, sampler_decode, reward_encoder,
 vision_tower (ViRL). `--num_layers N` compiles N and 2N decoder layers and extrapolates linearly to the model's
-depth (the output says so): full-depth 8B compiles take minutes each on a small CPU host.
+depth (the output says so): full-depth 8B compiles take minutes each on a small CPU host; `--num_layers 3,6,9`
+fits the line through 6 and 9 and reports the measured total at 3 beside the line's value (a linearity check).
+`python -m vinci_jax.aot table --out DIR` compiles the README's "Will it fit?" cells one at a time (see
+`vinci_jax.aot.table`).
 Model options pass through as config overrides, e.g. `--config.model.remat=full`, `--config.model.attention=...`.
 """
 
@@ -26,7 +29,12 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/sft.py or con
 _TOPOLOGY = flags.DEFINE_string("topology", "v5e-4", "Cloud TPU slice (v5p-64, v5e-256, v6e-64, ...) or v5e:2x2.")
 _PROGRAMS = flags.DEFINE_list("programs", [], "Programs to compile (default: all of the job's).")
 _HBM_FRACTION = flags.DEFINE_float("hbm_fraction", 0.9, "Budget per chip as a fraction of its HBM.")
-_NUM_LAYERS = flags.DEFINE_integer("num_layers", 0, "Compile N and 2N decoder layers and extrapolate (0: full).")
+_NUM_LAYERS = flags.DEFINE_list(
+    "num_layers",
+    [],
+    "N: compile N and 2N decoder layers and extrapolate to the model's depth; N,M,K: those depths "
+    "(the line through the two deepest, the others checked against it); empty or 0: full depth.",
+)
 _IMAGE_TOKENS = flags.DEFINE_integer("image_tokens", 1024, "Merged vision tokens of the one image per prompt/row.")
 _REWARD_CROPS = flags.DEFINE_integer("reward_crops", 0, "Crops per reward-encoder call (0: the largest crop bucket).")
 _JSON_OUT = flags.DEFINE_string("json_out", "", "Also write the JSON report to this file.")
@@ -48,7 +56,7 @@ def main(argv: list[str]) -> None:
             _TOPOLOGY.value,
             programs=_PROGRAMS.value,
             hbm_fraction=_HBM_FRACTION.value,
-            num_layers=_NUM_LAYERS.value,
+            num_layers=[int(n) for n in _NUM_LAYERS.value],
             image_tokens=_IMAGE_TOKENS.value,
             reward_crops=_REWARD_CROPS.value,
             progress=lambda line: print(line, flush=True),
@@ -68,4 +76,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["table"]:  # the README table's cells, each compiled by this command in a child process
+        from vinci_jax.aot.table import main as table_main
+
+        sys.exit(table_main(sys.argv[2:]))
     app.run(main)
