@@ -147,3 +147,30 @@ def test_command_line_exit_codes(tmp_path):
     assert "DOES NOT FIT: grpo_apply on v5e-4" in result.stderr and "over the budget" in result.stderr
     last = json.loads(result.stdout.strip().splitlines()[-1])
     assert last["over_budget"] == ["grpo_apply"] and json.loads(out.read_text()) == last
+
+
+def test_compile_depths_and_the_table_cells_pass_config_overrides_through():
+    from vinci_jax.aot.run import compile_depths
+    from vinci_jax.aot.table import CELLS, SLICES, Cell, markdown
+
+    assert (
+        compile_depths(0, 36) == [36] and compile_depths(3, 36) == [3, 6] and compile_depths([9, 3, 6], 36) == [3, 6, 9]
+    )
+    assert compile_depths(20, 36) == [36]  # 2N past the model's depth: one full-depth compile
+    keys = [c.key for c in CELLS]
+    assert len(set(keys)) == len(keys) and {c.topology for c in CELLS} == set(SLICES)
+    assert [c.topology for c in CELLS[:5]] == ["v5p-64"] * 5  # v5p-64 first for every job
+    cell = Cell("Qwen3-VL-8B", "configs/virl.py:qwen3_vl_8b", "v5p-64", "3", ("model.scan_layers=true",))
+    command = cell.command(Path("/tmp/x.json"))
+    assert command[-1] == "--config.model.scan_layers=true" and ["--num_layers", "3"] == command[7:9]
+    row = {"name": "grpo_grad", "error": "", "hbm_bytes": 95 * 2**30, "total_gib": 60.0, "temp_bytes": 50 * 2**30,
+           "fits": True, "headroom_fraction": 0.37, "largest_temporaries": [{"shape": "bf16[4096,151936]",
+           "bytes": 2**30}], "compiled_flops": 1e15, "model_flops": 2e15, "roofline_s": 4.4,
+           "roofline_bound": "compute", "mfu_ceiling": 1.0, "extrapolated_from_layers": [6, 9], "compile_s": 600.0,
+           "extrapolation_check": [{"layers": 3, "measured_gib": 20.0, "line_gib": 20.5}]}  # fmt: skip
+    report = {"cell": {"job": "ViRL", "model": "Qwen3-VL-8B", "topology": "v5p-64"}, "decoder_layers": 36,
+              "mesh": {"data": 1, "fsdp": -1, "tensor": 1}, "host": {"load_before": 8.2, "load_after": 11.9},
+              "programs": [row]}  # fmt: skip
+    line = markdown([report]).splitlines()[-1]
+    assert line.startswith("| ViRL Qwen3-VL-8B | v5p-64 (1x-1x1) | grpo_grad | 60.0 of 95 (temp 50.0) | yes (37%)")
+    assert "6+9 -> 36; at 3: 20.0 measured, 20.5 line" in line and "| 600 (8-12) |" in line
