@@ -174,3 +174,23 @@ def test_compile_depths_and_the_table_cells_pass_config_overrides_through():
     line = markdown([report]).splitlines()[-1]
     assert line.startswith("| ViRL Qwen3-VL-8B | v5p-64 (1x-1x1) | grpo_grad | 60.0 of 95 (temp 50.0) | yes (37%)")
     assert "6+9 -> 36; at 3: 20.0 measured, 20.5 line" in line and "| 600 (8-12) |" in line
+
+
+def test_peak_breakdown_names_the_source_ops_live_at_the_peak():
+    """Parsed from the tail of XLA's live-range dump (`--dump_dir`), in its own format."""
+    from vinci_jax.aot.report import peak_breakdown
+
+    text = """HloLiveRange (max 80):
+  Live ranges at 78 (peak):
+    fusion.22{0}: 16777216 bytes (cumulative: 16777216 bytes)
+  Stack trace breakdown for peak usage: 35 667 968 bytes
+    main.2_spmd (100.0%, total: 35 667 968 bytes, current: 0 bytes, remaining: 35 667 968 bytes)
+      ├── jit(f)/jvp()/dot_general{0} (47.0%, total: 16 777 216 bytes, current: 16 777 216 bytes, remaining: 1 bytes)
+      │   └── jit(f)/jvp()/layers_3/mlp (1.0%, total: 4 096 bytes, current: 4 096 bytes, remaining: 0 bytes)
+      ├── jit(f)/transpose(jvp())/dot_general (35.3%, total: 12 599 296 bytes, current: 12 599 296 bytes, remaining: 0)
+      └── a (5.9%, total: 2 097 152 bytes, current: 2 097 152 bytes, remaining: 0 bytes)
+"""
+    found = peak_breakdown(text, count=3)
+    assert [n["source"] for n in found] == ["jit(f)/jvp()/dot_general{0}", "jit(f)/transpose(jvp())/dot_general", "a"]
+    assert [n["bytes"] for n in found] == [16777216, 12599296, 2097152]
+    assert peak_breakdown("no breakdown here") == []

@@ -18,7 +18,7 @@ class UnknownName(ValueError):
 def _compile_all(
     config: ml_collections.ConfigDict, topology: topologies.Topology, devices: list, wanted: Sequence[str],
     layers: int | None, image_tokens: int, reward_crops: int, progress: Callable[[str], None],
-    only_depth_scaled: bool = False,
+    only_depth_scaled: bool = False, dump_dir: str = "",
 ) -> list[report_lib.ProgramReport]:  # fmt: skip
     from vinci_jax import sharding
     from vinci_jax.aot.programs import build_programs
@@ -38,7 +38,7 @@ def _compile_all(
             continue
         depth = f" with {layers} decoder layers" if layers else ""
         progress(f"compiling {program.name} ({program.note}) for {topology.name}{depth} ...")
-        reports.append(report_lib.compile_program(program, mesh))
+        reports.append(report_lib.compile_program(program, mesh, dump_dir))
     return reports
 
 
@@ -64,10 +64,12 @@ def fit_report(
     image_tokens: int = 1024,
     reward_crops: int = 0,
     progress: Callable[[str], None] = lambda line: None,
+    dump_dir: str = "",
 ) -> tuple[dict[str, Any], str]:
     """Compile the job's programs (all, or `programs`) for `topology_name`; with `num_layers` (N: N and 2N; or a
     list of depths) at those decoder depths, extrapolated linearly to the model's depth through the two deepest.
-    The other depths check the line: the report gives the measured totals beside the line's values there."""
+    The other depths check the line: the report gives the measured totals beside the line's values there.
+    `dump_dir`: where XLA dumps (the caller sets `--xla_dump_to` before JAX starts); adds the peak's sources."""
     from vinci_jax.train.model import resolve_model
 
     try:
@@ -77,6 +79,7 @@ def fit_report(
     devices = topologies.topology_devices(topology)
     full = int(resolve_model(config.model)[1].text.num_hidden_layers)
     args = (list(programs), image_tokens, reward_crops, progress)
+    dump = {"dump_dir": dump_dir}
     depths = compile_depths(num_layers, full)
     extrapolated = depths != [full]
     checks: dict[str, list[dict[str, float]]] = {}
@@ -84,7 +87,9 @@ def fit_report(
         # programs that do not grow with the decoder's depth compile once, at the shallowest depth
         by_depth = {}
         for i, depth in enumerate(depths):
-            compiled = _compile_all(config, topology, devices, args[0], depth, *args[1:], only_depth_scaled=i > 0)
+            compiled = _compile_all(
+                config, topology, devices, args[0], depth, *args[1:], only_depth_scaled=i > 0, **dump
+            )
             by_depth[depth] = {r.name: r for r in compiled}
         a, b = depths[-2:]
         reports = []
@@ -93,15 +98,17 @@ def fit_report(
                 reports.append(first)
                 continue
             reports.append(report_lib.extrapolate(by_depth[a][name], by_depth[b][name], (a, b), full))
+            small, large = by_depth[a][name], by_depth[b][name]
+            line = lambda d, lo=small, hi=large: report_lib.extrapolate(lo, hi, (a, b), d)  # noqa: E731
             checks[name] = [
                 {"layers": d, "measured_gib": by_depth[d][name].total_bytes / report_lib.GIB,
-                 "line_gib": report_lib.extrapolate(by_depth[a][name], by_depth[b][name], (a, b), d).total_bytes
-                 / report_lib.GIB}
-                for d in depths[:-2]
+                 "temp_gib": by_depth[d][name].temp_bytes / report_lib.GIB, "line_gib": line(d).total_bytes
+                 / report_lib.GIB, "compile_s": by_depth[d][name].compile_s}
+                for d in depths
                 if not by_depth[d][name].error
             ]  # fmt: skip
     else:
-        reports = _compile_all(config, topology, devices, args[0], None, *args[1:])
+        reports = _compile_all(config, topology, devices, args[0], None, *args[1:], **dump)
     rows = [r.summary(topology, hbm_fraction) for r in reports]
     for row in rows:
         if checks.get(row["name"]):

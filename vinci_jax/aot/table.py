@@ -94,7 +94,8 @@ def _depth(report: dict[str, Any], row: dict[str, Any]) -> str:
     a, b = row["extrapolated_from_layers"]
     text = f"{a}+{b} -> {full}"
     for check in row.get("extrapolation_check", []):
-        text += f"; at {check['layers']}: {check['measured_gib']:.1f} measured, {check['line_gib']:.1f} line"
+        if check["layers"] not in (a, b):  # the line passes through a and b; other depths check it
+            text += f"; at {check['layers']}: {check['measured_gib']:.1f} measured, {check['line_gib']:.1f} line"
     return text
 
 
