@@ -178,6 +178,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.preset = "qwen2_5_vl_7b"
         config.model.attention = common.POD_ATTENTION
         config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
+        config.algo.micro_batch_rows = 32  # one row per chip on v5p-64, as the 8B (16 would be replicated there)
     elif preset == "qwen3_vl_8b":
         config.model.family = "qwen3_vl"
         config.model.preset = "qwen3_vl_8b"

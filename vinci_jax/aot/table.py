@@ -60,11 +60,28 @@ _SFT = (
     ("Qwen2.5-VL-32B", "configs/sft.py:qwen2_5_vl_32b"),
 )
 SLICES = ("v5p-64", "v5e-256", "v6e-64")
-# the released 8B / 7B depth (36 / 28 decoder layers) compiles at 3 and 6 layers (Qwen3-VL's deepstack needs 3)
-# and is extrapolated; 32B (64 layers) likewise. Full-depth compiles of these take tens of minutes on 2 cores.
-DEFAULT_LAYERS = "3"
+# full depth: the pod presets run the decoder as a layer scan (`model.scan_layers`), whose compile time does not grow
+# with depth. Without the scan, `--num_layers 3` compiles 3 and 6 layers and extrapolates (Qwen3-VL's DeepStack
+# needs 3): an unrolled full-depth 8B compile takes far longer on 2 cores.
+DEFAULT_LAYERS = ""
+# what a slice other than the presets' own v5p-64 needs so the batch divides its chips: ViRL one rollout row per chip
+# per micro-batch (the presets' 32 would be replicated over 64 or 256 chips), SFT's 128 rows over 128 (fsdp) x 2
+# (tensor) on 256 chips. The released batch (256 x 8 rollouts, 128 x 8,192 SFT rows) stays.
+SLICE_OVERRIDES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("ViRL", "v5e-256"): ("algo.micro_batch_rows=256",),
+    ("ViRL", "v6e-64"): ("algo.micro_batch_rows=64",),
+    ("SFT", "v5e-256"): ("mesh.fsdp=128", "mesh.tensor=2"),
+}
 CELLS: tuple[Cell, ...] = tuple(
-    Cell(model, config, topology, DEFAULT_LAYERS) for topology in SLICES for model, config in (*_VIRL, *_SFT)
+    Cell(
+        model,
+        config,
+        topology,
+        DEFAULT_LAYERS,
+        SLICE_OVERRIDES.get(("ViRL" if "virl" in config else "SFT", topology), ()),
+    )
+    for topology in SLICES
+    for model, config in (*_VIRL, *_SFT)
 )
 
 
@@ -155,6 +172,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--force", action="store_true", help="recompile cells whose JSON exists")
     parser.add_argument("--markdown_only", action="store_true", help="only render table.md from the JSON there")
     parser.add_argument("--timeout_s", type=float, default=7200.0, help="per cell")
+    parser.add_argument("--num_layers", default=None, help="every cell's depths (N, or N,M,K; default: full)")
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(f"{c.key}  {' '.join(c.command(Path('OUT')))}" for c in CELLS))
@@ -165,8 +183,9 @@ def main(argv: Sequence[str]) -> int:
         print(f"error: unknown cells {unknown}; known: {', '.join(c.key for c in CELLS)}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    cells = CELLS if args.num_layers is None else [dataclasses.replace(c, num_layers=args.num_layers) for c in CELLS]
     if not args.markdown_only:
-        for cell in CELLS:
+        for cell in cells:
             if (wanted and cell.key not in wanted) or ((args.out / f"{cell.key}.json").exists() and not args.force):
                 continue
             print(f"{cell.key}: {' '.join(cell.command(args.out / (cell.key + '.json')))}", flush=True)
