@@ -135,8 +135,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             config.model.attention = common.POD_ATTENTION
         config.optimizer.learning_rate = 1e-5
         config.optimizer.warmup_steps = 100
-        config.data.global_batch_size = 128
         config.data.seq_len = 8192
+        # 128 rows of 8,192 tokens a step as 4 micro-batches of 32: one row per chip on v5p-64 (32 chips). At 4 rows
+        # per chip dots_no_batch would keep every matmul output of every layer: 8B, 32,768 tokens x 38,912 outputs
+        # x 2 bytes = 2.4 GiB a layer, 86 GiB over 36 layers, past the chip alone (vinci_jax.aot arithmetic, not yet
+        # compiled); at one row a chip it is 21.5 GiB. 32B keeps 1.1 GiB a layer even at one row (71 GiB over 64):
+        # it recomputes everything instead (remat full: its saved layer inputs are 5 GiB).
+        config.data.global_batch_size = 32
+        config.grad_accum_steps = 4
+        if preset == "qwen2_5_vl_32b":
+            config.model.remat = "full"
         config.checkpoint.every_steps = 500
         config.eval_every = 500
         config.eval_steps = 20

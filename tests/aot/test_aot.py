@@ -194,3 +194,18 @@ def test_peak_breakdown_names_the_source_ops_live_at_the_peak():
     assert [n["source"] for n in found] == ["jit(f)/jvp()/dot_general{0}", "jit(f)/transpose(jvp())/dot_general", "a"]
     assert [n["bytes"] for n in found] == [16777216, 12599296, 2097152]
     assert peak_breakdown("no breakdown here") == []
+
+
+def test_pod_presets_put_one_row_per_chip_on_their_v5p_64_slice():
+    """A micro-batch whose rows do not divide the chips is replicated on every chip (the 8B gradient once needed
+    5 TiB); the released SFT step is 128 rows of 8,192 tokens, ViRL 256 prompts x 8 rollouts."""
+    chips = topologies.lookup("v5p-64").chips
+    for preset in ("qwen2_5_vl_7b", "qwen3_vl_8b"):
+        virl = virl_configs.get_config(preset)
+        assert virl.algo.micro_batch_rows == chips and virl.model.remat == "full", preset
+        assert (virl.data.prompts_per_step * virl.rollout.n) % virl.algo.micro_batch_rows == 0
+    for preset in ("qwen2_5_vl_7b", "qwen3_vl_8b", "qwen2_5_vl_32b"):
+        sft = sft_configs.get_config(preset)
+        assert sft.data.global_batch_size == chips and sft.data.global_batch_size * sft.grad_accum_steps == 128
+        assert sft.data.seq_len == 8192 and sft.model.attention == "splash", preset
+    assert sft_configs.get_config("qwen2_5_vl_32b").model.remat == "full"

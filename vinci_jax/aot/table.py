@@ -65,12 +65,14 @@ SLICES = ("v5p-64", "v5e-256", "v6e-64")
 # needs 3): an unrolled full-depth 8B compile takes far longer on 2 cores.
 DEFAULT_LAYERS = ""
 # what a slice other than the presets' own v5p-64 needs so the batch divides its chips: ViRL one rollout row per chip
-# per micro-batch (the presets' 32 would be replicated over 64 or 256 chips), SFT's 128 rows over 128 (fsdp) x 2
-# (tensor) on 256 chips. The released batch (256 x 8 rollouts, 128 x 8,192 SFT rows) stays.
+# per micro-batch (the presets' 32 would be replicated over 64 or 256 chips); SFT's 128 rows a step as 2 x 64 on 64
+# chips, and in one micro-batch over 128 (fsdp) x 2 (tensor) on 256. The released batch (256 x 8 rollouts,
+# 128 x 8,192 SFT rows a step) stays.
 SLICE_OVERRIDES: dict[tuple[str, str], tuple[str, ...]] = {
     ("ViRL", "v5e-256"): ("algo.micro_batch_rows=256",),
     ("ViRL", "v6e-64"): ("algo.micro_batch_rows=64",),
-    ("SFT", "v5e-256"): ("mesh.fsdp=128", "mesh.tensor=2"),
+    ("SFT", "v5e-256"): ("data.global_batch_size=128", "grad_accum_steps=1", "mesh.fsdp=128", "mesh.tensor=2"),
+    ("SFT", "v6e-64"): ("data.global_batch_size=64", "grad_accum_steps=2"),
 }
 CELLS: tuple[Cell, ...] = tuple(
     Cell(
