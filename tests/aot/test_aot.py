@@ -169,10 +169,10 @@ def test_compile_depths_and_the_table_cells_pass_config_overrides_through():
            "roofline_bound": "compute", "mfu_ceiling": 1.0, "extrapolated_from_layers": [6, 9], "compile_s": 600.0,
            "extrapolation_check": [{"layers": 3, "measured_gib": 20.0, "line_gib": 20.5}]}  # fmt: skip
     report = {"cell": {"job": "ViRL", "model": "Qwen3-VL-8B", "topology": "v5p-64"}, "decoder_layers": 36,
-              "mesh": {"data": 1, "fsdp": -1, "tensor": 1}, "host": {"load_before": 8.2, "load_after": 11.9},
-              "programs": [row]}  # fmt: skip
+              "mesh": {"data": 1, "fsdp": -1, "tensor": 1}, "chips": 32,
+              "host": {"load_before": 8.2, "load_after": 11.9}, "programs": [row]}  # fmt: skip
     line = markdown([report]).splitlines()[-1]
-    assert line.startswith("| ViRL Qwen3-VL-8B | v5p-64 (1x-1x1) | grpo_grad | 60.0 of 95 (temp 50.0) | yes (37%)")
+    assert line.startswith("| ViRL Qwen3-VL-8B | v5p-64 (1x32x1) | grpo_grad | 60.0 of 95 (temp 50.0) | yes (37%)")
     assert "6+9 -> 36; at 3: 20.0 measured, 20.5 line" in line and "| 600 (8-12) |" in line
 
 

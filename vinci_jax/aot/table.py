@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -118,6 +119,13 @@ def _depth(report: dict[str, Any], row: dict[str, Any]) -> str:
     return text
 
 
+def _mesh(report: dict[str, Any]) -> str:
+    """data x fsdp x tensor with the -1 axis resolved to the chips left."""
+    sizes = [int(report.get("mesh", {}).get(a, 1)) for a in ("data", "fsdp", "tensor")]
+    known = math.prod(s for s in sizes if s != -1)
+    return "x".join(str(report.get("chips", 0) // known if s == -1 else s) for s in sizes)
+
+
 def _largest(row: dict[str, Any]) -> str:
     if not row["largest_temporaries"]:
         return "-"
@@ -132,8 +140,7 @@ def markdown(reports: Sequence[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * 11]
     for report in reports:
         cell = report["cell"]
-        mesh = report.get("mesh", {})
-        where = f"{cell['topology']} ({'x'.join(str(mesh.get(a, '?')) for a in ('data', 'fsdp', 'tensor'))})"
+        where = f"{cell['topology']} ({_mesh(report)})"
         label = f"{cell['job']} {cell['model']}"
         load = f"{report['host']['load_before']:.0f}-{report['host']['load_after']:.0f}"
         if report.get("tool_error"):
