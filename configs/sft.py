@@ -8,6 +8,7 @@ Presets:
   qwen2_5_vl_3b  Qwen2.5-VL-3B (random init, or weights from `--config.model.hf_dir=...`), FSDP over a pod slice.
   qwen2_5_vl_7b  Qwen2.5-VL-7B likewise (VinciCoder-7B's base).
   qwen3_vl_8b    Qwen3-VL-8B likewise.
+  qwen2_5_vl_32b Qwen2.5-VL-32B likewise (the README's "Will it fit?" table compiles it).
 Qwen3-VL: `--config.model.family=qwen3_vl` (any preset: tiny, 2b, 4b, 8b, 32b) or an HF dir whose config.json says
 `model_type: qwen3_vl` (`--config.model.hf_dir=...`); the family's processor (patch 16, its chat template) follows.
 An existing `workdir` resumes from its latest checkpoint; the workdir also gets the model's config.json and processor
@@ -20,7 +21,7 @@ import ml_collections
 
 from configs import common
 
-PRESETS = ("tiny", "standin", "qwen2_5_vl_3b", "qwen2_5_vl_7b", "qwen3_vl_8b")
+PRESETS = ("tiny", "standin", "qwen2_5_vl_3b", "qwen2_5_vl_7b", "qwen3_vl_8b", "qwen2_5_vl_32b")
 
 
 def _model() -> ml_collections.ConfigDict:
@@ -132,12 +133,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
         config.model.remat = "dots_no_batch"
         config.model.scan_layers = common.POD_SCAN_LAYERS
-        if preset in ("qwen2_5_vl_7b", "qwen3_vl_8b"):
+        if preset in ("qwen2_5_vl_7b", "qwen3_vl_8b", "qwen2_5_vl_32b"):
             config.model.attention = common.POD_ATTENTION
         config.optimizer.learning_rate = 1e-5
         config.optimizer.warmup_steps = 100
-        config.data.global_batch_size = 128
         config.data.seq_len = 8192
+        # 128 rows of 8,192 tokens a step as 4 micro-batches of 32: one row per chip on v5p-64 (32 chips). At 4 rows
+        # per chip dots_no_batch would keep every matmul output of every layer: 8B, 32,768 tokens x 38,912 outputs
+        # x 2 bytes = 2.4 GiB a layer, 86 GiB over 36 layers, past the chip alone (vinci_jax.aot arithmetic, not yet
+        # compiled); at one row a chip it is 21.5 GiB. 32B keeps 1.1 GiB a layer even at one row (71 GiB over 64):
+        # it recomputes everything instead (remat full: its saved layer inputs are 5 GiB).
+        config.data.global_batch_size = 32
+        config.grad_accum_steps = 4
+        if preset == "qwen2_5_vl_32b":
+            config.model.remat = "full"
         config.checkpoint.every_steps = 500
         config.eval_every = 500
         config.eval_steps = 20

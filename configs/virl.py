@@ -20,6 +20,10 @@ import ml_collections
 from configs import common
 
 PRESETS = ("tiny", "qwen2_5_vl_7b", "qwen3_vl_8b")
+# The pod presets keep one rollout per row: the "Will it fit?" figures were compiled with it, and shared-prefix rows
+# (micro_batch_rows / n rows of 6,144 + 8 x 10,240 tokens) cannot cover a 32-chip slice's batch axes without
+# sequence sharding, which is not built (WORKSPACE "GRPO update rows").
+POD_ROW_LAYOUT = "padded"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -187,6 +191,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.attention = common.POD_ATTENTION
         config.model.scan_layers = common.POD_SCAN_LAYERS
         config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
+        config.algo.micro_batch_rows = 32  # one row per chip on v5p-64, as the 8B (16 would be replicated there)
+        config.algo.row_layout = POD_ROW_LAYOUT
     elif preset == "qwen3_vl_8b":
         config.model.family = "qwen3_vl"
         config.model.preset = "qwen3_vl_8b"
@@ -196,4 +202,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # its slice is v5p-64 (32 chips): 32 rollouts a micro-batch put one row on every chip; 16 rows would not
         # divide the batch axes and the whole micro-batch would be replicated on every chip (vinci_jax.aot)
         config.algo.micro_batch_rows = 32
+        config.algo.row_layout = POD_ROW_LAYOUT
     return config

@@ -16,6 +16,7 @@ pytest.importorskip("libtpu", reason="compiling for TPU needs libtpu: pip instal
 from configs import sft as sft_configs  # noqa: E402
 from configs import virl as virl_configs  # noqa: E402
 from vinci_jax.aot import topologies  # noqa: E402
+from vinci_jax.aot.report import ProgramReport  # noqa: E402
 from vinci_jax.aot.run import UnknownName, fit_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,9 +56,10 @@ def _check_fields(row: dict, fits: bool = True) -> None:
     assert row["headroom_fraction"] == pytest.approx(1 - row["total_bytes"] / row["hbm_bytes"])
     assert row["largest_temporaries"] and all(t["bytes"] > 0 and "[" in t["shape"] for t in row["largest_temporaries"])
     assert len(row["largest_temporaries"]) <= 5
+    assert row["roofline_flops"] == max(row["compiled_flops"], row["model_flops"])
     if row["model_flops"]:
         assert row["flops_ratio"] == pytest.approx(row["compiled_flops"] / row["model_flops"])
-        assert 0 < row["mfu_ceiling"]
+        assert 0 < row["mfu_ceiling"] <= 1.0
 
 
 def test_topology_table_names_chips_hbm_and_peak_with_sources():
@@ -70,6 +72,27 @@ def test_topology_table_names_chips_hbm_and_peak_with_sources():
     assert topologies.lookup("v5e:2x2") is topologies.lookup("v5e-4")
     devices = topologies.topology_devices(topologies.lookup(TOPOLOGY))
     assert len(devices) == 4 and all(d.platform == "tpu" for d in devices)
+
+
+def test_roofline_counts_the_larger_flops_so_the_mfu_ceiling_stays_at_most_one():
+    """Splash attention (a Pallas call) and loop trips are invisible to XLA's cost analysis: compiled FLOPs can be
+    far under the analytic count (the 8B grpo_grad once reported an MFU ceiling of 3.55). The roofline then counts
+    the analytic FLOPs; where remat makes the compiled count larger, that one."""
+    v5p = topologies.lookup("v5p-64")
+    peak, bandwidth = v5p.chip.peak_bf16_flops, v5p.chip.hbm_bytes_per_s
+    model = 3.55 * 459e12  # an analytic count 3.55 s of peak, with XLA seeing only a second of it
+    under = ProgramReport("grpo_grad", "", compiled_flops=459e12, model_flops=model, bytes_accessed=1e9)
+    row = under.summary(v5p, 0.9)
+    assert row["roofline_flops_from"] == "analytic" and row["roofline_flops"] == model
+    assert row["roofline_s"] == pytest.approx(model / peak) and row["roofline_bound"] == "compute"
+    assert row["mfu_ceiling"] == pytest.approx(1.0) and row["flops_ratio"] == pytest.approx(1 / 3.55)
+    over = ProgramReport("grpo_grad", "", compiled_flops=2 * model, model_flops=model, bytes_accessed=1e9)
+    row = over.summary(v5p, 0.9)
+    assert row["roofline_flops_from"] == "compiled" and row["mfu_ceiling"] == pytest.approx(0.5)
+    memory_bound = ProgramReport("decode", "", compiled_flops=1e12, model_flops=2e12, bytes_accessed=100 * bandwidth)
+    row = memory_bound.summary(v5p, 0.9)
+    assert row["roofline_bound"] == "memory" and row["roofline_s"] == pytest.approx(100.0)
+    assert row["mfu_ceiling"] == pytest.approx(2e12 / peak / 100.0)
 
 
 def test_unknown_topology_lists_the_known_ones():
@@ -124,3 +147,65 @@ def test_command_line_exit_codes(tmp_path):
     assert "DOES NOT FIT: grpo_apply on v5e-4" in result.stderr and "over the budget" in result.stderr
     last = json.loads(result.stdout.strip().splitlines()[-1])
     assert last["over_budget"] == ["grpo_apply"] and json.loads(out.read_text()) == last
+
+
+def test_compile_depths_and_the_table_cells_pass_config_overrides_through():
+    from vinci_jax.aot.run import compile_depths
+    from vinci_jax.aot.table import CELLS, SLICES, Cell, markdown
+
+    assert (
+        compile_depths(0, 36) == [36] and compile_depths(3, 36) == [3, 6] and compile_depths([9, 3, 6], 36) == [3, 6, 9]
+    )
+    assert compile_depths(20, 36) == [36]  # 2N past the model's depth: one full-depth compile
+    keys = [c.key for c in CELLS]
+    assert len(set(keys)) == len(keys) and {c.topology for c in CELLS} == set(SLICES)
+    assert [c.topology for c in CELLS[:5]] == ["v5p-64"] * 5  # v5p-64 first for every job
+    cell = Cell("Qwen3-VL-8B", "configs/virl.py:qwen3_vl_8b", "v5p-64", "3", ("model.scan_layers=true",))
+    command = cell.command(Path("/tmp/x.json"))
+    assert command[-1] == "--config.model.scan_layers=true" and ["--num_layers", "3"] == command[7:9]
+    row = {"name": "grpo_grad", "error": "", "hbm_bytes": 95 * 2**30, "total_gib": 60.0, "temp_bytes": 50 * 2**30,
+           "fits": True, "headroom_fraction": 0.37, "largest_temporaries": [{"shape": "bf16[4096,151936]",
+           "bytes": 2**30}], "compiled_flops": 1e15, "model_flops": 2e15, "roofline_s": 4.4,
+           "roofline_bound": "compute", "mfu_ceiling": 1.0, "extrapolated_from_layers": [6, 9], "compile_s": 600.0,
+           "extrapolation_check": [{"layers": 3, "measured_gib": 20.0, "line_gib": 20.5}]}  # fmt: skip
+    report = {"cell": {"job": "ViRL", "model": "Qwen3-VL-8B", "topology": "v5p-64"}, "decoder_layers": 36,
+              "mesh": {"data": 1, "fsdp": -1, "tensor": 1}, "chips": 32,
+              "host": {"load_before": 8.2, "load_after": 11.9}, "programs": [row]}  # fmt: skip
+    line = markdown([report]).splitlines()[-1]
+    assert line.startswith("| ViRL Qwen3-VL-8B | v5p-64 (1x32x1) | grpo_grad | 60.0 of 95 (temp 50.0) | yes (37%)")
+    assert "6+9 -> 36; at 3: 20.0 measured, 20.5 line" in line and "| 600 (8-12) |" in line
+
+
+def test_peak_breakdown_names_the_source_ops_live_at_the_peak():
+    """Parsed from the tail of XLA's live-range dump (`--dump_dir`), in its own format."""
+    from vinci_jax.aot.report import peak_breakdown
+
+    text = """HloLiveRange (max 80):
+  Live ranges at 78 (peak):
+    fusion.22{0}: 16777216 bytes (cumulative: 16777216 bytes)
+  Stack trace breakdown for peak usage: 35 667 968 bytes
+    main.2_spmd (100.0%, total: 35 667 968 bytes, current: 0 bytes, remaining: 35 667 968 bytes)
+      ├── jit(f)/jvp()/dot_general{0} (47.0%, total: 16 777 216 bytes, current: 16 777 216 bytes, remaining: 1 bytes)
+      │   └── jit(f)/jvp()/layers_3/mlp (1.0%, total: 4 096 bytes, current: 4 096 bytes, remaining: 0 bytes)
+      ├── jit(f)/transpose(jvp())/dot_general (35.3%, total: 12 599 296 bytes, current: 12 599 296 bytes, remaining: 0)
+      └── a (5.9%, total: 2 097 152 bytes, current: 2 097 152 bytes, remaining: 0 bytes)
+"""
+    found = peak_breakdown(text, count=3)
+    assert [n["source"] for n in found] == ["jit(f)/jvp()/dot_general{0}", "jit(f)/transpose(jvp())/dot_general", "a"]
+    assert [n["bytes"] for n in found] == [16777216, 12599296, 2097152]
+    assert peak_breakdown("no breakdown here") == []
+
+
+def test_pod_presets_put_one_row_per_chip_on_their_v5p_64_slice():
+    """A micro-batch whose rows do not divide the chips is replicated on every chip (the 8B gradient once needed
+    5 TiB); the released SFT step is 128 rows of 8,192 tokens, ViRL 256 prompts x 8 rollouts."""
+    chips = topologies.lookup("v5p-64").chips
+    for preset in ("qwen2_5_vl_7b", "qwen3_vl_8b"):
+        virl = virl_configs.get_config(preset)
+        assert virl.algo.micro_batch_rows == chips and virl.model.remat == "full", preset
+        assert (virl.data.prompts_per_step * virl.rollout.n) % virl.algo.micro_batch_rows == 0
+    for preset in ("qwen2_5_vl_7b", "qwen3_vl_8b", "qwen2_5_vl_32b"):
+        sft = sft_configs.get_config(preset)
+        assert sft.data.global_batch_size == chips and sft.data.global_batch_size * sft.grad_accum_steps == 128
+        assert sft.data.seq_len == 8192 and sft.model.attention == "splash", preset
+    assert sft_configs.get_config("qwen2_5_vl_32b").model.remat == "full"

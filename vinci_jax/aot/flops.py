@@ -2,9 +2,12 @@
 
 N counts the matmul weights (rank >= 2 leaves) of the part that runs: the text decoder (without the embedding
 table, a lookup), the LM head only where logits are computed, the vision tower for patches. Attention adds
-4 * heads * head_dim * context per token and layer forward (QK^T and PV at the dense length, as the programs compute
-it), three times that trained. These are the FLOPs a perfect implementation must do; the compiled count over them
-shows recomputation (remat), padding and waste.
+4 * heads * head_dim * context per token and layer forward (QK^T and PV), three times that trained; the decoder is
+causal, so a token of a length-L sequence attends to (L + 1) / 2 keys on average (what splash's block-sparse kernel
+computes, up to its block edges), while vision attention counts the whole row (an upper bound: segments are
+per image). These are the FLOPs a perfect implementation must do; the compiled count over them shows recomputation
+(remat), padding and waste, and under them what `cost_analysis()` cannot see (Pallas kernels, loop trips: see
+`report`).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def text_forward_flops(
     parts, text = _matmul_params(params), model_config.text
     tokens = rows * length
     dense = 2.0 * parts["text"] * tokens + 2.0 * _head_params(model_config, parts) * rows * logit_tokens
-    attention = 4.0 * text.num_hidden_layers * _attention_width(text) * length * tokens
+    attention = 4.0 * text.num_hidden_layers * _attention_width(text) * (length + 1) / 2.0 * tokens
     return factor * (dense + attention)
 
 

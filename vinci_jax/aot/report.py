@@ -5,6 +5,14 @@ All figures are per chip: an SPMD program compiles to one per-device executable,
 outputs) + temporaries + generated code; the budget is `hbm_fraction` of the chip's HBM. The roofline bound is the
 larger of compiled FLOPs / peak and bytes accessed / HBM bandwidth; the MFU ceiling is the model FLOPs (analytic)
 done in that time over the peak, an upper bound on what a run can reach.
+
+Which FLOPs the roofline counts: the larger of the compiled and the analytic count. XLA's `cost_analysis()` misses
+work it cannot see: Pallas kernels (splash attention is a custom call with no cost estimate, so the attention FLOPs
+of the 7B / 8B presets count as zero) and all but one trip of a while loop (`lax.map` over logit chunks, a layer
+scan, a vision block loop). The analytic count misses what the program really does on top of the model's
+arithmetic (remat recomputation, padding). Neither is a safe bound alone; the larger is, and since the roofline
+time is then at least model FLOPs / peak, the MFU ceiling (model FLOPs / peak over the roofline time) is <= 1 by
+construction.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import dataclasses
 import math
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -33,6 +42,32 @@ _SKIP_OPS = {"parameter", "get-tuple-element", "tuple", "bitcast", "constant", "
 # fields that grow with depth (extrapolated linearly over decoder layers)
 LINEAR_FIELDS = ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "code_bytes", "compiled_flops",
                  "bytes_accessed", "model_flops")  # fmt: skip
+
+
+_PEAK_NODE = re.compile(
+    r"^[\s│├└─]*(?P<name>\S.*?) \((?P<pct>[\d.]+)%, total: (?P<total>[\d ]+) bytes, current: (?P<current>[\d ]+) bytes"
+)
+
+
+def peak_breakdown(live_range_text: str, count: int = 10) -> list[dict[str, Any]]:
+    """Where the peak is: the `count` largest contributors of XLA's "stack trace breakdown for peak usage" (a
+    dump's `*after_optimizations-live-range.txt`), by the bytes each source op (its JAX name stack) holds live at
+    the peak. Temporaries alone name shapes; this names what made them (`--dump_dir`)."""
+    lines = live_range_text.splitlines()
+    start = next((i for i, line in enumerate(lines) if "Stack trace breakdown for peak usage" in line), None)
+    if start is None:
+        return []
+    nodes = []
+    for line in lines[start + 1 :]:
+        match = _PEAK_NODE.match(line)
+        if not match:
+            if line.strip() and not line.startswith(" "):
+                break
+            continue
+        current = int(match.group("current").replace(" ", ""))
+        if current:
+            nodes.append({"source": match.group("name"), "bytes": current})
+    return sorted(nodes, key=lambda n: -n["bytes"])[:count]
 
 
 def largest_temporaries(hlo_text: str, count: int = 5) -> list[dict[str, Any]]:
@@ -86,6 +121,7 @@ class ProgramReport:
     model_flops: float = 0.0  # per chip
     compile_s: float = 0.0
     largest_temporaries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    peak_sources: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # with a dump dir only
     error: str = ""
     extrapolated_from_layers: tuple[int, ...] = ()
 
@@ -96,7 +132,8 @@ class ProgramReport:
     def summary(self, topology: Topology, hbm_fraction: float) -> dict[str, Any]:
         chip = topology.chip
         budget = hbm_fraction * chip.hbm_bytes
-        flops_s = self.compiled_flops / chip.peak_bf16_flops
+        roofline_flops = max(self.compiled_flops, self.model_flops)
+        flops_s = roofline_flops / chip.peak_bf16_flops
         memory_s = self.bytes_accessed / chip.hbm_bytes_per_s
         roofline = max(flops_s, memory_s)
         out = dataclasses.asdict(self)
@@ -109,18 +146,27 @@ class ProgramReport:
             headroom_fraction=1.0 - self.total_bytes / chip.hbm_bytes,
             fits=not self.error and self.total_bytes <= budget,
             flops_ratio=self.compiled_flops / self.model_flops if self.model_flops else None,
+            roofline_flops=roofline_flops,
+            roofline_flops_from="compiled" if self.compiled_flops >= self.model_flops else "analytic",
             roofline_s=roofline,
             roofline_bound="compute" if flops_s >= memory_s else "memory",
-            mfu_ceiling=(self.model_flops / chip.peak_bf16_flops) / roofline if roofline else None,
+            mfu_ceiling=min(1.0, (self.model_flops / chip.peak_bf16_flops) / roofline) if roofline else None,
             extrapolated_from_layers=list(self.extrapolated_from_layers),
         )
         return out
 
 
-def compile_program(program: Program, mesh: Any) -> ProgramReport:
-    """Lower and compile `program` on `mesh`; a compile failure (e.g. out of HBM) is recorded, not raised."""
+def _newest_live_range(dump_dir: str, since: float) -> str:
+    """The live-range dump XLA wrote for the latest compile (`--xla_dump_to=dump_dir`), or ""."""
+    paths = [p for p in Path(dump_dir).glob("*after_optimizations-live-range.txt") if p.stat().st_mtime >= since]
+    return max(paths, key=lambda p: p.stat().st_mtime).read_text() if paths else ""
+
+
+def compile_program(program: Program, mesh: Any, dump_dir: str = "") -> ProgramReport:
+    """Lower and compile `program` on `mesh`; a compile failure (e.g. out of HBM) is recorded, not raised. With
+    `dump_dir` (XLA dumping there) the report names the sources of the peak's live bytes."""
     report = ProgramReport(program.name, program.note, model_flops=program.model_flops / mesh.size)
-    start = time.perf_counter()
+    start, start_wall = time.perf_counter(), time.time() - 1.0
     try:
         with jax.set_mesh(mesh):
             compiled = program.fn.lower(*program.args, **program.static).compile()
@@ -140,6 +186,8 @@ def compile_program(program: Program, mesh: Any) -> ProgramReport:
     report.compiled_flops = float(cost.get("flops", 0.0)) * program.loop_iterations
     report.bytes_accessed = float(cost.get("bytes accessed", 0.0)) * program.loop_iterations
     report.largest_temporaries = largest_temporaries(compiled.as_text())
+    if dump_dir:
+        report.peak_sources = peak_breakdown(_newest_live_range(dump_dir, start_wall))
     return report
 
 
@@ -181,4 +229,8 @@ def format_table(rows: list[dict[str, Any]], topology: Topology) -> str:
         )
         for t in r["largest_temporaries"][:5]:
             lines.append(f"{'':18}{t['bytes'] / GIB:9.3f} GiB  {t['shape']}  {t['op']} ({t['name']})")
+        if r["peak_sources"]:
+            lines.append(f"{'':18}live at the peak, by source op:")
+        for t in r["peak_sources"]:
+            lines.append(f"{'':18}{t['bytes'] / GIB:9.3f} GiB  {t['source'][-150:]}")
     return "\n".join(lines)

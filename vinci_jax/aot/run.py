@@ -18,7 +18,7 @@ class UnknownName(ValueError):
 def _compile_all(
     config: ml_collections.ConfigDict, topology: topologies.Topology, devices: list, wanted: Sequence[str],
     layers: int | None, image_tokens: int, reward_crops: int, progress: Callable[[str], None],
-    only_depth_scaled: bool = False,
+    only_depth_scaled: bool = False, dump_dir: str = "",
 ) -> list[report_lib.ProgramReport]:  # fmt: skip
     from vinci_jax import sharding
     from vinci_jax.aot.programs import build_programs
@@ -38,8 +38,20 @@ def _compile_all(
             continue
         depth = f" with {layers} decoder layers" if layers else ""
         progress(f"compiling {program.name} ({program.note}) for {topology.name}{depth} ...")
-        reports.append(report_lib.compile_program(program, mesh))
+        reports.append(report_lib.compile_program(program, mesh, dump_dir))
     return reports
+
+
+def compile_depths(num_layers: int | Sequence[int], full: int) -> list[int]:
+    """The decoder depths to compile: none given (0) -> the model's own; N -> N and 2N; a list -> those (sorted).
+    Depths at or over the model's own mean one full-depth compile."""
+    depths = [int(num_layers)] if isinstance(num_layers, int) else [int(d) for d in num_layers]
+    depths = sorted({d for d in depths if d > 0})
+    if len(depths) == 1:
+        depths.append(2 * depths[0])
+    if not depths or depths[-1] >= full:
+        return [full]
+    return depths
 
 
 def fit_report(
@@ -48,13 +60,16 @@ def fit_report(
     *,
     programs: Sequence[str] = (),
     hbm_fraction: float = 0.9,
-    num_layers: int = 0,
+    num_layers: int | Sequence[int] = 0,
     image_tokens: int = 1024,
     reward_crops: int = 0,
     progress: Callable[[str], None] = lambda line: None,
+    dump_dir: str = "",
 ) -> tuple[dict[str, Any], str]:
-    """Compile the job's programs (all, or `programs`) for `topology_name`; with `num_layers` at N and 2N decoder
-    layers, extrapolated linearly to the model's depth."""
+    """Compile the job's programs (all, or `programs`) for `topology_name`; with `num_layers` (N: N and 2N; or a
+    list of depths) at those decoder depths, extrapolated linearly to the model's depth through the two deepest.
+    The other depths check the line: the report gives the measured totals beside the line's values there.
+    `dump_dir`: where XLA dumps (the caller sets `--xla_dump_to` before JAX starts); adds the peak's sources."""
     from vinci_jax.train.model import resolve_model
 
     try:
@@ -64,16 +79,40 @@ def fit_report(
     devices = topologies.topology_devices(topology)
     full = int(resolve_model(config.model)[1].text.num_hidden_layers)
     args = (list(programs), image_tokens, reward_crops, progress)
-    extrapolated = bool(num_layers) and 2 * num_layers < full
+    dump = {"dump_dir": dump_dir}
+    depths = compile_depths(num_layers, full)
+    extrapolated = depths != [full]
+    checks: dict[str, list[dict[str, float]]] = {}
     if extrapolated:
-        # programs that do not grow with the decoder's depth compile once
-        small = {r.name: r for r in _compile_all(config, topology, devices, args[0], num_layers, *args[1:], True)}
-        large = _compile_all(config, topology, devices, args[0], 2 * num_layers, *args[1:])
-        reports = [report_lib.extrapolate(small[b.name], b, (num_layers, 2 * num_layers), full)
-                   if b.name in small else b for b in large]  # fmt: skip
+        # programs that do not grow with the decoder's depth compile once, at the shallowest depth
+        by_depth = {}
+        for i, depth in enumerate(depths):
+            compiled = _compile_all(
+                config, topology, devices, args[0], depth, *args[1:], only_depth_scaled=i > 0, **dump
+            )
+            by_depth[depth] = {r.name: r for r in compiled}
+        a, b = depths[-2:]
+        reports = []
+        for name, first in by_depth[depths[0]].items():
+            if name not in by_depth[b]:
+                reports.append(first)
+                continue
+            reports.append(report_lib.extrapolate(by_depth[a][name], by_depth[b][name], (a, b), full))
+            small, large = by_depth[a][name], by_depth[b][name]
+            line = lambda d, lo=small, hi=large: report_lib.extrapolate(lo, hi, (a, b), d)  # noqa: E731
+            checks[name] = [
+                {"layers": d, "measured_gib": by_depth[d][name].total_bytes / report_lib.GIB,
+                 "temp_gib": by_depth[d][name].temp_bytes / report_lib.GIB, "line_gib": line(d).total_bytes
+                 / report_lib.GIB, "compile_s": by_depth[d][name].compile_s}
+                for d in depths
+                if not by_depth[d][name].error
+            ]  # fmt: skip
     else:
-        reports = _compile_all(config, topology, devices, args[0], None, *args[1:])
+        reports = _compile_all(config, topology, devices, args[0], None, *args[1:], **dump)
     rows = [r.summary(topology, hbm_fraction) for r in reports]
+    for row in rows:
+        if checks.get(row["name"]):
+            row["extrapolation_check"] = checks[row["name"]]
     over = [r for r in rows if not r["fits"]]
     reasons = []
     for r in over:
@@ -92,7 +131,8 @@ def fit_report(
         "peak_bf16_flops_per_chip": topology.chip.peak_bf16_flops,
         "hbm_fraction": hbm_fraction,
         "decoder_layers": full,
-        "compiled_layers": [num_layers, 2 * num_layers] if extrapolated else [full],
+        "compiled_layers": depths,
+        "extrapolated": extrapolated,
         "image_tokens": image_tokens,
         "programs": rows,
         "over_budget": [r["name"] for r in over],
