@@ -14,22 +14,13 @@ from vinci_jax.train.train_state import split_model
 IMAGE, VSTART, VEND, EOS, PAD = 1000, 1002, 1003, 1010, 1011
 
 
-def _prompt(rng, grid, text):
-    t, h, w = grid
-    ids = [VSTART] + [IMAGE] * (t * h * w // 4) + [VEND] + list(rng.integers(0, 900, text))
-    return {
-        "input_ids": np.asarray(ids, np.int32),
-        "pixel_values": rng.normal(size=(t * h * w, 3 * 2 * 14 * 14)).astype(np.float32),
-        "image_grid_thw": np.asarray([grid], np.int64),
-    }
-
 
 @pytest.fixture(scope="module")
-def rollouts(tiny_qwen25_dir):
+def rollouts(tiny_qwen25_dir, image_prompt):
     jax.config.update("jax_default_matmul_precision", "highest")
     model = load_qwen2_5_vl(tiny_qwen25_dir)
     rng = np.random.default_rng(1)
-    raw = [_prompt(rng, (1, 4, 4), 6), _prompt(rng, (1, 2, 6), 3)]
+    raw = [image_prompt(rng, (1, 4, 4), 6), image_prompt(rng, (1, 2, 6), 3)]
     prompts = make_prompt_batch(raw, model.config, PAD)
     samples = Sampler(model, (EOS,), PAD).generate(
         prompts, SamplingParams(n=2, temperature=0.8, max_new_tokens=7), jax.random.key(0)

@@ -27,15 +27,6 @@ REWARDS = np.asarray([0.1, 0.5, 0.9, 0.3, 1.0, 0.2, 0.6, 0.6])
 EQUAL_GROUP = np.asarray([0.1, 0.5, 0.9, 0.3, 0.7, 0.7, 0.7, 0.7])
 
 
-def _prompt(rng, grid, text):
-    t, h, w = grid
-    ids = [VSTART] + [IMAGE] * (t * h * w // 4) + [VEND] + list(rng.integers(0, 900, text))
-    return {
-        "input_ids": np.asarray(ids, np.int32),
-        "pixel_values": rng.normal(size=(t * h * w, 3 * 2 * 14 * 14)).astype(np.float32),
-        "image_grid_thw": np.asarray([grid], np.int64),
-    }
-
 
 def make_rollouts(chunks, rewards):
     rewards = np.asarray(rewards, np.float32)
@@ -48,11 +39,11 @@ def make_rollouts(chunks, rewards):
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_qwen25_dir):
+def setup(tiny_qwen25_dir, image_prompt):
     jax.config.update("jax_default_matmul_precision", "highest")
     model = load_qwen2_5_vl(tiny_qwen25_dir)
     rng = np.random.default_rng(3)
-    raw = [_prompt(rng, (1, 4, 4), 5), _prompt(rng, (1, 2, 6), 3)]
+    raw = [image_prompt(rng, (1, 4, 4), 5), image_prompt(rng, (1, 2, 6), 3)]
     prompts = make_prompt_batch(raw, model.config, PAD)
     samples = Sampler(model, (EOS,), PAD).generate(
         prompts, SamplingParams(n=N, temperature=TEMP, max_new_tokens=6), jax.random.key(0)

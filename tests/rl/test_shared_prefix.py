@@ -28,22 +28,13 @@ IMAGE, VSTART, VEND, PAD = 1000, 1002, 1003, 1011
 N, TEMP, TOL = 3, 0.8, 1e-5
 
 
-def _prompt(rng, grid, text):
-    t, h, w = grid
-    ids = [VSTART] + [IMAGE] * (t * h * w // 4) + [VEND] + list(rng.integers(0, 900, text))
-    return {
-        "input_ids": np.asarray(ids, np.int32),
-        "pixel_values": rng.normal(size=(t * h * w, 3 * 2 * 14 * 14)).astype(np.float32),
-        "image_grid_thw": np.asarray([grid], np.int64),
-    }
-
 
 @pytest.fixture(scope="module")
-def sampled(tiny_qwen25_dir):
+def sampled(tiny_qwen25_dir, image_prompt):
     jax.config.update("jax_default_matmul_precision", "highest")
     model = load_qwen2_5_vl(tiny_qwen25_dir)
     rng = np.random.default_rng(5)
-    raw = [_prompt(rng, (1, 4, 4), 7), _prompt(rng, (1, 2, 6), 2)]
+    raw = [image_prompt(rng, (1, 4, 4), 7), image_prompt(rng, (1, 2, 6), 2)]
     prompts = make_prompt_batch(raw, model.config, PAD)
     lengths = np.asarray([9, 1, 5, 4, 8, 2])
     live = np.arange(9)[None] < lengths[:, None]

@@ -166,14 +166,8 @@ def build_packed_micro_batch(
     `num_rows` >= len(rows) pads with empty rows (segment 0, no targets)."""
     count = num_rows or len(rows)
     window = response_window(max((sum(ref.response_length for ref in row) for row in rows), default=1), row_length)
-    ids = np.full((count, row_length), pad_token_id, np.int32)
-    segments = np.zeros((count, row_length), np.int32)
-    positions = np.zeros((3, count, row_length), np.int32)
-    target_positions = np.zeros((count, window), np.int32)
-    targets = np.full((count, window), pad_token_id, np.int32)
-    response_mask = np.zeros((count, window), np.float32)
-    rollout_logprobs = np.zeros((count, window), np.float32)
-    advantages = np.zeros((count, window), np.float32)
+    arrays = _windowed_rows(count, row_length, window, pad_token_id)
+    ids, segments, positions, target_positions, targets, response_mask, rollout_logprobs, advantages = arrays.values()
     grids, pixels = [], []
     for b, row in enumerate(rows):
         offset = out = 0
@@ -200,17 +194,7 @@ def build_packed_micro_batch(
                 pixels.append(np.asarray(ref.raw[p]["pixel_values"]))
             offset, out = end, out + n
     vision = _vision_rows(grids, pixels, vision_config, patch_buckets) if grids else None
-    return {
-        "input_ids": ids,
-        "segment_ids": segments,
-        "position_ids": positions,
-        "vision_inputs": vision,
-        "target_positions": target_positions,
-        "targets": targets,
-        "response_mask": response_mask,
-        "rollout_logprobs": rollout_logprobs,
-        "advantages": advantages,
-    }
+    return {**arrays, "vision_inputs": vision}
 
 
 def slot_length(tokens: int, capacity: int) -> int:
@@ -241,14 +225,8 @@ def build_shared_prefix_micro_batch(
     window = response_window(max((sum(ref.response_length for ref in g) for g in groups), default=1),
                              slots_per_row * response_slot)  # fmt: skip
     count = num_rows or len(groups)
-    ids = np.full((count, length), pad_token_id, np.int32)
-    segments = np.zeros((count, length), np.int32)
-    positions = np.zeros((3, count, length), np.int32)
-    target_positions = np.zeros((count, window), np.int32)
-    targets = np.full((count, window), pad_token_id, np.int32)
-    response_mask = np.zeros((count, window), np.float32)
-    rollout_logprobs = np.zeros((count, window), np.float32)
-    advantages = np.zeros((count, window), np.float32)
+    arrays = _windowed_rows(count, length, window, pad_token_id)
+    ids, segments, positions, target_positions, targets, response_mask, rollout_logprobs, advantages = arrays.values()
     grids, pixels = [], []
     for b, group in enumerate(groups):
         if len(group) > slots_per_row:
@@ -285,16 +263,21 @@ def build_shared_prefix_micro_batch(
             grids.append(grid)
             pixels.append(np.asarray(first.raw[p]["pixel_values"]))
     vision = _vision_rows(grids, pixels, vision_config, patch_buckets) if grids else None
+    return {**arrays, "segment_ids": BranchedSegments(segments, slots), "vision_inputs": vision}
+
+
+def _windowed_rows(count: int, length: int, window: int, pad_token_id: int) -> dict[str, np.ndarray]:
+    """The zeroed arrays of `count` rows of `length` tokens with a response window of `window` tokens, in the order
+    the packed and shared-prefix builders unpack them (both fill them in place)."""
     return {
-        "input_ids": ids,
-        "segment_ids": BranchedSegments(segments, slots),
-        "position_ids": positions,
-        "vision_inputs": vision,
-        "target_positions": target_positions,
-        "targets": targets,
-        "response_mask": response_mask,
-        "rollout_logprobs": rollout_logprobs,
-        "advantages": advantages,
+        "input_ids": np.full((count, length), pad_token_id, np.int32),
+        "segment_ids": np.zeros((count, length), np.int32),
+        "position_ids": np.zeros((3, count, length), np.int32),
+        "target_positions": np.zeros((count, window), np.int32),
+        "targets": np.full((count, window), pad_token_id, np.int32),
+        "response_mask": np.zeros((count, window), np.float32),
+        "rollout_logprobs": np.zeros((count, window), np.float32),
+        "advantages": np.zeros((count, window), np.float32),
     }
 
 
