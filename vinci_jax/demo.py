@@ -103,6 +103,7 @@ def _tiny_job_config(
     cfg = configs_module.get_config("tiny")
     cfg.workdir, cfg.seed, cfg.num_steps = str(workdir), config.seed, steps
     cfg.data.min_pixels, cfg.data.max_pixels = IMAGE_PIXELS["min_pixels"], IMAGE_PIXELS["max_pixels"]
+    cfg.model.num_layers = int(config.get("model", {}).get("num_layers", 0))  # SFT and ViRL build the same depth
     return cfg
 
 
