@@ -458,12 +458,15 @@ def paged_decode_attention(
     k_pages, v_pages [KV, N, P, D] (the layout of the Pallas paged kernels: N pages of P tokens per kv head);
     page_table [B, W] int32, the pages of row b in order; lengths [B]: keys 0 .. lengths[b] - 1 of the row are
     valid (at least 1). "auto" / "splash" on TPU is the Pallas TPU paged attention kernel (it reads only the row's
-    pages); everything else is the reference gather path: the rows' pages gathered, then the same softmax as
-    `attention`'s xla path (which the lockstep sampler's cache decode uses). The Pallas GPU paged kernel
+    pages) when the head dim is a multiple of 128; everything else is the reference gather path: the rows' pages
+    gathered, then the same softmax as `attention`'s xla path (which the lockstep sampler's cache decode uses). The
+    Pallas GPU paged kernel
     (`pallas.ops.gpu.paged_attention`, same page layout) is not wired in yet: GPU takes the gather path.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if resolve(implementation) == "splash" and target_platform() == "tpu":
+    # the kernel's blocks need a head dim that fills TPU lanes (a multiple of 128, as the 7B/8B models have); a
+    # smaller one (the tiny presets' 16) does not lower, so it takes the gather path there
+    if resolve(implementation) == "splash" and target_platform() == "tpu" and q.shape[-1] % 128 == 0:
         from jax.experimental.pallas.ops.tpu.paged_attention import paged_attention
 
         block = next(b for b in (8, 4, 2, 1) if page_table.shape[1] % b == 0)
