@@ -9,6 +9,7 @@ format (e.g. `\\usepackage[dvipsnames]{xcolor}`) is compiled again without it.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
@@ -192,10 +193,8 @@ class _Tool:
 
     @staticmethod
     def _kill(proc: subprocess.Popen[bytes]) -> None:
-        try:
+        with contextlib.suppress(OSError):  # the group may already be gone
             os.killpg(proc.pid, 9)
-        except OSError:
-            pass
 
     @staticmethod
     def _check_started(argv: list[str], wrapped: bool, returncode: int, out: bytes) -> None:
