@@ -85,8 +85,24 @@ def _sample_row(
         token = jnp.argmax(logits)
         return token, jax.nn.log_softmax(logits)[token]
     scaled = logits / temperature
-    token = jax.random.categorical(key, _truncate(scaled, top_k, top_p, use_top_p))
+    token = draw_token(key, _truncate(scaled, top_k, top_p, use_top_p))
     return token, jax.nn.log_softmax(scaled)[token]
+
+
+def draw_token(key: jax.Array, logits: jax.Array) -> jax.Array:
+    """One draw from softmax(logits) as an exponential race: argmax_i p_i / E_i with E_i ~ Exp(1) iid.
+
+    Why not `jax.random.categorical` (Gumbel-max, argmax_i logit_i - log(-log u_i)): the same race in log space,
+    but its two nested logs per vocabulary entry made it the cost of a decode step on CPU (32 rows x 32,000
+    entries: 91 ms against 38 ms for this and 27 ms for the LM head, at load 12). The winner of the race is token i
+    with probability p_i, and like Gumbel-max (unlike inverse-CDF sampling, whose one cumulative sum collects every
+    entry's rounding) a tiny change in the logits flips the draw only when the two best scores almost tie, so paths
+    that compute the same logits with different rounding (the engine, a recomputed row) keep drawing the same
+    tokens. A masked (-inf) entry has p_i = 0 and never wins.
+    """
+    tiny = jnp.finfo(logits.dtype).tiny  # u > 0, so every E_i is finite and positive
+    waits = -jnp.log(jax.random.uniform(key, logits.shape, logits.dtype, minval=tiny))
+    return jnp.argmax(jnp.exp(logits - jnp.max(logits)) / waits)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_len"))
