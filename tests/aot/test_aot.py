@@ -211,3 +211,17 @@ def test_pod_presets_put_one_row_per_chip_on_their_v5p_64_slice():
         assert sft.data.global_batch_size == chips and sft.data.global_batch_size * sft.grad_accum_steps == 128
         assert sft.data.seq_len == 8192 and sft.model.attention == "splash", preset
     assert sft_configs.get_config("qwen2_5_vl_32b").model.remat == "full"
+
+
+def test_table_cell_streams_progress_and_stops_at_its_timeout(capsys):
+    """A cell's compile echoes its "compiling ..." lines as they come (a long table run shows where it is) and is
+    killed at the cell's timeout, its output's tail kept for the table's error row."""
+    from vinci_jax.aot.table import _stream
+
+    script = "import sys, time; print('compiling grpo_grad ...', flush=True); print('noise'); sys.exit(3)"
+    code, tail = _stream([sys.executable, "-c", script], "cell-a", 60)
+    assert code == 3 and "noise" in tail
+    assert "cell-a: compiling grpo_grad ..." in capsys.readouterr().out
+    hang = "import time; print('compiling sampler_decode ...', flush=True); time.sleep(60)"
+    code, tail = _stream([sys.executable, "-c", hang], "cell-b", 1.0)
+    assert code == -1 and tail.startswith("timed out after 1 s") and "sampler_decode" in tail

@@ -11,12 +11,14 @@ every JSON in DIR, in the cells' order. Run it under `nice -n 10` on a shared ma
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,15 +90,32 @@ CELLS: tuple[Cell, ...] = tuple(
 )
 
 
+def _stream(command: list[str], key: str, timeout_s: float) -> tuple[int, str]:
+    """Run one cell's compile, echoing its progress lines ("compiling grpo_grad ...") with the time, so a long
+    table run shows which program it is on and how long each took; (exit code or -1 on timeout, output tail)."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    timer = threading.Timer(timeout_s, proc.kill)
+    timer.start()
+    tail: collections.deque[str] = collections.deque(maxlen=60)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail.append(line)
+            if line.startswith(("compiling ", "DOES NOT FIT")):
+                print(f"  {time.strftime('%H:%M:%S')} {key}: {line.rstrip()}", flush=True)
+        code = proc.wait()
+    finally:
+        timed_out = not timer.is_alive()
+        timer.cancel()
+    text = "".join(tail)[-3000:]
+    return (-1, f"timed out after {timeout_s:.0f} s; last output: {text[-1500:]}") if timed_out else (code, text)
+
+
 def run_cell(cell: Cell, out: Path, timeout_s: float) -> dict[str, Any]:
     """Compile one cell in a child process; its report JSON gains the cell and the host's load."""
     path = out / f"{cell.key}.json"
     load_before, start = os.getloadavg()[0], time.time()
-    try:
-        proc = subprocess.run(cell.command(path), capture_output=True, text=True, timeout=timeout_s)
-        code, tail = proc.returncode, (proc.stderr + proc.stdout)[-3000:]
-    except subprocess.TimeoutExpired:
-        code, tail = -1, f"timed out after {timeout_s:.0f} s"
+    code, tail = _stream(cell.command(path), cell.key, timeout_s)
     report: dict[str, Any] = json.loads(path.read_text()) if path.exists() and code in (0, 3) else {}
     if not report:  # the tool itself failed (not a program over budget: that is exit 3 with a report)
         report = {"programs": [], "tool_error": f"exit {code}: {tail}"}
