@@ -9,14 +9,4 @@ __all__ = [
     "Qwen25VLForConditionalGeneration",
     "TextConfig",
     "VisionConfig",
-    "load_qwen2_5_vl",
 ]
-
-
-def __getattr__(name: str):
-    # Convenience re-export of the HF loader (vinci_jax.hf.qwen2_5_vl), imported lazily: hf imports this package.
-    if name == "load_qwen2_5_vl":
-        from vinci_jax.hf.qwen2_5_vl import load_qwen2_5_vl
-
-        return load_qwen2_5_vl
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -97,14 +97,28 @@ class Attention(nnx.Module):
         return attend_heads(self.o_proj, q, k, v, mask, self.implementation)
 
 
-def add_image_features(
-    x: jax.Array, input_ids: jax.Array, features: jax.Array, image_token_id: int, groups: int = 1
-) -> jax.Array:
-    """x + features at image-token positions (row-major over [B, L], consecutive rows of `features`): DeepStack."""
+def deepstack_index(input_ids: jax.Array, image_token_id: int, num_features: int, groups: int = 1) -> jax.Array:
+    """int32 [B*L]: the feature row each token takes (image tokens, row-major, as `image_feature_rows`), or
+    `num_features` for every other token: the zero row that `pad_features` appends."""
+    is_image, row = image_feature_rows(input_ids, image_token_id, num_features, groups)
+    return jnp.where(is_image, row, num_features).astype(jnp.int32)
+
+
+def pad_features(features: jax.Array, dtype: Any) -> jax.Array:
+    """features [..., N, hidden] with one zero row appended ([..., N + 1, hidden]), in `dtype`."""
+    zeros = jnp.zeros((*features.shape[:-2], 1, features.shape[-1]), dtype)
+    return jnp.concatenate([features.astype(dtype), zeros], axis=-2)
+
+
+def add_image_features(x: jax.Array, index: jax.Array, padded: jax.Array) -> jax.Array:
+    """x + padded[index] over [B*L] tokens (`deepstack_index`, `pad_features`): DeepStack's injection.
+
+    A gather through an index computed once, not a select on the activations: the gather's backward needs only
+    that int32 [tokens] index, where a `jnp.where(is_image[:, None], ...)` in the scanned body had its broadcast
+    [tokens, hidden] predicate and zeros saved for every layer (pred[36, 24,576, 4,096], 3.4 GiB per chip, in
+    the 8B GRPO gradient)."""
     b, length, d = x.shape
-    is_image, row = image_feature_rows(input_ids, image_token_id, features.shape[0], groups)
-    gathered = jnp.take(features.astype(x.dtype), row, axis=0)
-    return (x.reshape(-1, d) + jnp.where(is_image[:, None], gathered, 0)).reshape(b, length, d)
+    return x + jnp.take(padded, index, axis=0, mode="clip").reshape(b, length, d)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,36 +130,29 @@ class _Deepstack:
     image_token_id: int
     groups: int = 1
 
-    def after_layer(self, index: int, x: jax.Array) -> jax.Array:
-        if index >= len(self.features):
-            return x
-        return add_image_features(x, self.input_ids, self.features[index], self.image_token_id, self.groups)
-
-    def injector(self, scanned: bool) -> Inject | None:
-        """`after_layer` for the decoder's layer loop, or for the layer scan (traced index): the features stacked
-        [levels, N, hidden] once, outside the scan, and the addition under a `lax.cond` that only layers
-        < levels take."""
-        if not scanned:
-            return self.after_layer
+    def injector(self, scanned: bool, dtype: Any) -> Inject | None:
+        """(layer index, x) -> x with level `index`'s features added (layers past the last level: x), for the
+        decoder's layer loop (Python index) or the layer scan (traced index: the padded features stacked
+        [levels, N + 1, hidden] once, outside the scan, and the addition under a `lax.cond` that only layers
+        < levels take)."""
         levels = len(self.features)
         if not levels:
             return None
-        stacked = jnp.stack(self.features)
-        is_image, row = image_feature_rows(self.input_ids, self.image_token_id, stacked.shape[1], self.groups)
+        index = deepstack_index(self.input_ids, self.image_token_id, self.features[0].shape[0], self.groups)
+        if not scanned:
+            padded = [pad_features(f, dtype) for f in self.features]
+            return lambda i, x: add_image_features(x, index, padded[i]) if i < levels else x
+        stacked = pad_features(jnp.stack(self.features), dtype)
 
-        def add(i: jax.Array, x: jax.Array) -> jax.Array:
-            b, length, d = x.shape
-            gathered = jnp.take(stacked[i].astype(x.dtype), row, axis=0)
-            return (x.reshape(-1, d) + jnp.where(is_image[:, None], gathered, 0)).reshape(b, length, d)
-
-        def inject(index: jax.Array, x: jax.Array) -> jax.Array:
-            return jax.lax.cond(index < levels, add, lambda i, x: x, jnp.minimum(index, levels - 1), x)
+        def inject(i: jax.Array, x: jax.Array) -> jax.Array:
+            add = lambda i, x: add_image_features(x, index, stacked[i])  # noqa: E731
+            return jax.lax.cond(i < levels, add, lambda i, x: x, jnp.minimum(i, levels - 1), x)
 
         return inject
 
 
-def deepstack_injector(deepstack: _Deepstack | None, scanned: bool) -> Inject | None:
-    return None if deepstack is None else deepstack.injector(scanned)
+def deepstack_injector(deepstack: _Deepstack | None, scanned: bool, dtype: Any) -> Inject | None:
+    return None if deepstack is None else deepstack.injector(scanned, dtype)
 
 
 class Qwen3Model(nnx.Module):
@@ -173,7 +180,7 @@ class Qwen3Model(nnx.Module):
         cos, sin = mrope_cos_sin(position_ids, self.config, self.dtype)
         x = sharding.constrain(embeds, BATCH_SEQ_EMBED)
         x = decoder_layers(self.layers, x, cos, sin, mask, remat_policy=self.remat_policy, scan=self.scan_layers,
-                           inject=deepstack_injector(deepstack, self.scan_layers))  # fmt: skip
+                           inject=deepstack_injector(deepstack, self.scan_layers, self.dtype))  # fmt: skip
         return self.norm(x)
 
 
@@ -302,7 +309,7 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
         scanned = self.model.scan_layers and fresh  # the layer scan only serves a fresh prefill (cached_layers)
         x, new_k, new_v = cached_layers(
             self.model.layers, x, cos, sin, mask, cache, start, fresh=fresh, scan=self.model.scan_layers,
-            inject=deepstack_injector(deepstack, scanned),
+            inject=deepstack_injector(deepstack, scanned, self.dtype),
         )  # fmt: skip
         logits = self.compute_logits(self.model.norm(x))
 
