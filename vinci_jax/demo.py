@@ -266,13 +266,21 @@ def sft_eval_stage(config: ml_collections.ConfigDict) -> str:
         trainer.reset_policy(str(sft_checkpoints))
         scores = held.score()
         result = _stage_scores(scores, held.anchors)
-        _print_scores("after SFT", result["table"])
+        _print_scores(HELD_OUT_LABELS["after_sft"], result["table"])
         responses = list(scores.rollouts.responses)
         (paths["sft"] / "heldout.json").write_text(json.dumps({**result, "responses": responses}, indent=1))
     finally:
         trainer.close()
     overall = result["table"]["all"]
     return f"normalised {overall['normalised']:+.3f}, execution {overall['execution']:.0%}"
+
+
+HELD_OUT_LABELS = {
+    "random_init": "random init (before SFT)",
+    "after_sft": "after SFT (before ViRL)",
+    "after_virl": "after ViRL",
+    "baseline": "SFT continued for ViRL's wall time (baseline)",
+}
 
 
 @stage("virl")
@@ -289,29 +297,27 @@ def virl_stage(config: ml_collections.ConfigDict) -> str:
     held_out = summary["held_out"]
     try:
         held = HeldOut(trainer, int(config.eval.prompts))
-        scores = {"random_init": held.score()}
+        scores = {}
+
+        def score(name: str) -> None:  # printed as soon as measured, so a long run shows its figures as it goes
+            scores[name] = held.score()
+            held_out[name] = _stage_scores(scores[name], held.anchors)
+            _print_scores(HELD_OUT_LABELS[name], held_out[name]["table"])
+
+        score("random_init")
         sft_checkpoints = paths["sft"] / "checkpoints"
         if not sft_checkpoints.is_dir():
             raise FileNotFoundError(f"no SFT checkpoint in {sft_checkpoints}: run the sft stage first")
         trainer.reset_policy(str(sft_checkpoints))
-        scores["after_sft"] = held.score()
+        score("after_sft")
         began = time.perf_counter()
         summary["virl_last_step"] = trainer.train()
         virl_seconds = time.perf_counter() - began
-        scores["after_virl"] = held.score()
+        score("after_virl")
         trainer.export(str(paths["export"]))  # the ViRL policy (the baseline below replaces the trainer's policy)
         if config.baseline:
             trainer.reset_policy(_baseline_sft(config, virl_seconds))
-            scores["baseline"] = held.score()
-        for name, label in (
-            ("random_init", "random init (before SFT)"),
-            ("after_sft", "after SFT (before ViRL)"),
-            ("after_virl", "after ViRL"),
-            ("baseline", "SFT continued for ViRL's wall time (baseline)"),
-        ):
-            if name in scores:
-                held_out[name] = _stage_scores(scores[name], held.anchors)
-                _print_scores(label, held_out[name]["table"])
+            score("baseline")
         print("[demo] ViRL gain over SFT (normalised reward, paired bootstrap 95% interval):", flush=True)
         summary["gains"]["ViRL - SFT"] = _gains(scores["after_virl"], scores["after_sft"])
         if "baseline" in scores:
