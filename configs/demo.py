@@ -32,21 +32,32 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.stages = "env,data,sft,virl"
     config.fresh = True  # start SFT and ViRL from scratch (the corpus is reused when its config matches)
     config.baseline = False  # also continue SFT for ViRL's wall time (equal extra compute) and compare
+    # `simple`: the demo's program distribution (vinci_data.synth, `SynthConfig.simple`): a fixed number of elements
+    # per picture, so the tiny policy can learn where a program ends (with the difficulty-0 corpus, chart and TikZ
+    # answers never closed their fence under greedy decoding and scored below a blank canvas)
     config.corpus = ml_collections.ConfigDict(
-        {"size": 1000, "domains": DOMAINS, "refine_fraction": 0.0, "test_fraction": 0.1, "workers": 2}
+        {"size": 1000, "domains": DOMAINS, "simple": True, "refine_fraction": 0.0, "test_fraction": 0.1, "workers": 2}
     )
     # The tiny preset's cost is its 151,936-token LM head, not its body: four decoder layers instead of two cost a
     # few percent more per step and give the policy room to condition on the image.
     config.model = ml_collections.ConfigDict({"num_layers": 4})
-    # web pages are the longest answers (median 469, max 483 tokens on the demo corpus): sequences and generations
-    # must hold a whole page plus its prompt, or SFT trains on pages whose fence never closes
+    # simple web pages are the longest answers (median 314, max 320 tokens; the others 100-175): 512-token rows hold
+    # a page and its prompt (shorter samples are packed), 384 new tokens hold a page and its closing fence
     config.sft = ml_collections.ConfigDict(
-        {"steps": 200, "batch": 4, "seq_len": 640, "learning_rate": 5e-3, "warmup_steps": 10}
+        {"steps": 160, "batch": 2, "seq_len": 512, "learning_rate": 5e-3, "warmup_steps": 10}
     )
     config.virl = ml_collections.ConfigDict(
-        {"steps": 6, "prompts": 5, "n": 4, "max_new_tokens": 512, "learning_rate": 1e-4}
+        {
+            "steps": 6,
+            "prompts": 5,
+            "n": 4,
+            "max_new_tokens": 384,
+            "learning_rate": 1e-4,
+            "slots": 16,
+            "chunk_prompts": 16,
+        }
     )
-    config.eval = ml_collections.ConfigDict({"prompts": 80, "max_new_tokens": 512})  # 16 per domain
+    config.eval = ml_collections.ConfigDict({"prompts": 80, "max_new_tokens": 384})  # 16 per domain
     # seconds per stage on an idle 2-core machine (printed as the stages run; the sum is the demo's 20 min bar).
     # Measured near idle with 2 layers, seq_len 512 and 448 new tokens: data 49 s, sft 426 s, virl 459 s.
     config.budgets = ml_collections.ConfigDict({"env": 15, "data": 90, "sft": 560, "virl": 535})

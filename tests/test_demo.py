@@ -49,6 +49,8 @@ def test_demo_smoke_runs_every_stage_on_all_domains_with_anchors(smoke):
     gain = summary["gains"]["ViRL - SFT"]["all"]
     assert gain["low"] <= gain["gain"] <= gain["high"] and gain["n"] == table["all"]["prompts"]
     assert (workdir / "export" / "config.json").is_file() and (workdir / "export" / "tokenizer.json").is_file()
+    corpus = json.loads((workdir / "corpus" / "stats.json").read_text())
+    assert corpus["config"]["simple"] and corpus["redrawn"] == {}, corpus  # every simple program renders first time
 
 
 def test_report_renders_in_chromium_with_every_image_loaded(smoke):

@@ -72,6 +72,7 @@ def data_stage(config: ml_collections.ConfigDict) -> str:
         seed=int(config.seed),
         domains=tuple(d.strip() for d in c.domains.split(",")),
         difficulty_weights=(1.0, 0.0, 0.0),
+        simple=bool(c.get("simple", False)),
         refine_fraction=float(c.refine_fraction),
         val_fraction=float(c.test_fraction),
         test_fraction=float(c.test_fraction),
@@ -228,14 +229,8 @@ def _baseline_sft(config: ml_collections.ConfigDict, seconds: float) -> str:
     return str(paths["baseline"] / "checkpoints")
 
 
-@stage("virl")
-def virl_stage(config: ml_collections.ConfigDict) -> str:
-    """ViRL from the SFT policy with real renders and rewards; held-out figures (with anchors) before/after each
-    stage, the paired bootstrap of ViRL's gain, the report and an HF export."""
+def _virl_job_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     from configs import virl as virl_configs
-    from vinci_jax.demo_heldout import HeldOut
-    from vinci_jax.demo_report import write_report
-    from vinci_jax.rl.virl import ViRLTrainer
 
     paths, c = _paths(config), config.virl
     cfg = _tiny_job_config(virl_configs, config, "virl", int(c.steps))
@@ -243,40 +238,86 @@ def virl_stage(config: ml_collections.ConfigDict) -> str:
     cfg.data.prompts_per_step = int(c.prompts)
     cfg.rollout.n = int(c.n)
     cfg.rollout.max_new_tokens = int(c.max_new_tokens)
-    cfg.rollout.chunk_prompts = max(1, int(c.prompts) // 2)
+    # prompts per engine call (held-out batches too): the paged engine renders each rollout as it finishes, so one
+    # large chunk keeps every decode slot busy where small ones decode two rows at a time
+    cfg.rollout.chunk_prompts = int(c.get("chunk_prompts", max(1, int(c.prompts) // 2)))
+    cfg.rollout.paged.slots = int(c.get("slots", cfg.rollout.paged.slots))  # rows decoded at once (held-out too)
     cfg.optimizer.learning_rate = float(c.learning_rate)
     cfg.eval.prompts = int(config.eval.prompts)
     cfg.eval.max_new_tokens = int(config.eval.max_new_tokens)
     cfg.checkpoint.every_steps = int(c.steps)
+    return cfg
 
-    trainer = ViRLTrainer(cfg)
+
+@stage("sft_eval")
+def sft_eval_stage(config: ml_collections.ConfigDict) -> str:
+    """The SFT checkpoint's held-out table (with anchors) alone, no ViRL: the cheap loop for tuning SFT and the
+    corpus (`--config.stages=data,sft,sft_eval`). Writes sft/heldout.json."""
+    from vinci_jax.demo_heldout import HeldOut
+    from vinci_jax.rl.virl import ViRLTrainer
+
+    paths = _paths(config)
+    sft_checkpoints = paths["sft"] / "checkpoints"
+    if not sft_checkpoints.is_dir():
+        raise FileNotFoundError(f"no SFT checkpoint in {sft_checkpoints}: run the sft stage first")
+    trainer = ViRLTrainer(_virl_job_config(config))
+    try:
+        held = HeldOut(trainer, int(config.eval.prompts))
+        trainer.reset_policy(str(sft_checkpoints))
+        scores = held.score()
+        result = _stage_scores(scores, held.anchors)
+        _print_scores(HELD_OUT_LABELS["after_sft"], result["table"])
+        responses = list(scores.rollouts.responses)
+        (paths["sft"] / "heldout.json").write_text(json.dumps({**result, "responses": responses}, indent=1))
+    finally:
+        trainer.close()
+    overall = result["table"]["all"]
+    return f"normalised {overall['normalised']:+.3f}, execution {overall['execution']:.0%}"
+
+
+HELD_OUT_LABELS = {
+    "random_init": "random init (before SFT)",
+    "after_sft": "after SFT (before ViRL)",
+    "after_virl": "after ViRL",
+    "baseline": "SFT continued for ViRL's wall time (baseline)",
+}
+
+
+@stage("virl")
+def virl_stage(config: ml_collections.ConfigDict) -> str:
+    """ViRL from the SFT policy with real renders and rewards; held-out figures (with anchors) before/after each
+    stage, the paired bootstrap of ViRL's gain, the report and an HF export."""
+    from vinci_jax.demo_heldout import HeldOut
+    from vinci_jax.demo_report import write_report
+    from vinci_jax.rl.virl import ViRLTrainer
+
+    paths = _paths(config)
+    trainer = ViRLTrainer(_virl_job_config(config))
     summary: dict[str, object] = {"encoder": trainer.reward.encoder_label, "held_out": {}, "gains": {}}
     held_out = summary["held_out"]
     try:
         held = HeldOut(trainer, int(config.eval.prompts))
-        scores = {"random_init": held.score()}
+        scores = {}
+
+        def score(name: str) -> None:  # printed as soon as measured, so a long run shows its figures as it goes
+            scores[name] = held.score()
+            held_out[name] = _stage_scores(scores[name], held.anchors)
+            _print_scores(HELD_OUT_LABELS[name], held_out[name]["table"])
+
+        score("random_init")
         sft_checkpoints = paths["sft"] / "checkpoints"
         if not sft_checkpoints.is_dir():
             raise FileNotFoundError(f"no SFT checkpoint in {sft_checkpoints}: run the sft stage first")
         trainer.reset_policy(str(sft_checkpoints))
-        scores["after_sft"] = held.score()
+        score("after_sft")
         began = time.perf_counter()
         summary["virl_last_step"] = trainer.train()
         virl_seconds = time.perf_counter() - began
-        scores["after_virl"] = held.score()
+        score("after_virl")
         trainer.export(str(paths["export"]))  # the ViRL policy (the baseline below replaces the trainer's policy)
         if config.baseline:
             trainer.reset_policy(_baseline_sft(config, virl_seconds))
-            scores["baseline"] = held.score()
-        for name, label in (
-            ("random_init", "random init (before SFT)"),
-            ("after_sft", "after SFT (before ViRL)"),
-            ("after_virl", "after ViRL"),
-            ("baseline", "SFT continued for ViRL's wall time (baseline)"),
-        ):
-            if name in scores:
-                held_out[name] = _stage_scores(scores[name], held.anchors)
-                _print_scores(label, held_out[name]["table"])
+            score("baseline")
         print("[demo] ViRL gain over SFT (normalised reward, paired bootstrap 95% interval):", flush=True)
         summary["gains"]["ViRL - SFT"] = _gains(scores["after_virl"], scores["after_sft"])
         if "baseline" in scores:

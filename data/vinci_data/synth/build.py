@@ -38,6 +38,7 @@ class SynthConfig:
     val_fraction: float = 0.05
     test_fraction: float = 0.05
     difficulty_weights: tuple[float, float, float] = (0.4, 0.4, 0.2)
+    simple: bool = False  # the demo's simpler programs (`Domain.sample_simple`, difficulty 0 where a domain has none)
     max_attempts: int = 5
     num_shards: int = 1
     chunk_size: int = 512  # samples rendered per round trip; bounds memory of a large build
@@ -89,8 +90,12 @@ def make_candidate(config: SynthConfig, index: int, attempt: int = 0) -> Candida
     split = _split(base, config)
     task = "refine" if base.random() < config.refine_fraction else "generate"
     rng = random.Random(f"vinci-synth/{config.seed}/{index}/{attempt}")
-    difficulty = rng.choices(range(3), weights=config.difficulty_weights)[0]
-    spec = domain.sample(rng, difficulty)
+    if config.simple:
+        difficulty = 0
+        spec = domain.sample_simple(rng) if domain.sample_simple else domain.sample(rng, 0)
+    else:
+        difficulty = rng.choices(range(3), weights=config.difficulty_weights)[0]
+        spec = domain.sample(rng, difficulty)
     code = domain.to_code(spec)
     if task == "generate":
         return Candidate(index, attempt, domain.name, task, split, difficulty, code, generate_prompt(domain, rng))

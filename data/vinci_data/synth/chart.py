@@ -50,6 +50,31 @@ def sample(rng: random.Random, difficulty: int) -> Spec:
     return {"panels": panels, "figsize": [width, rng.choice((3.5, 4.0, 4.5))], "suptitle": ""}
 
 
+SIMPLE_KINDS: tuple[str, ...] = ("bar", "barh", "line", "pie")  # no scatter / hist: their value lists run long
+
+
+def sample_simple(rng: random.Random) -> Spec:
+    """One panel of four values (multiples of ten), no title, axis labels, legend or grid."""
+    kind = rng.choice(SIMPLE_KINDS)
+    names = colours(rng, 4)
+    series = {"label": words(rng, 1), "color": names[0], "values": [rng.randrange(10, 100, 10) for _ in range(4)],
+              "marker": rng.choice(MARKERS)}  # fmt: skip
+    panel = {
+        "kind": kind,
+        "title": "",
+        "xlabel": "",
+        "ylabel": "",
+        "categories": [words(rng, 1) for _ in range(4)],
+        "pie_colors": names,
+        "series": [series],
+        "legend": False,
+        "legend_loc": LEGEND_LOCS[0],
+        "grid": False,
+        "bins": 10,
+    }
+    return {"panels": [panel], "figsize": [rng.choice((5.0, 6.0, 7.0)), 4.0], "suptitle": ""}
+
+
 def _panel_code(p: Spec, ax: str) -> list[str]:
     lines: list[str] = []
     cats = p["categories"]
@@ -241,6 +266,7 @@ DOMAIN = Domain(
     sample=sample,
     to_code=to_code,
     mutations=MUTATIONS,
+    sample_simple=sample_simple,
     generate_prompts=(
         "Write {phrase} code that reproduces this chart.",
         "Generate the code using {phrase} to recreate the chart shown in the image.",

@@ -129,6 +129,11 @@ class Domain:
     to_code: Callable[[Spec], str]
     mutations: Mapping[str, Mutation]
     generate_prompts: Sequence[str]
+    # The demo's simpler program distribution (`SynthConfig.simple`): a fixed number of elements per picture and no
+    # optional text, so a tiny policy can learn where a program ends under greedy decoding (with a random count
+    # every "one more element?" is close to a coin flip, and greedy then repeats the element until it runs out of
+    # tokens). None: the domain's difficulty-0 sampler is already that simple.
+    sample_simple: Callable[[random.Random], Spec] | None = None
 
 
 def edited(spec: Spec, edit: Callable[[Spec], Any]) -> Spec:

@@ -51,6 +51,13 @@ def sample(rng: random.Random, difficulty: int) -> Spec:
     return {"background": rng.choice(LIGHT), "shapes": shapes, "gradient_to": rng.choice(sorted(PALETTE))}
 
 
+def sample_simple(rng: random.Random) -> Spec:
+    """Exactly two filled shapes or lines (no polygons, whose point lists vary, no text, no gradients)."""
+    cols = colours(rng, 2)
+    shapes = [_shape(rng, rng.choice(("rect", "circle", "ellipse", "line")), c, False) for c in cols]
+    return {"background": rng.choice(LIGHT), "shapes": shapes, "gradient_to": cols[0]}
+
+
 def _element(s: Spec, i: int) -> str:
     fill = f"url(#grad{i})" if s["gradient"] else PALETTE[s["fill"]]
     k = s["kind"]
@@ -173,6 +180,7 @@ DOMAIN = Domain(
     sample=sample,
     to_code=to_code,
     mutations=MUTATIONS,
+    sample_simple=sample_simple,
     generate_prompts=(
         "Write the SVG code that draws this image.",
         "Convert the picture into SVG code.",

@@ -72,6 +72,18 @@ def _plot(rng: random.Random, difficulty: int) -> Spec:
     }
 
 
+def sample_simple(rng: random.Random) -> Spec:
+    """Two shapes without arrows, or one plot (a function, or five points) without title or legend."""
+    spec = _drawing(rng, 0) if rng.random() < 0.5 else _plot(rng, 0)
+    if spec["type"] == "drawing":
+        spec["shapes"] = spec["shapes"][:2]
+    else:
+        plot = spec["plots"][0]
+        if plot["kind"] == "coordinates":
+            plot["points"] = [[x, rng.randint(1, 20)] for x in range(1, 6)]
+    return spec
+
+
 def sample(rng: random.Random, difficulty: int) -> Spec:
     return _drawing(rng, difficulty) if rng.random() < 0.5 else _plot(rng, difficulty)
 
@@ -229,6 +241,7 @@ DOMAIN = Domain(
     sample=sample,
     to_code=to_code,
     mutations=MUTATIONS,
+    sample_simple=sample_simple,
     generate_prompts=(
         "Write TikZ code in a LaTeX document that reproduces this figure.",
         "Generate the LaTeX (TikZ/pgfplots) code for the figure above.",

@@ -45,6 +45,14 @@ def sample(rng: random.Random, difficulty: int) -> Spec:
     }
 
 
+def sample_simple(rng: random.Random) -> Spec:
+    """A header and exactly two coloured blocks in a row or a stack; only the CSS rules the page uses."""
+    spec = sample(rng, 0)
+    spec["blocks"] = spec["blocks"][:2]
+    spec["compact"] = True
+    return spec
+
+
 def to_code(spec: Spec) -> str:
     layout = spec["layout"]
     if layout == "flex":
@@ -71,6 +79,14 @@ def to_code(spec: Spec) -> str:
         f"color: {PALETTE[spec['accent']]}; border-radius: 4px; }}",
         f"footer {{ margin-top: 14px; text-align: center; color: {PALETTE[spec['accent']]}; font-size: 13px; }}",
     ]
+    if spec.get("compact"):  # the simple pages: drop the rules of elements the page does not have
+        used = {
+            "nav": bool(spec["nav"]),
+            "footer": bool(spec["footer"]),
+            "button": any(b["button"] for b in spec["blocks"]),
+            ".block p": any(b["text"] for b in spec["blocks"]),
+        }
+        css = [rule for rule in css if not any(rule.startswith(name + " ") and not on for name, on in used.items())]
     body = ["<header>", f"  <h1>{spec['header_text']}</h1>", "</header>"]
     if spec["nav"]:
         body += ["<nav>"] + [f"  <span>{item}</span>" for item in spec["nav"]] + ["</nav>"]
@@ -157,6 +173,7 @@ DOMAIN = Domain(
     sample=sample,
     to_code=to_code,
     mutations=MUTATIONS,
+    sample_simple=sample_simple,
     generate_prompts=(
         "Write the HTML and CSS code for the web page in this screenshot.",
         "Convert this web page screenshot into a single HTML file with inline CSS.",
