@@ -249,6 +249,14 @@ def _virl_job_config(config: ml_collections.ConfigDict) -> ml_collections.Config
     return cfg
 
 
+def _sft_checkpoints(paths: dict[str, Path]) -> Path:
+    """The SFT stage's checkpoint dir, which the held-out and ViRL stages start from (a clear error if missing)."""
+    checkpoints = paths["sft"] / "checkpoints"
+    if not checkpoints.is_dir():
+        raise FileNotFoundError(f"no SFT checkpoint in {checkpoints}: run the sft stage first")
+    return checkpoints
+
+
 @stage("sft_eval")
 def sft_eval_stage(config: ml_collections.ConfigDict) -> str:
     """The SFT checkpoint's held-out table (with anchors) alone, no ViRL: the cheap loop for tuning SFT and the
@@ -257,9 +265,7 @@ def sft_eval_stage(config: ml_collections.ConfigDict) -> str:
     from vinci_jax.rl.virl import ViRLTrainer
 
     paths = _paths(config)
-    sft_checkpoints = paths["sft"] / "checkpoints"
-    if not sft_checkpoints.is_dir():
-        raise FileNotFoundError(f"no SFT checkpoint in {sft_checkpoints}: run the sft stage first")
+    sft_checkpoints = _sft_checkpoints(paths)
     trainer = ViRLTrainer(_virl_job_config(config))
     try:
         held = HeldOut(trainer, int(config.eval.prompts))
@@ -305,10 +311,7 @@ def virl_stage(config: ml_collections.ConfigDict) -> str:
             _print_scores(HELD_OUT_LABELS[name], held_out[name]["table"])
 
         score("random_init")
-        sft_checkpoints = paths["sft"] / "checkpoints"
-        if not sft_checkpoints.is_dir():
-            raise FileNotFoundError(f"no SFT checkpoint in {sft_checkpoints}: run the sft stage first")
-        trainer.reset_policy(str(sft_checkpoints))
+        trainer.reset_policy(str(_sft_checkpoints(paths)))
         score("after_sft")
         began = time.perf_counter()
         summary["virl_last_step"] = trainer.train()

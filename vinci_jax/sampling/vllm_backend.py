@@ -207,6 +207,15 @@ class VllmSampler:
     ) -> Iterator[FinishedRow]:  # fmt: skip
         """Yield every output row (row r continues prompt r // n) as soon as vLLM finishes it, in finishing order.
         `row_limits` [B*n] optionally ends row r after row_limits[r] tokens (our engine's forced stop)."""
+        prompts, sampling = self._row_requests(raw_prompts, params, row_keys, row_limits)
+        for row, output in stream_requests(self.llm, prompts, sampling):
+            yield finished_row(output, row, row // params.n, self.stop_token_ids)
+
+    def _row_requests(
+        self, raw_prompts: Sequence[dict[str, Any]], params: SamplingParams, row_keys: jax.Array,
+        row_limits: np.ndarray | None = None,
+    ) -> tuple[list[Any], list[Any]]:  # fmt: skip
+        """One vLLM request per output row r (prompt r // n, seed from row_keys[r]): (prompts, sampling params)."""
         rows = len(raw_prompts) * params.n
         if row_keys.shape[0] != rows:
             raise ValueError(
@@ -220,8 +229,7 @@ class VllmSampler:
             )  # fmt: skip
             for r in range(rows)
         ]
-        for row, output in stream_requests(self.llm, [prompts[r // params.n] for r in range(rows)], sampling):
-            yield finished_row(output, row, row // params.n, self.stop_token_ids)
+        return [prompts[r // params.n] for r in range(rows)], sampling
 
     def generate_raw(
         self, raw_prompts: Sequence[dict[str, Any]], params: SamplingParams, key: jax.Array | None = None
@@ -230,10 +238,8 @@ class VllmSampler:
         r // n); the same rows `stream` yields for `split(key, rows)`."""
         rows = len(raw_prompts) * params.n
         keys = jax.random.split(jax.random.key(0) if key is None else key, rows)
-        seeds = request_seeds(np.asarray(jax.random.key_data(keys)))
-        prompts = self.requests(raw_prompts)
-        sampling = [vllm_sampling_params(self.vllm, params, seeds[r], self.stop_token_ids) for r in range(rows)]
-        outputs = self.llm.generate([prompts[r // params.n] for r in range(rows)], sampling, use_tqdm=False)
+        prompts, sampling = self._row_requests(raw_prompts, params, keys)
+        outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
         done = [finished_row(out, r, r // params.n, self.stop_token_ids) for r, out in enumerate(outputs)]
         return collect_rows(done, len(raw_prompts), params, self.pad_token_id)
 
