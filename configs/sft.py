@@ -71,7 +71,7 @@ def _data() -> ml_collections.ConfigDict:
             "seq_len": 128,
             "packing": True,
             "overlong": "drop",  # samples longer than seq_len: drop | truncate (never cuts into an image)
-            "patches_per_row": 0,  # 0: 4 * seq_len
+            "patches_per_row": 0,  # 0: 2 * seq_len (images up to half a row's tokens; 4 * seq_len is the hard bound)
             "images_per_row": 8,
             "min_pixels": 56 * 56,
             "max_pixels": 28 * 28 * 1280,
@@ -94,6 +94,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer = _optimizer()
     config.data = _data()
     config.grad_accum_steps = 1
+    # tokens per LM-head chunk of the loss (0: the whole row's logits at once). Each chunk's logits are recomputed in
+    # the backward pass instead of kept (vinci_jax.train.lm_head): one 8,192-token row's float32 logits are 4.6 GiB.
+    config.logit_chunk = 0
     config.log_every = 1
     config.eval_every = 0  # 0 disables periodic validation
     config.eval_steps = 2
@@ -138,6 +141,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.optimizer.learning_rate = 1e-5
         config.optimizer.warmup_steps = 100
         config.data.seq_len = 8192
+        config.logit_chunk = 1024  # 0.6 GiB of float32 logits a row at a time instead of 4.6 GiB
         # 128 rows of 8,192 tokens a step as 4 micro-batches of 32: one row per chip on v5p-64 (32 chips). At 4 rows
         # per chip dots_no_batch would keep every matmul output of every layer: 8B, 32,768 tokens x 38,912 outputs
         # x 2 bytes = 2.4 GiB a layer, 86 GiB over 36 layers, past the chip alone (vinci_jax.aot arithmetic, not yet

@@ -225,3 +225,32 @@ def test_table_cell_streams_progress_and_stops_at_its_timeout(capsys):
     hang = "import time; print('compiling sampler_decode ...', flush=True); time.sleep(60)"
     code, tail = _stream([sys.executable, "-c", hang], "cell-b", 1.0)
     assert code == -1 and tail.startswith("timed out after 1 s") and "sampler_decode" in tail
+
+
+def test_sft_table_cells_keep_the_released_batch_one_row_per_batch_shard_and_chunked_logits():
+    """Every SFT cell of the table, with its slice's overrides, steps 128 rows of 8,192 tokens, its micro-batch rows
+    divide the slice's batch shards (data x fsdp) exactly once per shard, and its loss runs the LM head in chunks."""
+    from vinci_jax.aot.table import CELLS
+
+    cells = [c for c in CELLS if c.job == "SFT"]
+    assert {c.topology for c in cells} == {"v5p-64", "v5e-256", "v6e-64"}
+    for cell in cells:
+        config = _config(sft_configs, cell.config.rsplit(":", 1)[-1], {})
+        for override in cell.overrides:
+            key, value = override.split("=", 1)
+            node, (*path, leaf) = config, key.split(".")
+            for part in path:
+                node = node[part]
+            node[leaf] = type(node[leaf])(value)
+        chips = topologies.lookup(cell.topology).chips
+        mesh = config.mesh.to_dict()
+        sizes = {a: int(mesh[a]) for a in ("data", "fsdp", "tensor")}
+        free = [a for a, s in sizes.items() if s == -1]
+        for axis in free:
+            sizes[axis] = chips // abs(sizes["data"] * sizes["fsdp"] * sizes["tensor"])
+        assert sizes["data"] * sizes["fsdp"] * sizes["tensor"] == chips, cell.key
+        assert config.data.global_batch_size * config.grad_accum_steps == 128, cell.key
+        assert config.data.global_batch_size == sizes["data"] * sizes["fsdp"], cell.key
+        assert config.data.seq_len == 8192 and 0 < config.logit_chunk < config.data.seq_len, cell.key
+        if cell.topology != "v5p-64":  # 16 / 32 GiB chips: each layer recomputed whole
+            assert config.model.remat == "full", cell.key

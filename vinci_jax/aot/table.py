@@ -70,12 +70,16 @@ DEFAULT_LAYERS = ""
 # what a slice other than the presets' own v5p-64 needs so the batch divides its chips: ViRL one rollout row per chip
 # per micro-batch (the presets' 32 would be replicated over 64 or 256 chips); SFT's 128 rows a step as 2 x 64 on 64
 # chips, and in one micro-batch over 128 (fsdp) x 2 (tensor) on 256. The released batch (256 x 8 rollouts,
-# 128 x 8,192 SFT rows a step) stays.
+# 128 x 8,192 SFT rows a step) stays. SFT on v6e-64 (31.25 GiB a chip) and v5e-256 (15.75 GiB) also recomputes each
+# decoder layer whole (`remat full`): `dots_no_batch` keeps every matmul output of a row's 8,192 tokens, 8.1 GiB per
+# MLP matrix over 7B's 28 layers, which alone fills a v6e chip.
+SFT_SMALL_HBM = ("model.remat=full",)
 SLICE_OVERRIDES: dict[tuple[str, str], tuple[str, ...]] = {
     ("ViRL", "v5e-256"): ("algo.micro_batch_rows=256",),
     ("ViRL", "v6e-64"): ("algo.micro_batch_rows=64",),
-    ("SFT", "v5e-256"): ("data.global_batch_size=128", "grad_accum_steps=1", "mesh.fsdp=128", "mesh.tensor=2"),
-    ("SFT", "v6e-64"): ("data.global_batch_size=64", "grad_accum_steps=2"),
+    ("SFT", "v5e-256"): ("data.global_batch_size=128", "grad_accum_steps=1", "mesh.fsdp=128", "mesh.tensor=2",
+                         *SFT_SMALL_HBM),  # fmt: skip
+    ("SFT", "v6e-64"): ("data.global_batch_size=64", "grad_accum_steps=2", *SFT_SMALL_HBM),
 }
 CELLS: tuple[Cell, ...] = tuple(
     Cell(

@@ -14,6 +14,7 @@ targets, the same quantity the sampler returns.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -21,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vinci_jax import sharding
 from vinci_jax.rl import algorithms as alg
+from vinci_jax.train.lm_head import chunked_head, target_logprobs
 from vinci_jax.train.sft_step import constrain_like_params
 from vinci_jax.train.train_state import SplitModel, TrainState
 
@@ -59,41 +60,17 @@ class GRPOLossConfig:
             raise ValueError("tis_cap weighs the sampler's log-probs against the trainer's: use detached or recomputed")
 
 
-def target_logprobs(logits: jax.Array, targets: jax.Array, temperature: float) -> tuple[jax.Array, jax.Array]:
-    """(log p(target) [B, L], entropy [B, L]) of the temperature-scaled distribution, in float32."""
-    logp_all = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, axis=-1)
-    logp = jnp.take_along_axis(logp_all, targets[..., None], axis=-1)[..., 0]
-    entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
-    return logp, entropy
-
-
 def window_logprobs(
     model: Any, window: jax.Array, targets: jax.Array, temperature: float, chunk: int = 0
 ) -> tuple[jax.Array, jax.Array]:
     """`target_logprobs` of the LM head over hidden states `window` [B, L, D], `chunk` tokens at a time.
 
-    At the released lengths one micro-batch's logits are 16 x 10,240 x 152k floats (100 GB); in chunks under
-    `jax.checkpoint` only one chunk's logits live at a time, forward and backward.
+    At the released lengths one micro-batch's logits are 16 x 10,240 x 152k floats (100 GB); in chunks
+    (`vinci_jax.train.lm_head`, shared with SFT's loss) only one chunk's logits live at a time, forward and backward.
     """
-    b, length, _ = window.shape
-    if chunk <= 0 or length <= chunk:
-        return target_logprobs(model.compute_logits(window), targets, temperature)
-    pad = -length % chunk
-    window = jnp.pad(window, ((0, 0), (0, pad), (0, 0)))
-    targets = jnp.pad(targets, ((0, 0), (0, pad)))
-    count = (length + pad) // chunk
-    hidden_chunks = window.reshape(b, count, chunk, -1).swapaxes(0, 1)
-    target_chunks = targets.reshape(b, count, chunk).swapaxes(0, 1)
-
-    # keep the rows on the batch axes inside the loop (no gather of the window per chunk)
-    hidden_chunks = sharding.constrain(hidden_chunks, (None, "batch", None, "act_embed"))
-
-    @jax.checkpoint
-    def one(hidden: jax.Array, chunk_targets: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return target_logprobs(model.compute_logits(hidden), chunk_targets, temperature)
-
-    logp, entropy = jax.lax.map(lambda xs: one(*xs), (hidden_chunks, target_chunks))
-    return (logp.swapaxes(0, 1).reshape(b, -1)[:, :length], entropy.swapaxes(0, 1).reshape(b, -1)[:, :length])
+    per_token = functools.partial(target_logprobs, temperature=temperature)
+    logp, entropy = chunked_head(model.compute_logits, window, per_token, (targets,), chunk)
+    return logp, entropy
 
 
 def _forward_logprobs(split: SplitModel, params: Any, micro: dict[str, Any], temperature: float, chunk: int = 0):

@@ -104,8 +104,9 @@ class SFTTrainer:
             self.trainable,
             accum_steps=self.accum,
             input_names=self.input_names,
+            logit_chunk=int(config.get("logit_chunk", 0)),
         )
-        self._eval_fn = make_eval_step(self.split, self.input_names)
+        self._eval_fn = make_eval_step(self.split, self.input_names, int(config.get("logit_chunk", 0)))
         self._jit_step: Any = None
         self._jit_eval: Any = None
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from vinci_jax.train.lm_head import chunked_head, token_cross_entropy
 from vinci_jax.train.train_state import SplitModel, TrainState
 
 LABEL_KEYS = ("targets", "loss_mask")
@@ -40,18 +41,28 @@ def constrain_like_params(param_shardings: Any, tree: Any) -> Any:
 
 def token_ce_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(sum of weighted token cross entropies, sum of weights), computed in float32."""
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+    (ce,) = token_cross_entropy(logits, targets)
     weights = weights.astype(jnp.float32)
     return jnp.sum(ce * weights), jnp.sum(weights)
 
 
 def _loss_sums(
-    split: SplitModel, input_names: Iterable[str], params: Any, batch: dict[str, Any]
+    split: SplitModel, input_names: Iterable[str], params: Any, batch: dict[str, Any], logit_chunk: int = 0
 ) -> tuple[jax.Array, jax.Array]:
+    """Summed token losses and label count of one (micro-)batch. With `logit_chunk` > 0 the LM head runs over that
+    many tokens of the row at a time (`vinci_jax.train.lm_head`): the same loss and gradients without the whole
+    row's logits (4.6 GiB in float32 for one 8,192-token row of Qwen's vocabulary)."""
     model = split.merge(params)
     inputs = {k: v for k, v in batch.items() if k in input_names and k not in LABEL_KEYS}
-    logits = model(**inputs)
-    return token_ce_sums(logits, batch["targets"], batch["loss_mask"])
+    if logit_chunk <= 0:
+        return token_ce_sums(model(**inputs), batch["targets"], batch["loss_mask"])
+    if not hasattr(model, "hidden_states"):
+        raise ValueError(f"logit_chunk needs a model with hidden_states / compute_logits; {type(model).__name__} "
+                         "has neither (use logit_chunk=0)")  # fmt: skip
+    hidden = model.hidden_states(**inputs)
+    (ce,) = chunked_head(model.compute_logits, hidden, token_cross_entropy, (batch["targets"],), logit_chunk)
+    weights = batch["loss_mask"].astype(jnp.float32)
+    return jnp.sum(ce * weights), jnp.sum(weights)
 
 
 def make_train_step(
@@ -62,10 +73,12 @@ def make_train_step(
     *,
     accum_steps: int = 1,
     input_names: Iterable[str] | None = None,
+    logit_chunk: int = 0,
 ) -> Callable[[TrainState, dict[str, Any]], tuple[TrainState, dict[str, jax.Array]]]:
     """A pure (state, batch) -> (state, metrics) function; the caller jits it with shardings and donation.
 
     Frozen leaves (`trainable` False) pass through stop_gradient, so autodiff prunes their backward work.
+    `logit_chunk`: tokens per LM-head chunk (0: the whole row's logits at once; see `_loss_sums`).
     """
     names = frozenset(input_names if input_names is not None else model_input_names(split.merge()))
     on_params = functools.partial(constrain_like_params, split.param_shardings)
@@ -73,7 +86,7 @@ def make_train_step(
     def sums_and_grads(params: Any, micro: dict[str, Any]) -> tuple[tuple[jax.Array, jax.Array], Any]:
         def loss_sum(p: Any) -> tuple[jax.Array, jax.Array]:
             p = jax.tree.map(lambda x, m: x if m else jax.lax.stop_gradient(x), p, trainable)
-            total, count = _loss_sums(split, names, p, micro)
+            total, count = _loss_sums(split, names, p, micro, logit_chunk)
             return total, count
 
         (total, count), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
@@ -112,8 +125,8 @@ def make_train_step(
 
 
 def make_eval_step(
-    split: SplitModel, input_names: Iterable[str] | None = None
+    split: SplitModel, input_names: Iterable[str] | None = None, logit_chunk: int = 0
 ) -> Callable[[Any, dict[str, Any]], tuple[jax.Array, jax.Array]]:
     """(params, batch) -> (sum of token losses, label token count); callers add over batches, then divide."""
     names = frozenset(input_names if input_names is not None else model_input_names(split.merge()))
-    return lambda params, batch: _loss_sums(split, names, params, batch)
+    return lambda params, batch: _loss_sums(split, names, params, batch, logit_chunk)
