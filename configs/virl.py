@@ -20,10 +20,13 @@ import ml_collections
 from configs import common
 
 PRESETS = ("tiny", "qwen2_5_vl_7b", "qwen3_vl_8b")
-# The pod presets keep one rollout per row: the "Will it fit?" figures were compiled with it, and shared-prefix rows
-# (micro_batch_rows / n rows of 6,144 + 8 x 10,240 tokens) cannot cover a 32-chip slice's batch axes without
-# sequence sharding, which is not built (WORKSPACE "GRPO update rows").
-POD_ROW_LAYOUT = "padded"
+# The pod presets train on shared-prefix rows, one group row (6,144 + 8 x 10,240 = 88,064 tokens) per chip of their
+# v5p-64 slice (`algo.group_rows` = 32): compiled at full depth it needs 72.1 GiB a chip (24% headroom) for 8x the
+# rollouts of a padded micro-batch (one 24,576-token row a chip, 25.1 GiB), at 0.44x its analytic FLOPs per rollout
+# (README "GRPO update layouts at 8B"). micro_batch_rows stays the padded layout's one row per chip, so
+# `--config.algo.row_layout=padded` still fits.
+POD_ROW_LAYOUT = "shared_prefix"
+POD_ROWS = 32  # rows per micro-batch: one per chip of v5p-64 (fewer would be replicated on every chip)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -132,8 +135,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "row_layout": "shared_prefix",
             "row_length": 0,
             # rows per gradient micro-batch (packed rows each hold one or more rollouts; shared_prefix: rollouts, so
-            # micro_batch_rows / n rows of one group each)
+            # micro_batch_rows / n rows of one group each, unless group_rows is set)
             "micro_batch_rows": 16,
+            # shared_prefix: group rows per micro-batch (0 = micro_batch_rows / n); a pod sets one per chip, because
+            # rows that do not divide the batch axes are replicated on every chip
+            "group_rows": 0,
             # response tokens per LM-head chunk in the loss (0: all at once); bounds the [rows, chunk, vocab] logits
             # held at a time (16 x 10,240 x 152k floats = 100 GB unchunked)
             "logit_chunk": 1024,
@@ -191,7 +197,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.attention = common.POD_ATTENTION
         config.model.scan_layers = common.POD_SCAN_LAYERS
         config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
-        config.algo.micro_batch_rows = 32  # one row per chip on v5p-64, as the 8B (16 would be replicated there)
+        config.algo.micro_batch_rows = POD_ROWS  # one row per chip on v5p-64, as the 8B (16 would be replicated there)
+        config.algo.group_rows = POD_ROWS
         config.algo.row_layout = POD_ROW_LAYOUT
     elif preset == "qwen3_vl_8b":
         config.model.family = "qwen3_vl"
@@ -201,6 +208,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
         # its slice is v5p-64 (32 chips): 32 rollouts a micro-batch put one row on every chip; 16 rows would not
         # divide the batch axes and the whole micro-batch would be replicated on every chip (vinci_jax.aot)
-        config.algo.micro_batch_rows = 32
+        config.algo.micro_batch_rows = POD_ROWS
+        config.algo.group_rows = POD_ROWS
         config.algo.row_layout = POD_ROW_LAYOUT
     return config

@@ -205,6 +205,8 @@ def test_pod_presets_put_one_row_per_chip_on_their_v5p_64_slice():
     for preset in ("qwen2_5_vl_7b", "qwen3_vl_8b"):
         virl = virl_configs.get_config(preset)
         assert virl.algo.micro_batch_rows == chips and virl.model.remat == "full", preset
+        # shared-prefix rows: one group (a prompt and its n responses) per chip, 8x a padded micro-batch's rollouts
+        assert virl.algo.row_layout == "shared_prefix" and virl.algo.group_rows == chips, preset
         assert (virl.data.prompts_per_step * virl.rollout.n) % virl.algo.micro_batch_rows == 0
     for preset in ("qwen2_5_vl_7b", "qwen3_vl_8b", "qwen2_5_vl_32b"):
         sft = sft_configs.get_config(preset)

@@ -28,7 +28,6 @@ IMAGE, VSTART, VEND, PAD = 1000, 1002, 1003, 1011
 N, TEMP, TOL = 3, 0.8, 1e-5
 
 
-
 @pytest.fixture(scope="module")
 def sampled(tiny_qwen25_dir, image_prompt):
     jax.config.update("jax_default_matmul_precision", "highest")
@@ -101,6 +100,35 @@ def test_shared_prefix_rows_equal_unshared_logprobs_and_gradients(sampled):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2 * TOL * scale, rtol=0)
 
 
+def _rollouts(raw, prompts, samples, rewards):
+    return Rollouts(
+        chunks=[Chunk(0, raw, prompts, samples)], responses=[""] * 2 * N, prompt_of_row=samples.prompt_index,
+        rewards=rewards, terms={}, statuses=["ok"] * 2 * N, render_results=[None] * 2 * N, device_s=0.0,
+        render_wait_s=0.0,
+    )  # fmt: skip
+
+
+def test_group_rows_sets_the_shared_prefix_rows_of_a_micro_batch(sampled):
+    """`group_rows` (a pod's one group row per chip) decides the rows of a shared-prefix micro-batch, independently of
+    micro_batch_rows (which stays the padded layout's rows); 0 keeps micro_batch_rows / n groups."""
+    model, raw, prompts, samples, advantages = sampled
+    split = ts.split_model(model)
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
+    rollouts = _rollouts(raw, prompts, samples, np.zeros(2 * N, np.float32))
+    keep = np.ones(2 * N, bool)
+    counts = {}
+    for group_rows in (0, 1, 2):
+        updater = GRPOUpdater(
+            split, optax.sgd(1.0), optax.constant_schedule(1.0), jax.tree.map(lambda _: True, split.params),
+            GRPOLossConfig(temperature=TEMP), mesh, group_size=N, micro_batch_rows=N, vision_config=model.config.vision,
+            pad_token_id=PAD, layout="shared_prefix", group_rows=group_rows,
+        )  # fmt: skip
+        micro = list(updater.micro_batches(rollouts, advantages, keep))
+        counts[group_rows] = [m["input_ids"].shape[0] for m in micro]
+        assert sum(float(m["response_mask"].sum()) for m in micro) == samples.lengths.sum()
+    assert counts == {0: [1, 1], 1: [1, 1], 2: [2]}
+
+
 @pytest.mark.slow
 def test_updater_shared_prefix_step_equals_padded_step(sampled):
     """The real updater, SGD at learning rate 1: the shared-prefix layout's step moves the parameters exactly as the
@@ -109,11 +137,7 @@ def test_updater_shared_prefix_step_equals_padded_step(sampled):
     split = ts.split_model(model)
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
     rewards = np.asarray([0.1, 0.5, 0.9, 0.3, 1.0, 0.2], np.float32)
-    rollouts = Rollouts(
-        chunks=[Chunk(0, raw, prompts, samples)], responses=[""] * 2 * N, prompt_of_row=samples.prompt_index,
-        rewards=rewards, terms={}, statuses=["ok"] * 2 * N, render_results=[None] * 2 * N, device_s=0.0,
-        render_wait_s=0.0,
-    )  # fmt: skip
+    rollouts = _rollouts(raw, prompts, samples, rewards)
     params = {}
     for layout in ("padded", "shared_prefix"):
         updater = GRPOUpdater(

@@ -322,8 +322,8 @@ def shared_prefix_grad_program(
     config: ml_collections.ConfigDict, mesh: Mesh, image_tokens: int, policy: Any = None
 ) -> Program:
     """The GRPO micro-batch gradient on shared-prefix rows (`algo.row_layout=shared_prefix`, vinci_jax.rl.batch):
-    the same micro_batch_rows rollouts as grpo_grad, as micro_batch_rows / n rows of one prompt slot then n
-    response slots (one image per row). Analytic FLOPs count attention at the mask's allowed (causal, same-branch)
+    `algo.group_rows` rows (0: micro_batch_rows / n, grpo_grad's rollouts) of one prompt slot then n response slots
+    (one image per row). Analytic FLOPs count attention at the mask's allowed (causal, same-branch)
     key-query pairs, as a block-sparse kernel computes it (grpo_grad's count is at the dense length)."""
     from vinci_jax.models.attention import BranchedSegments
     from vinci_jax.rl.batch import slot_length
@@ -333,7 +333,7 @@ def shared_prefix_grad_program(
     policy = policy or _virl_policy(config, mesh)
     model_config, params, text = policy.model_config, policy.split.params, policy.model_config.text
     n = int(config.rollout.n)
-    groups = max(1, int(config.algo.micro_batch_rows) // n)
+    groups = int(config.algo.get("group_rows", 0)) or max(1, int(config.algo.micro_batch_rows) // n)
     # the updater's slots for full-length rollouts: prompt and response capacity rounded to an eighth of their bucket
     max_new = int(config.rollout.max_new_tokens)
     prompt, slot = slot_length(int(config.data.max_prompt_len), _prompt_len(config)), slot_length(max_new, max_new)
@@ -341,7 +341,7 @@ def shared_prefix_grad_program(
     updater = GRPOUpdater(
         policy.split, policy.optimizer, policy.schedule, policy.trainable, loss_config(config), mesh,
         group_size=n, micro_batch_rows=groups * n, vision_config=model_config.vision, pad_token_id=0,
-        state_shardings=policy.state_shardings, layout="shared_prefix",
+        state_shardings=policy.state_shardings, layout="shared_prefix", group_rows=groups,
     )  # fmt: skip
 
     def rows_spec(shape: tuple[int, ...], dtype: Any) -> Any:

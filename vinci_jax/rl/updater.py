@@ -8,8 +8,9 @@ few bucketed shapes. Every new micro-batch shape (one compile of the gradient) i
 (`compiled_shapes`); `layout="padded"` keeps one rollout per row, padded to powers of two (the layout before packing,
 kept for comparison and for the per-sequence loss aggregations, which need one sequence per row).
 `layout="shared_prefix"` puts one group per row: its prompt once, then its n responses in fixed slots (see
-vinci_jax.rl.batch); micro_batch_rows / group_size groups per micro-batch (about as many responses as the other
-layouts), groups ordered by their longest response so that slot padding stays small.
+vinci_jax.rl.batch); `group_rows` groups per micro-batch (0: micro_batch_rows / group_size, about as many responses
+as the other layouts; a pod sets one group row per chip), groups ordered by their longest response so that slot
+padding stays small.
 
 A step whose loss or accumulated gradient is not finite is skipped: the optimizer is not applied, the state comes
 back unchanged (its buffers are only donated to the apply), and the step is logged and counted
@@ -70,6 +71,7 @@ class GRPOUpdater:
         reference_params: Any = None,
         layout: str = "packed",
         row_length: int = 0,
+        group_rows: int = 0,
     ):
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -80,6 +82,8 @@ class GRPOUpdater:
         self.shapes: set[Any] = set()
         self.loss, self.mesh = loss, mesh
         self.group_size, self.micro_batch_rows = int(group_size), int(micro_batch_rows)
+        # shared_prefix: group rows per micro-batch (0: about micro_batch_rows rollouts' worth)
+        self.group_rows = int(group_rows) or max(1, self.micro_batch_rows // self.group_size)
         self.estimator = alg.lookup(alg.ADVANTAGES, advantage, "advantage estimator")
         self.filter_equal_groups = filter_equal_groups
         self.vision_config, self.pad_token_id = vision_config, pad_token_id
@@ -174,7 +178,7 @@ class GRPOUpdater:
         prompt_slot = slot_length(max(g[0].length - g[0].response_length for g in groups), widest)
         capacity = max(c.samples.tokens.shape[1] for c in rollouts.chunks)
         slots_per_row = max([self.group_size] + [len(g) for g in groups])
-        per_micro = max(1, self.micro_batch_rows // self.group_size)
+        per_micro = self.group_rows
         for start in range(0, len(groups), per_micro):
             rows = groups[start : start + per_micro]
             longest = max(ref.response_length for g in rows for ref in g)

@@ -176,6 +176,7 @@ class ViRLTrainer:
             reference_params=reference,
             layout=str(config.algo.get("row_layout", "packed")),
             row_length=int(config.algo.get("row_length", 0)),
+            group_rows=int(config.algo.get("group_rows", 0)),
         )
         # each process scores its own rollouts, on its own devices (a process-local mesh)
         reward_mesh = sharding.make_mesh({"data": -1}, jax.local_devices()) if multihost.is_multiprocess() else None
