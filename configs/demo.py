@@ -38,8 +38,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.corpus = ml_collections.ConfigDict(
         {"size": 1000, "domains": DOMAINS, "simple": True, "refine_fraction": 0.0, "test_fraction": 0.1, "workers": 2}
     )
-    # The tiny preset's cost is its 151,936-token LM head, not its body: four decoder layers instead of two cost a
-    # few percent more per step and give the policy room to condition on the image.
+    # The tiny preset's cost is its 151,936-token LM head, not its body. `demo`: the model's vocabulary is the Qwen
+    # BPE cut down to the tokens of this corpus (vinci_jax/demo_vocab.py; the data stage writes it with a random-init
+    # base model that SFT starts from); "qwen" keeps the full vocabulary. Four decoder layers instead of two give
+    # the policy room to condition on the image.
+    config.vocab = "demo"
     config.model = ml_collections.ConfigDict({"num_layers": 4})
     # simple web pages are the longest answers (median 314, max 320 tokens; the others 100-175): 512-token rows hold
     # a page and its prompt (shorter samples are packed), 384 new tokens hold a page and its closing fence
