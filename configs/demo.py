@@ -47,15 +47,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # simple web pages are the longest answers (median 314, max 320 tokens; the others 100-175): 512-token rows hold
     # a page and its prompt (shorter samples are packed), 384 new tokens hold a page and its closing fence
     config.sft = ml_collections.ConfigDict(
-        {"steps": 160, "batch": 2, "seq_len": 512, "learning_rate": 5e-3, "warmup_steps": 10}
+        {"steps": 600, "batch": 4, "seq_len": 512, "learning_rate": 5e-3, "warmup_steps": 30}
     )
     config.virl = ml_collections.ConfigDict(
         {
-            "steps": 6,
+            "steps": 10,
             "prompts": 5,
             "n": 4,
             "max_new_tokens": 384,
-            "learning_rate": 1e-4,
+            "learning_rate": 5e-4,
             "slots": 16,
             "chunk_prompts": 16,
         }
