@@ -62,8 +62,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     config.eval = ml_collections.ConfigDict({"prompts": 80, "max_new_tokens": 384})  # 16 per domain
     # seconds per stage on an idle 2-core machine (printed as the stages run; the sum is the demo's 20 min bar).
-    # Measured near idle with an older preset (2 layers, seq_len 512, 448 new tokens, the default corpus): data 49 s,
-    # sft 426 s, virl 459 s. The current preset was only run under load 7-18 (sft 1,567 s, virl 719 s): not re-timed.
+    # Measured with this preset (demo vocabulary) at load 0.1-6.7: data 2.8 s (reused corpus; 91 s fresh), sft 276 s,
+    # virl 417 s (README "Measured make demo"); not timed fully idle.
     config.budgets = ml_collections.ConfigDict({"env": 15, "data": 90, "sft": 560, "virl": 535})
     if preset == "smoke":
         config.corpus.size = 40
