@@ -38,29 +38,32 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.corpus = ml_collections.ConfigDict(
         {"size": 1000, "domains": DOMAINS, "simple": True, "refine_fraction": 0.0, "test_fraction": 0.1, "workers": 2}
     )
-    # The tiny preset's cost is its 151,936-token LM head, not its body: four decoder layers instead of two cost a
-    # few percent more per step and give the policy room to condition on the image.
+    # The tiny preset's cost is its 151,936-token LM head, not its body. `demo`: the model's vocabulary is the Qwen
+    # BPE cut down to the tokens of this corpus (vinci_jax/demo_vocab.py; the data stage writes it with a random-init
+    # base model that SFT starts from); "qwen" keeps the full vocabulary. Four decoder layers instead of two give
+    # the policy room to condition on the image.
+    config.vocab = "demo"
     config.model = ml_collections.ConfigDict({"num_layers": 4})
     # simple web pages are the longest answers (median 314, max 320 tokens; the others 100-175): 512-token rows hold
     # a page and its prompt (shorter samples are packed), 384 new tokens hold a page and its closing fence
     config.sft = ml_collections.ConfigDict(
-        {"steps": 160, "batch": 2, "seq_len": 512, "learning_rate": 5e-3, "warmup_steps": 10}
+        {"steps": 600, "batch": 4, "seq_len": 512, "learning_rate": 5e-3, "warmup_steps": 30}
     )
     config.virl = ml_collections.ConfigDict(
         {
-            "steps": 6,
+            "steps": 10,
             "prompts": 5,
             "n": 4,
             "max_new_tokens": 384,
-            "learning_rate": 1e-4,
+            "learning_rate": 5e-4,
             "slots": 16,
             "chunk_prompts": 16,
         }
     )
     config.eval = ml_collections.ConfigDict({"prompts": 80, "max_new_tokens": 384})  # 16 per domain
     # seconds per stage on an idle 2-core machine (printed as the stages run; the sum is the demo's 20 min bar).
-    # Measured near idle with an older preset (2 layers, seq_len 512, 448 new tokens, the default corpus): data 49 s,
-    # sft 426 s, virl 459 s. The current preset was only run under load 7-18 (sft 1,567 s, virl 719 s): not re-timed.
+    # Measured with this preset (demo vocabulary) at load 0.1-6.7: data 2.8 s (reused corpus; 91 s fresh), sft 276 s,
+    # virl 417 s (README "Measured make demo"); not timed fully idle.
     config.budgets = ml_collections.ConfigDict({"env": 15, "data": 90, "sft": 560, "virl": 535})
     if preset == "smoke":
         config.corpus.size = 40

@@ -49,6 +49,10 @@ def test_demo_smoke_runs_every_stage_on_all_domains_with_anchors(smoke):
     gain = summary["gains"]["ViRL - SFT"]["all"]
     assert gain["low"] <= gain["gain"] <= gain["high"] and gain["n"] == table["all"]["prompts"]
     assert (workdir / "export" / "config.json").is_file() and (workdir / "export" / "tokenizer.json").is_file()
+    # the demo's vocabulary travels with the export: its config's LM head is the compact one, with the map to Qwen ids
+    export_config = json.loads((workdir / "export" / "config.json").read_text())
+    id_map = json.loads((workdir / "export" / "demo_vocab.json").read_text())
+    assert len(id_map["qwen_ids"]) <= export_config["text_config"]["vocab_size"] == id_map["vocab_size"] < 10_000
     corpus = json.loads((workdir / "corpus" / "stats.json").read_text())
     assert corpus["config"]["simple"] and corpus["redrawn"] == {}, corpus  # every simple program renders first time
 

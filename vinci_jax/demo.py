@@ -58,7 +58,15 @@ def _paths(config: ml_collections.ConfigDict) -> dict[str, Path]:
         raise ValueError(f"the demo's workdir must be a local directory, not {config.workdir!r} (the sft and virl "
                          "jobs take gs:// workdirs)")  # fmt: skip
     root = Path(config.workdir)
-    return {name: root / name for name in ("corpus", "sft", "virl", "baseline", "report", "export")}
+    return {name: root / name for name in ("corpus", "base", "sft", "virl", "baseline", "report", "export")}
+
+
+def _demo_vocab(config: ml_collections.ConfigDict) -> bool:
+    """Whether the demo's model uses the corpus' compact vocabulary (vinci_jax/demo_vocab.py) or Qwen's full one."""
+    vocab = str(config.get("vocab", "qwen"))
+    if vocab not in ("demo", "qwen"):
+        raise ValueError(f"config.vocab must be 'demo' or 'qwen', not {vocab!r}")
+    return vocab == "demo"
 
 
 @stage("data")
@@ -83,9 +91,19 @@ def data_stage(config: ml_collections.ConfigDict) -> str:
     stats = ensure_synth(corpus, synth, num_workers=int(c.workers))
     domains = len(synth.domains)
     held = write_heldout(corpus, per_domain=-(-int(config.eval.prompts) // domains))
+    vocab = ""
+    if _demo_vocab(config):  # after the held-out split: its prompts are tokenized by the same vocabulary
+        from vinci_jax.demo_vocab import write_base
+
+        layers = int(config.get("model", {}).get("num_layers", 0))
+        base = write_base(_paths(config)["base"], corpus, num_layers=layers, seed=int(config.seed), **IMAGE_PIXELS)
+        vocab = (
+            f"; demo vocabulary {base['tokens']} tokens (LM head {base['vocab_size']} rows, Qwen's "
+            f"{base['qwen_tokens']}), random-init base model in {_paths(config)['base']}"
+        )
     return (
         f"{stats['written']} samples {stats['domain']} splits {stats.get('split')}; held-out (distinct, unseen in "
-        f"training) {held['per_domain']} = {held['total']}, left out {held['dropped']}"
+        f"training) {held['per_domain']} = {held['total']}, left out {held['dropped']}{vocab}"
     )
 
 
@@ -105,6 +123,11 @@ def _tiny_job_config(
     cfg.workdir, cfg.seed, cfg.num_steps = str(workdir), config.seed, steps
     cfg.data.min_pixels, cfg.data.max_pixels = IMAGE_PIXELS["min_pixels"], IMAGE_PIXELS["max_pixels"]
     cfg.model.num_layers = int(config.get("model", {}).get("num_layers", 0))  # SFT and ViRL build the same depth
+    if _demo_vocab(config):  # both start from the data stage's base model (its config.json and tokenizer)
+        base = _paths(config)["base"]
+        if not (base / "config.json").is_file():
+            raise FileNotFoundError(f"no demo base model in {base}: run the data stage first (config.vocab=demo)")
+        cfg.model.hf_dir = str(base)
     return cfg
 
 
@@ -318,6 +341,10 @@ def virl_stage(config: ml_collections.ConfigDict) -> str:
         virl_seconds = time.perf_counter() - began
         score("after_virl")
         trainer.export(str(paths["export"]))  # the ViRL policy (the baseline below replaces the trainer's policy)
+        if _demo_vocab(config):  # the export's vocabulary is the demo's: ship the map back to Qwen's ids with it
+            from vinci_jax.demo_vocab import MAP_FILE
+
+            shutil.copy(paths["base"] / MAP_FILE, paths["export"] / MAP_FILE)
         if config.baseline:
             trainer.reset_policy(_baseline_sft(config, virl_seconds))
             score("baseline")

@@ -58,6 +58,19 @@ def resolve_model(config: ml_collections.ConfigDict) -> tuple[ModelFamily, Any]:
     return family, model_config
 
 
+def model_processor(config: ml_collections.ConfigDict, **image_overrides: Any) -> Any:
+    """The processor of a run's model block: the tokenizer saved with `hf_dir` / `init_from` when that directory has
+    one (a model with its own vocabulary, e.g. the demo's), else the family's offline tokenizer; with image_overrides
+    (min_pixels= / max_pixels=)."""
+    from vinci_jax.policy import load_processor
+
+    family, source = model_family(config), _config_source(config)
+    tokenizer = None
+    if source is not None and (as_path(source) / "tokenizer.json").is_file():
+        tokenizer = load_processor(source, family).tokenizer
+    return family.processor_with(tokenizer, **image_overrides)
+
+
 def _constructor(
     config: ml_collections.ConfigDict,
 ) -> tuple[ModelFamily | None, Any, Callable[[nnx.Rngs], nnx.Module]]:
@@ -109,11 +122,11 @@ class ModelFactory:
         return None if self.family is None else dict(self.family.freeze_groups)
 
     def processor(self, **image_overrides: Any) -> Any:
-        """The family's default processor (offline tokenizer) with e.g. min_pixels= / max_pixels=; None for the
-        stand-in model."""
+        """The model's processor (`model_processor`) with e.g. min_pixels= / max_pixels=; None for the stand-in
+        model."""
         if self.family is None:
             return None
-        return self.family.processor_with(None, **image_overrides)
+        return model_processor(self.config, **image_overrides)
 
     def abstract_split(self) -> tuple[Any, nnx.State, nnx.State]:
         """(graphdef, abstract Param state with logical-axis metadata, abstract other variables)."""

@@ -126,11 +126,14 @@ def make_grain_iterators(
 ) -> tuple[VisionBatches, Callable[[], Iterator[dict[str, Any]]] | None]:
     """Train iterator (shuffled, repeating) and a factory of fresh validation iterators (same rows every time)."""
     from vinci_jax.input_pipeline import SFTLoader
+    from vinci_jax.train.model import model_processor
 
     data = config.data
     train_cfg = _sft_config(config, data.train_path, data.train_split, seed, shuffle=True)
     row_patches = train_cfg.row_patches
-    train = VisionBatches(SFTLoader(train_cfg), vision_config, row_patches, mesh)
+    # the model's own tokenizer when its hf_dir / init_from has one (what the workdir's processor files then hold)
+    processor = model_processor(config.model, min_pixels=data.min_pixels, max_pixels=data.max_pixels)
+    train = VisionBatches(SFTLoader(train_cfg, processor), vision_config, row_patches, mesh)
     make_val = None
     from vinci_data.records import list_shards
 
@@ -139,6 +142,5 @@ def make_grain_iterators(
         logging.warning("no %r split in %s: validation disabled", data.val_split, val_path)
     elif data.val_split:
         val_cfg = _sft_config(config, val_path, data.val_split, seed, shuffle=False)
-        processor = train.loader.featurizer.processor  # one tokenizer for both: building it is not free
         make_val = lambda: VisionBatches(SFTLoader(val_cfg, processor), vision_config, row_patches, mesh)  # noqa: E731
     return train, make_val
