@@ -39,9 +39,8 @@ def constrain_like_params(param_shardings: Any, tree: Any) -> Any:
     return jax.lax.with_sharding_constraint(tree, param_shardings)
 
 
-def token_ce_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+def weighted_sums(ce: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(sum of weighted token cross entropies, sum of weights), computed in float32."""
-    (ce,) = token_cross_entropy(logits, targets)
     weights = weights.astype(jnp.float32)
     return jnp.sum(ce * weights), jnp.sum(weights)
 
@@ -55,14 +54,14 @@ def _loss_sums(
     model = split.merge(params)
     inputs = {k: v for k, v in batch.items() if k in input_names and k not in LABEL_KEYS}
     if logit_chunk <= 0:
-        return token_ce_sums(model(**inputs), batch["targets"], batch["loss_mask"])
+        (ce,) = token_cross_entropy(model(**inputs), batch["targets"])
+        return weighted_sums(ce, batch["loss_mask"])
     if not hasattr(model, "hidden_states"):
         raise ValueError(f"logit_chunk needs a model with hidden_states / compute_logits; {type(model).__name__} "
                          "has neither (use logit_chunk=0)")  # fmt: skip
     hidden = model.hidden_states(**inputs)
     (ce,) = chunked_head(model.compute_logits, hidden, token_cross_entropy, (batch["targets"],), logit_chunk)
-    weights = batch["loss_mask"].astype(jnp.float32)
-    return jnp.sum(ce * weights), jnp.sum(weights)
+    return weighted_sums(ce, batch["loss_mask"])
 
 
 def make_train_step(
