@@ -85,14 +85,28 @@ def _processor_dir(path: epath.Path) -> epath.Path | None:
     return None
 
 
+def restore_targets(param_state: nnx.State, mesh: Mesh | None) -> dict[str, Any]:
+    """{NNX path: the sharding a restore writes that parameter into}: its logical sharding over `mesh` (each
+    device reads only its shard), or the first device without a mesh. The Orbax and HF loads both place by this
+    rule, so checking it on an abstract 8B model shows what a real load would put on each device."""
+    import jax
+
+    from vinci_jax import sharding
+    from vinci_jax.hf.loader import path_str
+
+    flat = nnx.to_flat_state(param_state)
+    if mesh is None:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return {path_str(k): device for k, _ in flat}
+    return {path_str(k): sharding.variable_sharding(v, mesh) for k, v in flat}
+
+
 def _load_orbax(path: epath.Path, mesh: Mesh | None, dtype: Any, config: Any = None) -> nnx.Module:
     """Model parameters from an Orbax checkpoint (the latest step of a workdir or a step dir) into a new model.
 
     Each parameter is restored by Orbax straight into its target sharding (its logical axes over `mesh`; without a
     mesh, the first device) and dtype: at 8B the whole set (35 GB) never sits on one device or in host memory."""
-    import jax
 
-    from vinci_jax import sharding
     from vinci_jax.hf.export import orbax_model_config, restore_orbax_params
     from vinci_jax.hf.loader import path_str
 
@@ -101,12 +115,7 @@ def _load_orbax(path: epath.Path, mesh: Mesh | None, dtype: Any, config: Any = N
     abstract = families.family_of_config(config).abstract_model(config, dtype, jnp.float32)
     graphdef, state = nnx.split(abstract)
     param_state = nnx.state(abstract, nnx.Param)
-    if mesh is not None:
-        targets = sharding.state_shardings(param_state, mesh)
-        by_name = {path_str(k): v for k, v in nnx.to_flat_state(targets)}
-    else:
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        by_name = {path_str(k): device for k, _ in nnx.to_flat_state(param_state)}
+    by_name = restore_targets(param_state, mesh)
     dtypes = {path_str(k): v.get_value().dtype for k, v in nnx.to_flat_state(param_state)}
     params, config = restore_orbax_params(root, config, shardings=by_name, dtypes=dtypes)
     for key, variable in nnx.to_flat_state(state):

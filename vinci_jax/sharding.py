@@ -111,7 +111,8 @@ def param(value: jax.Array, *names: str | None) -> nnx.Param:
     return nnx.Param(value, logical_axes=tuple(names))
 
 
-def _variable_spec(variable: nnx.Variable, mesh: Mesh) -> NamedSharding:
+def variable_sharding(variable: nnx.Variable, mesh: Mesh) -> NamedSharding:
+    """Where one variable lives over `mesh`: its logical axes (replicated where it has none)."""
     names = variable.get_metadata().get("logical_axes")
     shape = tuple(variable.get_value().shape)
     if names is None:
@@ -121,7 +122,7 @@ def _variable_spec(variable: nnx.Variable, mesh: Mesh) -> NamedSharding:
 
 def state_shardings(state: Any, mesh: Mesh) -> Any:
     """A tree like `state` (nnx.State or a module's state) with a NamedSharding per variable."""
-    return jax.tree.map(lambda v: _variable_spec(v, mesh), state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return jax.tree.map(lambda v: variable_sharding(v, mesh), state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def shard_module(module: nnx.Module, mesh: Mesh) -> nnx.Module:

@@ -12,13 +12,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 from flax import nnx
 
 from vinci_jax import sharding
+from vinci_jax.hf import loader
 from vinci_jax.hf.loader import path_str
 from vinci_jax.hf.qwen2_5_vl import export_qwen2_5_vl
+from vinci_jax.models import families
 from vinci_jax.models.qwen2_5_vl import Qwen25VLConfig, Qwen25VLForConditionalGeneration
-from vinci_jax.policy import load_policy
+from vinci_jax.policy import load_policy, restore_targets
 
 
 def _device_bytes(arrays, skip: set[int]) -> dict:
@@ -98,3 +101,35 @@ def test_init_from_restores_into_target_shardings(tmp_path):
     hf_dir = export_qwen2_5_vl(model, tmp_path / "hf", dtype="float32")
     del model
     _check_sharded_load(hf_dir, mesh, expected, total)
+
+
+@pytest.mark.parametrize("family,preset", [("qwen3_vl", "8b"), ("qwen2_5_vl", "7b"), ("qwen2_5_vl", "32b")])
+def test_full_size_load_plan_puts_about_one_eighth_on_each_device(family, preset):
+    """The restore plan of a real-size model (abstract: shapes only, nothing is allocated) over 8 devices.
+
+    Both loads (Orbax `restore_targets` and the HF loader's per-tensor placement) write every parameter into its
+    sharding; at 8B the whole set is ~35 GB, so any large parameter planned onto one device, or replicated,
+    would show here as a device holding far more than its eighth."""
+    fam = families.get_family(family)
+    config = fam.preset(preset)
+    params = nnx.state(fam.abstract_model(config, jnp.float32, jnp.float32), nnx.Param)
+    mesh = sharding.make_mesh({"fsdp": 8})
+    plan = restore_targets(params, mesh)
+    held: dict = {}
+    total = replicated = 0
+    for key, variable in nnx.to_flat_state(params):
+        value = variable.get_value()
+        target = plan[path_str(key)]
+        assert target == loader._target_sharding(variable, mesh)  # the HF path places by the same rule
+        nbytes = int(np.prod(value.shape)) * value.dtype.itemsize
+        shard = int(np.prod(target.shard_shape(value.shape))) * value.dtype.itemsize
+        total += nbytes
+        if shard == nbytes:
+            replicated += nbytes
+            assert nbytes < 2**20, f"{path_str(key)} {value.shape}: {nbytes / 2**20:.0f} MiB on every device"
+        for device in target.device_set:
+            held[device] = held.get(device, 0) + shard
+    assert total > 5e9 * (4 if preset == "32b" else 1)  # really the full-size model (float32)
+    assert len(held) == 8
+    assert replicated < 1e-3 * total  # only norms and biases are whole on every device
+    assert max(held.values()) <= total / 8 * 1.01, {d.id: b / 2**30 for d, b in held.items()}

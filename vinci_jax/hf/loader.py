@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
+from jax.sharding import Mesh, SingleDeviceSharding
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
@@ -156,13 +156,9 @@ def _shape_after(transform: Callable[[np.ndarray], np.ndarray], shape: tuple[int
     return tuple(transform(np.broadcast_to(np.zeros((), np.float32), shape)).shape)
 
 
-def _target_sharding(variable: nnx.Variable, shape: tuple[int, ...], mesh: Mesh | None) -> jax.sharding.Sharding:
-    if mesh is None:
-        return SingleDeviceSharding(jax.devices()[0])
-    names = variable.get_metadata().get("logical_axes")
-    if names is None:
-        return NamedSharding(mesh, PartitionSpec())
-    return NamedSharding(mesh, sharding.logical_to_spec(names, shape, mesh))
+def _target_sharding(variable: nnx.Variable, mesh: Mesh | None) -> jax.sharding.Sharding:
+    """The variable's own logical sharding over `mesh` (the one every other restore path uses), else device 0."""
+    return SingleDeviceSharding(jax.devices()[0]) if mesh is None else sharding.variable_sharding(variable, mesh)
 
 
 def _place(array: np.ndarray, target: jax.sharding.Sharding) -> jax.Array:
@@ -250,7 +246,7 @@ def load_model(
                 abstract = variable.get_value()
                 array = np.ascontiguousarray(item.rule.transform.to_nnx(handle.get_tensor(item.hf_name)))
                 array = array.astype(dtype if dtype is not None else abstract.dtype, copy=False)
-                values[item.path] = _place(array, _target_sharding(variable, array.shape, mesh))
+                values[item.path] = _place(array, _target_sharding(variable, mesh))
                 del array
 
     for path, variable in flat:
