@@ -3,7 +3,7 @@
 import pytest
 from vinci_data.records import Record, RecordWriter, read_records
 
-from vinci_jax.demo_heldout import HELDOUT_SPLIT, write_heldout
+from vinci_jax.demo_heldout import HELDOUT_SPLIT, HELDOUT_SPLITS, write_heldout
 
 
 def _record(i: int, domain: str, split: str, answer: str) -> Record:
@@ -40,3 +40,26 @@ def test_heldout_without_test_records_fails_loudly(tmp_path):
         writer.write(_record(0, "svg", "train", "x"))
     with pytest.raises(ValueError, match="no distinct test records"):
         write_heldout(tmp_path, per_domain=4)
+
+
+def test_val_heldout_shares_no_target_with_train_or_test(tmp_path):
+    records = [
+        _record(0, "svg", "train", "t"),
+        _record(1, "svg", "test", "x"),
+        _record(2, "svg", "val", "t"),  # a training target: dropped
+        _record(3, "svg", "val", "x"),  # a test target: dropped
+        _record(4, "svg", "val", "v"),
+        _record(5, "chem", "val", "x"),  # same code, other domain: distinct
+    ]
+    with RecordWriter(tmp_path) as writer:
+        for record in records:
+            writer.write(record)
+    test = write_heldout(tmp_path, per_domain=4)
+    val = write_heldout(tmp_path, per_domain=4, source="val")
+    assert test["total"] == 1 and val["per_domain"] == {"chem": 1, "svg": 1}
+    assert val["dropped"] == {"seen_in_train_or_repeated": 2}
+    held_val = list(read_records(tmp_path, HELDOUT_SPLITS["val"]))
+    assert [r.id for r in held_val] == ["r5", "r4"] and {r.split for r in held_val} == {"heldout_val"}
+    assert [r.id for r in read_records(tmp_path, HELDOUT_SPLIT)] == ["r1"]  # the test held-out set is kept
+    with pytest.raises(ValueError, match="must be one of"):
+        write_heldout(tmp_path, per_domain=4, source="train")

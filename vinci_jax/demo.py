@@ -90,7 +90,9 @@ def data_stage(config: ml_collections.ConfigDict) -> str:
     corpus = str(_paths(config)["corpus"])
     stats = ensure_synth(corpus, synth, num_workers=int(c.workers))
     domains = len(synth.domains)
-    held = write_heldout(corpus, per_domain=-(-int(config.eval.prompts) // domains))
+    per_domain = -(-int(config.eval.prompts) // domains)
+    held = write_heldout(corpus, per_domain=per_domain)
+    val = write_heldout(corpus, per_domain=per_domain, source="val")  # for choosing settings (eval.split=val)
     vocab = ""
     if _demo_vocab(config):  # after the held-out split: its prompts are tokenized by the same vocabulary
         from vinci_jax.demo_vocab import write_base
@@ -103,7 +105,8 @@ def data_stage(config: ml_collections.ConfigDict) -> str:
         )
     return (
         f"{stats['written']} samples {stats['domain']} splits {stats.get('split')}; held-out (distinct, unseen in "
-        f"training) {held['per_domain']} = {held['total']}, left out {held['dropped']}{vocab}"
+        f"training) {held['per_domain']} = {held['total']}, left out {held['dropped']}; val held-out (also none of "
+        f"the test targets) {val['total']}{vocab}"
     )
 
 
@@ -143,6 +146,8 @@ def _sft_job_config(
     cfg.data.global_batch_size = int(c.batch)
     cfg.data.patches_per_row = 256
     cfg.optimizer.learning_rate = float(c.learning_rate)
+    cfg.algo.kl_coef = float(c.get("kl_coef", cfg.algo.kl_coef))
+    cfg.rollout.temperature = float(c.get("temperature", cfg.rollout.temperature))
     cfg.optimizer.warmup_steps = int(c.warmup_steps)
     cfg.checkpoint.every_steps = steps
     cfg.eval_every = steps
@@ -266,10 +271,23 @@ def _virl_job_config(config: ml_collections.ConfigDict) -> ml_collections.Config
     cfg.rollout.chunk_prompts = int(c.get("chunk_prompts", max(1, int(c.prompts) // 2)))
     cfg.rollout.paged.slots = int(c.get("slots", cfg.rollout.paged.slots))  # rows decoded at once (held-out too)
     cfg.optimizer.learning_rate = float(c.learning_rate)
+    cfg.algo.kl_coef = float(c.get("kl_coef", cfg.algo.kl_coef))
+    cfg.rollout.temperature = float(c.get("temperature", cfg.rollout.temperature))
     cfg.eval.prompts = int(config.eval.prompts)
     cfg.eval.max_new_tokens = int(config.eval.max_new_tokens)
     cfg.checkpoint.every_steps = int(c.steps)
     return cfg
+
+
+def _heldout_split(config: ml_collections.ConfigDict) -> str:
+    """The held-out set the stages score: drawn from the test split (the reported figures) or, with
+    `eval.split=val`, from the val split, to compare settings without choosing them on the test figures."""
+    from vinci_jax.demo_heldout import HELDOUT_SPLITS
+
+    source = str(config.eval.get("split", "test"))
+    if source not in HELDOUT_SPLITS:
+        raise ValueError(f"config.eval.split must be one of {sorted(HELDOUT_SPLITS)}, not {source!r}")
+    return HELDOUT_SPLITS[source]
 
 
 def _sft_checkpoints(paths: dict[str, Path]) -> Path:
@@ -291,7 +309,7 @@ def sft_eval_stage(config: ml_collections.ConfigDict) -> str:
     sft_checkpoints = _sft_checkpoints(paths)
     trainer = ViRLTrainer(_virl_job_config(config))
     try:
-        held = HeldOut(trainer, int(config.eval.prompts))
+        held = HeldOut(trainer, int(config.eval.prompts), _heldout_split(config))
         trainer.reset_policy(str(sft_checkpoints))
         scores = held.score()
         result = _stage_scores(scores, held.anchors)
@@ -325,7 +343,7 @@ def virl_stage(config: ml_collections.ConfigDict) -> str:
     summary: dict[str, object] = {"encoder": trainer.reward.encoder_label, "held_out": {}, "gains": {}}
     held_out = summary["held_out"]
     try:
-        held = HeldOut(trainer, int(config.eval.prompts))
+        held = HeldOut(trainer, int(config.eval.prompts), _heldout_split(config))
         scores = {}
 
         def score(name: str) -> None:  # printed as soon as measured, so a long run shows its figures as it goes
@@ -333,7 +351,8 @@ def virl_stage(config: ml_collections.ConfigDict) -> str:
             held_out[name] = _stage_scores(scores[name], held.anchors)
             _print_scores(HELD_OUT_LABELS[name], held_out[name]["table"])
 
-        score("random_init")
+        if bool(config.eval.get("random_init", True)):
+            score("random_init")
         trainer.reset_policy(str(_sft_checkpoints(paths)))
         score("after_sft")
         began = time.perf_counter()

@@ -2,7 +2,8 @@
 their anchors.
 
 `write_heldout` keeps test records whose (domain, gold code) is neither in the train split nor repeated, takes up to
-`per_domain` of each domain, and writes them as the corpus' `heldout` split. `HeldOut` scores a policy's greedy
+`per_domain` of each domain, and writes them as the corpus' `heldout` split (from `val` instead: `heldout_val`,
+for choosing settings without the test figures). `HeldOut` scores a policy's greedy
 rollouts on that split through the ViRL trainer (its sampler, render pool and reward) and puts every figure beside
 its anchors on the same prompts: the trivial output's score and the gold code's score (vinci_jax/evaluate/anchors.py).
 """
@@ -19,17 +20,26 @@ import numpy as np
 from vinci_jax.evaluate.anchors import Anchored, per_sample_normalised, trivial_code
 
 HELDOUT_SPLIT = "heldout"
+# the corpus split each held-out set is drawn from -> the split it is written as. `val` is for choosing settings
+# (learning rate, KL, group size ...) without looking at the test figures the demo reports.
+HELDOUT_SPLITS = {"test": HELDOUT_SPLIT, "val": "heldout_val"}
 
 
-def write_heldout(corpus_dir: str | os.PathLike, per_domain: int) -> dict[str, Any]:
-    """Write the `heldout` split; returns counts per domain and why records were left out."""
+def write_heldout(corpus_dir: str | os.PathLike, per_domain: int, source: str = "test") -> dict[str, Any]:
+    """Write the held-out split drawn from corpus split `source` (`HELDOUT_SPLITS`); returns counts per domain and
+    why records were left out. A `val` held-out set also leaves out every answer of the test split, so the two
+    sets share no target."""
     from array_record.python.array_record_module import ArrayRecordWriter
     from vinci_data.records import ARRAY_RECORD_OPTIONS, encode_record, read_records, shard_name
 
-    seen = {(r.domain, r.answer) for r in read_records(corpus_dir, "train")}
+    if source not in HELDOUT_SPLITS:
+        raise ValueError(f"held-out source split must be one of {sorted(HELDOUT_SPLITS)}, not {source!r}")
+    split = HELDOUT_SPLITS[source]
+    excluded = ("train",) if source == "test" else ("train", "test")
+    seen = {(r.domain, r.answer) for name in excluded for r in read_records(corpus_dir, name)}
     chosen: dict[str, list[Any]] = collections.defaultdict(list)
     dropped: collections.Counter[str] = collections.Counter()
-    for record in read_records(corpus_dir, "test"):
+    for record in read_records(corpus_dir, source):
         key = (record.domain, record.answer)
         if key in seen:
             dropped["seen_in_train_or_repeated"] += 1
@@ -38,10 +48,10 @@ def write_heldout(corpus_dir: str | os.PathLike, per_domain: int) -> dict[str, A
         if len(chosen[record.domain]) >= per_domain:
             dropped["over_per_domain"] += 1
             continue
-        chosen[record.domain].append(dataclasses.replace(record, split=HELDOUT_SPLIT))
+        chosen[record.domain].append(dataclasses.replace(record, split=split))
     if not chosen:
-        raise ValueError(f"{corpus_dir}: no distinct test records for the held-out set (corpus too small?)")
-    path = os.path.join(os.fspath(corpus_dir), shard_name(HELDOUT_SPLIT, 0, 1))
+        raise ValueError(f"{corpus_dir}: no distinct {source} records for the held-out set (corpus too small?)")
+    path = os.path.join(os.fspath(corpus_dir), shard_name(split, 0, 1))
     writer = ArrayRecordWriter(path, ARRAY_RECORD_OPTIONS)
     try:
         # domains interleaved, so any prefix of the split stays stratified
@@ -92,15 +102,16 @@ class HeldOutAnchors:
 class HeldOut:
     """The held-out batch of a ViRL trainer, its anchors (computed once) and greedy scoring of the current policy."""
 
-    def __init__(self, trainer: Any, prompts: int) -> None:
+    def __init__(self, trainer: Any, prompts: int, split: str = HELDOUT_SPLIT) -> None:
         self.trainer = trainer
         self.prompts = prompts
+        self.split = split
         self.batch = None
         self.anchors: HeldOutAnchors | None = None
 
     def score(self) -> PolicyScores:
         """Greedy rollouts of the trainer's current policy on the held-out split."""
-        _, batch, rollouts = self.trainer.evaluate_rollouts(HELDOUT_SPLIT, self.prompts)
+        _, batch, rollouts = self.trainer.evaluate_rollouts(self.split, self.prompts)
         if self.batch is None:
             self.batch = batch
             self.anchors = self._anchors(batch)
