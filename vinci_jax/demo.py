@@ -146,8 +146,6 @@ def _sft_job_config(
     cfg.data.global_batch_size = int(c.batch)
     cfg.data.patches_per_row = 256
     cfg.optimizer.learning_rate = float(c.learning_rate)
-    cfg.algo.kl_coef = float(c.get("kl_coef", cfg.algo.kl_coef))
-    cfg.rollout.temperature = float(c.get("temperature", cfg.rollout.temperature))
     cfg.optimizer.warmup_steps = int(c.warmup_steps)
     cfg.checkpoint.every_steps = steps
     cfg.eval_every = steps
