@@ -84,7 +84,7 @@ def test_family_pieces(name, config_cls, model_cls, processor_cls, patch, tmp_pa
 
 def test_from_model_config_and_processor_with(tmp_path):
     family, config = families.from_model_config({"family": "qwen3_vl", "preset": "qwen3_vl_8b", "hf_dir": ""})
-    assert family.name == "qwen3_vl" and config == Qwen3VLConfig.qwen3_vl_8b()
+    assert family.name == "qwen3_vl" and config == Qwen3VLConfig.preset("8b")
     q3 = _config_dir(tmp_path, "q3", Qwen3VLConfig.tiny())
     family, config = families.from_model_config({"family": "", "preset": "tiny", "hf_dir": str(q3)})
     assert family.name == "qwen3_vl" and config == Qwen3VLConfig.tiny()

@@ -81,7 +81,7 @@ class ModelFamily:
         return self._hf("read_config")(hf_dir)
 
     def preset(self, name: str) -> Any:
-        """A size preset by name (see `presets`); also accepts a config class method name like `qwen3_vl_8b`."""
+        """A size preset by name (see `presets`); also accepts `<model_type>_<size>` names like `qwen3_vl_8b`."""
         return self.config_class.preset(name)
 
     def owns_config(self, config: Any) -> bool:
