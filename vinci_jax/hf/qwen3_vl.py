@@ -8,51 +8,30 @@ shared Qwen-VL ones (`vinci_jax.hf.qwen_vl`).
 
 from __future__ import annotations
 
+from vinci_jax.hf import qwen_vl
 from vinci_jax.hf.loader import Rule
-from vinci_jax.hf.qwen_vl import (
-    FLAT,
-    NESTED,
-    PATCH_EMBED,
-    QwenVLCheckpoints,
-    checkpoint_rules,
-    default_generation_config,
-    linear_rules,
-    norm_rules,
-    text_rules,
-    write_hf_dir,
-)
 from vinci_jax.models.qwen3_vl.config import Qwen3VLConfig
 from vinci_jax.models.qwen3_vl.modeling import Qwen3VLForConditionalGeneration
 
-__all__ = [
-    "abstract_model",
-    "default_generation_config",
-    "export_qwen3_vl",
-    "load_qwen3_vl",
-    "qwen3_vl_rules",
-    "read_config",
-    "write_hf_dir",
-]
-
 
 def _merger_rules(hf: str, ours: str) -> list[Rule]:
-    return norm_rules(f"{hf}.norm", f"{ours}.norm", bias=True) + [
-        *linear_rules(f"{hf}.linear_fc1", f"{ours}.linear_fc1"),
-        *linear_rules(f"{hf}.linear_fc2", f"{ours}.linear_fc2"),
+    return qwen_vl.norm_rules(f"{hf}.norm", f"{ours}.norm", bias=True) + [
+        *qwen_vl.linear_rules(f"{hf}.linear_fc1", f"{ours}.linear_fc1"),
+        *qwen_vl.linear_rules(f"{hf}.linear_fc2", f"{ours}.linear_fc2"),
     ]
 
 
 def _vision_rules(prefix: str) -> list[Rule]:
     block, ours = f"{prefix}blocks.{{i}}.", "visual.blocks.{i}."
     rules = [
-        Rule(f"{prefix}patch_embed.proj.weight", "visual.patch_embed.proj.kernel", PATCH_EMBED),
+        Rule(f"{prefix}patch_embed.proj.weight", "visual.patch_embed.proj.kernel", qwen_vl.PATCH_EMBED),
         Rule(f"{prefix}patch_embed.proj.bias", "visual.patch_embed.proj.bias"),
         Rule(f"{prefix}pos_embed.weight", "visual.pos_embed.embedding"),
-        *norm_rules(block + "norm1", ours + "norm1", bias=True),
-        *norm_rules(block + "norm2", ours + "norm2", bias=True),
+        *qwen_vl.norm_rules(block + "norm1", ours + "norm1", bias=True),
+        *qwen_vl.norm_rules(block + "norm2", ours + "norm2", bias=True),
     ]
     for proj in ("attn.qkv", "attn.proj", "mlp.linear_fc1", "mlp.linear_fc2"):
-        rules += linear_rules(block + proj, ours + proj)
+        rules += qwen_vl.linear_rules(block + proj, ours + proj)
     rules += _merger_rules(f"{prefix}merger", "visual.merger")
     rules += _merger_rules(f"{prefix}deepstack_merger_list.{{k}}", "visual.deepstack_merger_list.{k}")
     return rules
@@ -63,13 +42,12 @@ def qwen3_vl_rules(config: Qwen3VLConfig) -> list[Rule]:
     bias = config.text.attention_bias
 
     def text(prefix: str) -> list[Rule]:
-        return text_rules(prefix, qkv_bias=bias, o_bias=bias, qk_norm=True)
+        return qwen_vl.text_rules(prefix, qkv_bias=bias, o_bias=bias, qk_norm=True)
 
-    return checkpoint_rules(config, text, _vision_rules, (NESTED, FLAT))
+    return qwen_vl.checkpoint_rules(config, text, _vision_rules, (qwen_vl.NESTED, qwen_vl.FLAT))
 
 
-_CHECKPOINTS = QwenVLCheckpoints(Qwen3VLConfig, Qwen3VLForConditionalGeneration, qwen3_vl_rules)
-read_config = _CHECKPOINTS.read_config
-abstract_model = _CHECKPOINTS.abstract_model
-load_qwen3_vl = _CHECKPOINTS.load
-export_qwen3_vl = _CHECKPOINTS.export
+_CHECKPOINTS = qwen_vl.QwenVLCheckpoints(Qwen3VLConfig, Qwen3VLForConditionalGeneration, qwen3_vl_rules)
+read_config, abstract_model = _CHECKPOINTS.read_config, _CHECKPOINTS.abstract_model
+load_qwen3_vl, export_qwen3_vl = _CHECKPOINTS.load, _CHECKPOINTS.export
+write_hf_dir = qwen_vl.write_hf_dir
