@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vinci_jax.models.qwen_vl.testing import TINY_SPECIALS, TINY_VOCAB, save_random_checkpoint, tiny_vocab
+from vinci_jax.models.qwen_vl.testing import TINY_SPECIALS, TINY_VOCAB, save_random_checkpoint, tiny_config_kwargs
 
 __all__ = ["TINY_SPECIALS", "TINY_VOCAB", "save_tiny_checkpoint", "tiny_hf_config"]
 
@@ -30,31 +30,15 @@ def tiny_hf_config(
     """
     from transformers import Qwen2_5_VLConfig
 
-    vocab, specials = tiny_vocab(real_vocab)
+    text = dict(
+        num_hidden_layers=2,
+        num_key_value_heads=num_key_value_heads,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 3, 3]),
+    )
+    vision = dict(depth=vision_depth, window_size=window_size, fullatt_block_indexes=list(fullatt_block_indexes),
+                  tokens_per_second=2)  # fmt: skip
     return Qwen2_5_VLConfig(
-        text_config=dict(
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=num_key_value_heads,
-            max_position_embeddings=2048,
-            rms_norm_eps=1e-6,
-            rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 3, 3]),
-            **vocab,
-        ),
-        vision_config=dict(
-            depth=vision_depth,
-            hidden_size=32,
-            intermediate_size=48,
-            num_heads=2,
-            out_hidden_size=64,
-            window_size=window_size,
-            fullatt_block_indexes=list(fullatt_block_indexes),
-            tokens_per_second=2,
-        ),
-        tie_word_embeddings=tie_word_embeddings,
-        **specials,
+        **tiny_config_kwargs(real_vocab=real_vocab, tie_word_embeddings=tie_word_embeddings, text=text, vision=vision)
     )
 
 

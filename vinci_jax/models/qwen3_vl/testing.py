@@ -16,7 +16,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vinci_jax.models.qwen_vl.testing import TINY_BOS, TINY_EOS, TINY_SPECIALS, save_random_checkpoint, tiny_vocab
+from vinci_jax.models.qwen_vl.testing import (
+    TINY_BOS,
+    TINY_EOS,
+    TINY_SPECIALS,
+    save_random_checkpoint,
+    tiny_config_kwargs,
+)
 
 __all__ = ["TINY_BOS", "TINY_EOS", "TINY_SPECIALS", "save_tiny_checkpoint", "save_tiny_checkpoint_with_processor"]
 
@@ -38,35 +44,23 @@ def tiny_hf_config(
     """
     from transformers import Qwen3VLConfig
 
-    vocab, specials = tiny_vocab(real_vocab)
+    text = dict(
+        num_hidden_layers=3,
+        num_key_value_heads=num_key_value_heads,
+        head_dim=16,
+        initializer_range=initializer_range,
+        rope_parameters=dict(
+            rope_type="default", rope_theta=10000.0, mrope_section=list(mrope_section), mrope_interleaved=True
+        ),
+    )
+    vision = dict(
+        depth=vision_depth,
+        num_position_embeddings=num_position_embeddings,
+        deepstack_visual_indexes=list(deepstack_visual_indexes),
+        initializer_range=initializer_range,
+    )
     return Qwen3VLConfig(
-        text_config=dict(
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=num_key_value_heads,
-            head_dim=16,
-            max_position_embeddings=2048,
-            rms_norm_eps=1e-6,
-            initializer_range=initializer_range,
-            rope_parameters=dict(
-                rope_type="default", rope_theta=10000.0, mrope_section=list(mrope_section), mrope_interleaved=True
-            ),
-            **vocab,
-        ),
-        vision_config=dict(
-            depth=vision_depth,
-            hidden_size=32,
-            intermediate_size=48,
-            num_heads=2,
-            out_hidden_size=64,
-            num_position_embeddings=num_position_embeddings,
-            deepstack_visual_indexes=list(deepstack_visual_indexes),
-            initializer_range=initializer_range,
-        ),
-        tie_word_embeddings=tie_word_embeddings,
-        **specials,
+        **tiny_config_kwargs(real_vocab=real_vocab, tie_word_embeddings=tie_word_embeddings, text=text, vision=vision)
     )
 
 

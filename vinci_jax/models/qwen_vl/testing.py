@@ -24,6 +24,26 @@ def tiny_vocab(real_vocab: bool) -> tuple[dict[str, int], dict[str, int]]:
     return dict(vocab_size=TINY_VOCAB, bos_token_id=TINY_BOS, eos_token_id=TINY_EOS), TINY_SPECIALS
 
 
+# the dimensions both families' tiny checkpoints share: a 64-wide text model and a 32-wide vision tower
+TINY_TEXT = dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, max_position_embeddings=2048,
+                 rms_norm_eps=1e-6)  # fmt: skip
+TINY_VISION = dict(hidden_size=32, intermediate_size=48, num_heads=2, out_hidden_size=64)
+
+
+def tiny_config_kwargs(
+    *, real_vocab: bool, tie_word_embeddings: bool, text: dict[str, Any], vision: dict[str, Any]
+) -> dict[str, Any]:
+    """Keyword arguments of a transformers Qwen-VL config: the shared tiny dimensions plus a family's `text` and
+    `vision` entries, the tiny or real vocabulary (`tiny_vocab`), the head tying."""
+    vocab, specials = tiny_vocab(real_vocab)
+    return dict(
+        text_config={**TINY_TEXT, **text, **vocab},
+        vision_config={**TINY_VISION, **vision},
+        tie_word_embeddings=tie_word_embeddings,
+        **specials,
+    )
+
+
 def save_random_checkpoint(architecture: str, config: Any, out_dir: str | os.PathLike, seed: int) -> Path:
     """Build transformers' `architecture` (float32) from `config` under torch seed `seed` and save_pretrained it."""
     import torch
