@@ -14,14 +14,9 @@ import numpy as np
 
 from vinci_jax.models.qwen2_5_vl.config import TextConfig
 from vinci_jax.models.qwen2_5_vl.vision import Qwen25VisionTransformer
-from vinci_jax.models.qwen_vl.modeling import (
-    KVCache,
-    QwenAttention,
-    QwenTextModel,
-    QwenVLForConditionalGeneration,
-)
+from vinci_jax.models.qwen_vl.modeling import QwenAttention, QwenTextModel, QwenVLForConditionalGeneration
 
-__all__ = ["Attention", "KVCache", "Qwen25VLForConditionalGeneration", "Qwen2Model", "mrope_axis_of_slot"]
+__all__ = ["Attention", "Qwen25VLForConditionalGeneration", "Qwen2Model", "mrope_axis_of_slot"]
 
 
 def mrope_axis_of_slot(config: TextConfig) -> np.ndarray:
