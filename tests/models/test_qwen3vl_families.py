@@ -45,6 +45,18 @@ def test_resolve_by_name_by_checkpoint_and_default(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "name, sizes", [("qwen2_5_vl", ("tiny", "3b", "7b", "32b", "72b")), ("qwen3_vl", ("tiny", "2b", "4b", "8b", "32b"))]
+)
+def test_family_presets_are_its_config_sizes(name, sizes):
+    family = families.get_family(name)
+    assert family.presets == sizes
+    configs = [family.preset(size) for size in sizes]
+    assert all(family.owns_config(c) for c in configs) and len(set(configs)) == len(sizes)
+    with pytest.raises(ValueError, match="choose one of"):
+        family.preset("1t")
+
+
+@pytest.mark.parametrize(
     "name, config_cls, model_cls, processor_cls, patch",
     [
         ("qwen2_5_vl", Qwen25VLConfig, Qwen25VLForConditionalGeneration, QwenProcessor, 14),
