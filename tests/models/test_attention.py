@@ -16,10 +16,10 @@ from vinci_jax import sharding
 from vinci_jax.models.attention import AttentionMask, BranchedSegments, attention, plan, set_implementation
 from vinci_jax.models.dinov2 import Dinov2Config, Dinov2Model
 from vinci_jax.models.qwen2_5_vl import Qwen25VLConfig, Qwen25VLForConditionalGeneration
-from vinci_jax.models.qwen2_5_vl.modeling import KVCache, chunk_attention
 from vinci_jax.models.qwen2_5_vl.vision import Qwen25VisionTransformer
 from vinci_jax.models.qwen3_vl import Qwen3VLConfig
 from vinci_jax.models.qwen3_vl.vision import Qwen3VisionTransformer
+from vinci_jax.models.qwen_vl.modeling import KVCache, chunk_attention
 from vinci_jax.models.vision_inputs import prepare_vision_inputs
 
 TOL = 1e-5

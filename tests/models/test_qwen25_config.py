@@ -98,14 +98,14 @@ def test_from_hf_reads_the_original_release_layout():
         "vision_start_token_id": 151652,
         "vision_end_token_id": 151653,
     }
-    assert Qwen25VLConfig.from_hf(legacy) == Qwen25VLConfig.qwen2_5_vl_7b()
-    assert Qwen25VLConfig.from_hf(Qwen25VLConfig.qwen2_5_vl_7b().to_hf()) == Qwen25VLConfig.qwen2_5_vl_7b()
+    assert Qwen25VLConfig.from_hf(legacy) == Qwen25VLConfig.preset("7b")
+    assert Qwen25VLConfig.from_hf(Qwen25VLConfig.preset("7b").to_hf()) == Qwen25VLConfig.preset("7b")
 
 
 def test_bad_configs_name_the_problem():
     with pytest.raises(ValueError, match="mrope_section"):
         Qwen25VLConfig.tiny().text.__class__(hidden_size=64, num_attention_heads=4, mrope_section=(4, 4, 4))
     with pytest.raises(ValueError, match="out_hidden_size"):
-        Qwen25VLConfig.tiny().replace(vision=Qwen25VLConfig.qwen2_5_vl_7b().vision)
+        Qwen25VLConfig.tiny().replace(vision=Qwen25VLConfig.preset("7b").vision)
     with pytest.raises(ValueError, match="unknown Qwen2.5-VL preset"):
         Qwen25VLConfig.preset("14b")

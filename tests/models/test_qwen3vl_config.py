@@ -40,7 +40,7 @@ RELEASED_8B = {
 
 
 def test_released_layout_reads_as_the_8b_preset():
-    assert Qwen3VLConfig.from_hf(RELEASED_8B) == Qwen3VLConfig.qwen3_vl_8b()
+    assert Qwen3VLConfig.from_hf(RELEASED_8B) == Qwen3VLConfig.preset("8b")
 
 
 @pytest.mark.parametrize("tie", [False, True])
@@ -74,7 +74,7 @@ def _ours_and_transformers(name: str) -> tuple[int, int]:
 
 def test_2b_model_has_exactly_the_counted_parameters():
     ours, hf = _ours_and_transformers("2b")
-    assert ours == hf == parameter_count(Qwen3VLConfig.qwen3_vl_2b())["total"] == 2_127_532_032
+    assert ours == hf == parameter_count(Qwen3VLConfig.preset("2b"))["total"] == 2_127_532_032
 
 
 @pytest.mark.slow

@@ -45,6 +45,18 @@ def test_resolve_by_name_by_checkpoint_and_default(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "name, sizes", [("qwen2_5_vl", ("tiny", "3b", "7b", "32b", "72b")), ("qwen3_vl", ("tiny", "2b", "4b", "8b", "32b"))]
+)
+def test_family_presets_are_its_config_sizes(name, sizes):
+    family = families.get_family(name)
+    assert family.presets == sizes
+    configs = [family.preset(size) for size in sizes]
+    assert all(family.owns_config(c) for c in configs) and len(set(configs)) == len(sizes)
+    with pytest.raises(ValueError, match="choose one of"):
+        family.preset("1t")
+
+
+@pytest.mark.parametrize(
     "name, config_cls, model_cls, processor_cls, patch",
     [
         ("qwen2_5_vl", Qwen25VLConfig, Qwen25VLForConditionalGeneration, QwenProcessor, 14),
@@ -84,7 +96,7 @@ def test_family_pieces(name, config_cls, model_cls, processor_cls, patch, tmp_pa
 
 def test_from_model_config_and_processor_with(tmp_path):
     family, config = families.from_model_config({"family": "qwen3_vl", "preset": "qwen3_vl_8b", "hf_dir": ""})
-    assert family.name == "qwen3_vl" and config == Qwen3VLConfig.qwen3_vl_8b()
+    assert family.name == "qwen3_vl" and config == Qwen3VLConfig.preset("8b")
     q3 = _config_dir(tmp_path, "q3", Qwen3VLConfig.tiny())
     family, config = families.from_model_config({"family": "", "preset": "tiny", "hf_dir": str(q3)})
     assert family.name == "qwen3_vl" and config == Qwen3VLConfig.tiny()

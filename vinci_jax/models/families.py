@@ -52,7 +52,6 @@ class ModelFamily:
     rope_index_path: str
     processor_class_path: str
     image_processor_path: str  # zero-argument factory (keyword overrides allowed) of the default ImageProcessor
-    presets: tuple[str, ...]
     # parameter-path regexes ('/'-separated NNX paths) of the trainers' freeze groups: the vision tower without its
     # mergers (ms-swift's "vit"), and the mergers that project into the text width (its "aligner")
     freeze_groups: Mapping[str, str] = dataclasses.field(
@@ -74,6 +73,11 @@ class ModelFamily:
         return _resolve(f"{self.hf_module_path}:{attr}")
 
     # -- configs --
+    @property
+    def presets(self) -> tuple[str, ...]:
+        """The size preset names (the config class's `sizes` table)."""
+        return tuple(self.config_class.sizes)
+
     def config_from_hf(self, config_json: Mapping[str, Any]) -> Any:
         return self.config_class.from_hf(config_json)
 
@@ -81,7 +85,7 @@ class ModelFamily:
         return self._hf("read_config")(hf_dir)
 
     def preset(self, name: str) -> Any:
-        """A size preset by name (see `presets`); also accepts a config class method name like `qwen3_vl_8b`."""
+        """A size preset by name (see `presets`); also accepts `<model_type>_<size>` names like `qwen3_vl_8b`."""
         return self.config_class.preset(name)
 
     def owns_config(self, config: Any) -> bool:
@@ -209,7 +213,6 @@ FAMILIES: dict[str, ModelFamily] = {
         rope_index_path="vinci_jax.models.qwen2_5_vl.rope_index:get_rope_index",
         processor_class_path="vinci_jax.processing.processor:QwenProcessor",
         image_processor_path="vinci_jax.models.families:_qwen25_image_processor",
-        presets=("tiny", "3b", "7b", "32b", "72b"),
     ),
     "qwen3_vl": ModelFamily(
         name="qwen3_vl",
@@ -221,7 +224,6 @@ FAMILIES: dict[str, ModelFamily] = {
         rope_index_path="vinci_jax.models.qwen3_vl.rope_index:get_rope_index",
         processor_class_path="vinci_jax.processing.qwen3_vl:Qwen3VLProcessor",
         image_processor_path="vinci_jax.processing.qwen3_vl:qwen3_vl_image_processor",
-        presets=("tiny", "2b", "4b", "8b", "32b"),
         freeze_groups={
             "vision": r"^visual/(?!merger/|deepstack_merger_list/)",
             "merger": r"^visual/(merger|deepstack_merger_list)/",

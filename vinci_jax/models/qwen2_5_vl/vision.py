@@ -9,6 +9,8 @@ compiled program serves every image size that falls into the same bucket. Blocks
 in a Python loop or (`scan_layers`) as one `jax.lax.scan` body whose per-block flag picks window or full attention
 under a `lax.cond` around the attention kernel alone.
 
+The patch embedding, rotary embedding and attention are the shared Qwen-VL ones (`vinci_jax.models.qwen_vl.vision`).
+
 Parameter layout (NNX path relative to the tower -> HF tensor under `visual.`; the loader's table):
 
     patch_embed.proj.kernel   [C, T, P, P, hidden]  <- patch_embed.proj.weight [hidden, C, T, P, P]
@@ -36,102 +38,13 @@ import numpy as np
 from flax import nnx
 
 from vinci_jax import sharding
-from vinci_jax.models.attention import AttentionMask, attention, check_implementation, resolve
-from vinci_jax.models.layers import GatedMLP, Linear, RMSNorm, apply_rope, check_remat_policy, remat, scan_layers
+from vinci_jax.models.attention import resolve
+from vinci_jax.models.layers import GatedMLP, Linear, RMSNorm, remat, scan_layers
 from vinci_jax.models.qwen2_5_vl.config import VisionConfig
+from vinci_jax.models.qwen_vl.vision import INIT, PatchEmbed, VisionAttention, VisionTower, call_block, rotary_cos_sin
 from vinci_jax.models.vision_inputs import VisionInputs, global_reverse_index, prepare_vision_inputs
 
 __all__ = ["Qwen25VisionTransformer", "VisionConfig", "VisionInputs", "prepare_vision_inputs"]
-
-_INIT = nnx.initializers.lecun_normal()
-
-
-class PatchProjection(nnx.Module):
-    """HF's Conv3d with stride == kernel and no bias, as one matmul over each flattened (C, T, P, P) patch."""
-
-    def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype):
-        shape = (config.in_channels, config.temporal_patch_size, config.patch_size, config.patch_size)
-        fan_in = int(np.prod(shape))
-        init = nnx.initializers.lecun_normal()
-        kernel = init(rngs.params(), (fan_in, config.hidden_size), param_dtype).reshape(*shape, config.hidden_size)
-        self.kernel = sharding.param(kernel, "conv_in", "patch", "patch", "patch", "embed")
-        self.dtype = dtype
-
-    def __call__(self, pixel_values: jax.Array) -> jax.Array:
-        kernel = self.kernel[...].astype(self.dtype)
-        return jnp.dot(pixel_values.astype(self.dtype), kernel.reshape(-1, kernel.shape[-1]))
-
-
-class PatchEmbed(nnx.Module):
-    def __init__(self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype):
-        self.proj = PatchProjection(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-
-    def __call__(self, pixel_values: jax.Array) -> jax.Array:
-        return self.proj(pixel_values)
-
-
-def rotary_cos_sin(position_ids: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-    """HF's axial 2-D rope: head_dim/4 frequencies for rows, the same for columns, concatenated and repeated twice.
-
-    position_ids: [..., 2] (row, column) of each patch; returns cos, sin of shape [..., head_dim] in float32.
-    """
-    spatial_dim = head_dim // 2
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, spatial_dim, 2, dtype=jnp.float32) / spatial_dim))
-    freqs = position_ids.astype(jnp.float32)[..., None] * inv_freq  # [..., 2, head_dim/4]
-    freqs = freqs.reshape(*freqs.shape[:-2], -1)  # [..., head_dim/2]: rows then columns
-    angles = jnp.concatenate([freqs, freqs], axis=-1)
-    return jnp.cos(angles), jnp.sin(angles)
-
-
-class VisionAttention(nnx.Module):
-    """Fused qkv projection, 2-D rope (float32), attention within segments; shared with Qwen3-VL's tower."""
-
-    def __init__(
-        self, config: Any, *, rngs: nnx.Rngs, dtype: jnp.dtype, param_dtype: jnp.dtype, implementation: str = "auto"
-    ):
-        dim = config.hidden_size
-        if dim % config.num_heads:
-            raise ValueError(f"vision hidden_size {dim} is not divisible by num_heads {config.num_heads}")
-        self.num_heads = config.num_heads
-        self.head_dim = dim // config.num_heads
-        kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype, init=_INIT)
-        self.qkv = Linear(dim, 3 * dim, ("embed", "qkv"), **kw)
-        self.proj = Linear(dim, dim, ("heads", "embed"), **kw)
-        self.implementation = check_implementation(implementation)
-
-    def __call__(
-        self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array,
-        window_ids: jax.Array | None = None, use_full: jax.Array | None = None,
-    ) -> jax.Array:  # fmt: skip
-        """x: [R, L, hidden]; segment_ids: [G, S] with G * S == R * L: attention within consecutive groups of S
-        patches (window slots or whole rows) and, inside a group, within equal ids (0 = padding).
-
-        With `window_ids` (another such view) the traced bool `use_full` picks `segment_ids` or `window_ids` under a
-        `lax.cond` (the layer scan's windowed and full blocks share one body)."""
-        qkv = self.qkv(x).reshape(*x.shape[:2], 3, self.num_heads, self.head_dim)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        q, k = apply_rope(q, cos, sin, float32=True), apply_rope(k, cos, sin, float32=True)
-        if window_ids is None:
-            out = self._attend(q, k, v, segment_ids)
-        else:
-
-            def full(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-                return self._attend(q, k, v, segment_ids)
-
-            def window(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-                return self._attend(q, k, v, window_ids)
-
-            out = jax.lax.cond(use_full, full, window, q, k, v)
-        return self.proj(out.reshape(x.shape))
-
-    def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array) -> jax.Array:
-        """Attention of q, k, v [R, L, heads, head_dim] within the groups of `segment_ids` [G, S]; same shape out."""
-        groups, size = segment_ids.shape
-        shape = q.shape
-        q, k, v = (a.reshape(groups, size, self.num_heads, self.head_dim) for a in (q, k, v))
-        q = sharding.constrain(q, ("batch", "seq", "act_heads", None))
-        out = attention(q, k, v, AttentionMask.segments(segment_ids), implementation=self.implementation)
-        return out.reshape(shape)
 
 
 class VisionBlock(nnx.Module):
@@ -144,7 +57,7 @@ class VisionBlock(nnx.Module):
         self.norm2 = RMSNorm(config.hidden_size, eps, dtype=dtype, param_dtype=param_dtype)
         self.attn = VisionAttention(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, implementation=attention)
         self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, config.hidden_act, use_bias=True,
-                            rngs=rngs, dtype=dtype, param_dtype=param_dtype, init=_INIT)  # fmt: skip
+                            rngs=rngs, dtype=dtype, param_dtype=param_dtype, init=INIT)  # fmt: skip
 
     def __call__(
         self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array,
@@ -153,10 +66,6 @@ class VisionBlock(nnx.Module):
         x = sharding.constrain(x, ("batch", "seq", "act_embed"))
         x = x + self.attn(self.norm1(x), cos, sin, segment_ids, window_ids, use_full)
         return x + self.mlp(self.norm2(x))
-
-
-def call_block(block: nnx.Module, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
-    return block(x, cos, sin, segment_ids)
 
 
 def call_mixed_block(
@@ -184,8 +93,8 @@ class PatchMerger(nnx.Module):
         merged = config.hidden_size * config.spatial_merge_size**2
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.ln_q = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
-        self.mlp_0 = Linear(merged, merged, ("embed", "mlp"), use_bias=True, init=_INIT, **kw)
-        self.mlp_2 = Linear(merged, config.out_hidden_size, ("mlp", "embed"), use_bias=True, init=_INIT, **kw)
+        self.mlp_0 = Linear(merged, merged, ("embed", "mlp"), use_bias=True, init=INIT, **kw)
+        self.mlp_2 = Linear(merged, config.out_hidden_size, ("mlp", "embed"), use_bias=True, init=INIT, **kw)
         self.merged = merged
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -194,7 +103,7 @@ class PatchMerger(nnx.Module):
         return self.mlp_2(h)
 
 
-class Qwen25VisionTransformer(nnx.Module):
+class Qwen25VisionTransformer(VisionTower):
     """Qwen2.5-VL vision tower: patches (window-slot layout, bucket-padded) -> merged image features in image order.
 
     `__call__(inputs)` returns [inputs.reverse_index.shape[0], out_hidden_size]: row j < inputs.num_merged_tokens is
@@ -203,28 +112,19 @@ class Qwen25VisionTransformer(nnx.Module):
     """
 
     def __init__(
-        self,
-        config: VisionConfig,
-        *,
-        rngs: nnx.Rngs,
-        dtype: jnp.dtype = jnp.float32,
-        param_dtype: jnp.dtype = jnp.float32,
-        remat_policy: str = "none",
-        attention: str = "auto",
+        self, config: VisionConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32, remat_policy: str = "none", attention: str = "auto",
         scan_layers: bool = False,
-    ):
+    ):  # fmt: skip
         bad = [i for i in config.fullatt_block_indexes if not 0 <= i < config.depth]
         if bad:
             raise ValueError(f"fullatt_block_indexes {bad} are outside 0..{config.depth - 1} (depth {config.depth})")
-        self.config = config
-        self.dtype = dtype
+        super().__init__(config, dtype=dtype, remat_policy=remat_policy, scan_layers=scan_layers)
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.patch_embed = PatchEmbed(config, **kw)
+        self.patch_embed = PatchEmbed(config, use_bias=False, **kw)
         self.blocks = nnx.List([VisionBlock(config, attention=attention, **kw) for _ in range(config.depth)])
         self.merger = PatchMerger(config, **kw)
         self.full_attention_blocks = tuple(sorted(set(config.fullatt_block_indexes)))
-        self.remat_policy = check_remat_policy(remat_policy)
-        self.scan_layers = bool(scan_layers)
 
     def __call__(self, inputs: VisionInputs) -> jax.Array:
         cfg = self.config

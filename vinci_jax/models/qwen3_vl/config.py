@@ -1,7 +1,8 @@
 """Qwen3-VL configuration: frozen dataclasses with Hugging Face field names, presets, and config.json I/O.
 
 Field names are transformers' (`Qwen3VLConfig`, `Qwen3VLTextConfig`, `Qwen3VLVisionConfig`), so `from_hf`/`to_hf`
-are plain renames. `from_hf` reads both layouts found in the wild: the released checkpoints' (transformers 4.57:
+are plain renames (the fields both families share are read and written by `vinci_jax.models.qwen_vl.config`).
+`from_hf` reads both layouts found in the wild: the released checkpoints' (transformers 4.57:
 `rope_scaling = {"mrope_interleaved": true, "mrope_section": [...]}` and `rope_theta` inside `text_config`) and
 transformers 5.x's (`rope_parameters`). `to_hf` writes what transformers 5.24 `save_pretrained` writes.
 
@@ -15,7 +16,15 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-VISION_ROPE_THETA = 10000.0
+from vinci_jax.models.qwen_vl.config import (
+    VISION_ROPE_THETA,
+    QwenVLConfig,
+    check_heads,
+    text_fields_from_hf,
+    text_fields_to_hf,
+    vision_fields_from_hf,
+    vision_fields_to_hf,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,43 +83,19 @@ class Qwen3VisionConfig:
 
     @classmethod
     def from_hf(cls, d: Mapping[str, Any]) -> Qwen3VisionConfig:
-        rope = d.get("rope_parameters") or {}
         return cls(
-            depth=int(d.get("depth", cls.depth)),
-            hidden_size=int(d.get("hidden_size", cls.hidden_size)),
-            hidden_act=str(d.get("hidden_act", cls.hidden_act)),
-            intermediate_size=int(d.get("intermediate_size", cls.intermediate_size)),
-            num_heads=int(d.get("num_heads", cls.num_heads)),
-            in_channels=int(d.get("in_channels", cls.in_channels)),
-            patch_size=int(d.get("patch_size", cls.patch_size)),
-            spatial_merge_size=int(d.get("spatial_merge_size", cls.spatial_merge_size)),
-            temporal_patch_size=int(d.get("temporal_patch_size", cls.temporal_patch_size)),
-            out_hidden_size=int(d.get("out_hidden_size", cls.out_hidden_size)),
+            **vision_fields_from_hf(cls, d),
             num_position_embeddings=int(d.get("num_position_embeddings", cls.num_position_embeddings)),
             deepstack_visual_indexes=tuple(
                 int(i) for i in d.get("deepstack_visual_indexes", cls.deepstack_visual_indexes)
             ),
-            initializer_range=float(d.get("initializer_range", cls.initializer_range)),
-            rope_theta=float(rope.get("rope_theta", VISION_ROPE_THETA)),
         )
 
     def to_hf(self) -> dict[str, Any]:
         return {
+            **vision_fields_to_hf(self, "qwen3_vl_vision"),
             "deepstack_visual_indexes": list(self.deepstack_visual_indexes),
-            "depth": self.depth,
-            "hidden_act": self.hidden_act,
-            "hidden_size": self.hidden_size,
-            "in_channels": self.in_channels,
-            "initializer_range": self.initializer_range,
-            "intermediate_size": self.intermediate_size,
-            "model_type": "qwen3_vl_vision",
-            "num_heads": self.num_heads,
             "num_position_embeddings": self.num_position_embeddings,
-            "out_hidden_size": self.out_hidden_size,
-            "patch_size": self.patch_size,
-            "rope_parameters": {"rope_theta": self.rope_theta, "rope_type": "axial"},
-            "spatial_merge_size": self.spatial_merge_size,
-            "temporal_patch_size": self.temporal_patch_size,
         }
 
 
@@ -137,11 +122,7 @@ class Qwen3TextConfig:
     pad_token_id: int | None = None
 
     def __post_init__(self) -> None:
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(
-                f"num_attention_heads {self.num_attention_heads} must divide by num_key_value_heads "
-                f"{self.num_key_value_heads}"
-            )
+        check_heads(self)
         if len(self.mrope_section) != 3 or sum(self.mrope_section) != self.head_dim // 2:
             raise ValueError(f"mrope_section {self.mrope_section} must be 3 numbers summing to head_dim/2")
         if not self.mrope_interleaved:
@@ -152,210 +133,76 @@ class Qwen3TextConfig:
 
     @classmethod
     def from_hf(cls, d: Mapping[str, Any]) -> Qwen3TextConfig:
-        rope = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
-        theta = rope.get("rope_theta", d.get("rope_theta", cls.rope_theta))
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type not in ("default", "mrope"):
-            raise NotImplementedError(f"rope_type {rope_type!r} is not supported; only default (interleaved) mRoPE is")
-        heads = int(d.get("num_attention_heads", cls.num_attention_heads))
+        fields, rope = text_fields_from_hf(cls, d, "(interleaved) ")
         return cls(
-            vocab_size=int(d.get("vocab_size", cls.vocab_size)),
-            hidden_size=int(d.get("hidden_size", cls.hidden_size)),
-            intermediate_size=int(d.get("intermediate_size", cls.intermediate_size)),
-            num_hidden_layers=int(d.get("num_hidden_layers", cls.num_hidden_layers)),
-            num_attention_heads=heads,
-            num_key_value_heads=int(d.get("num_key_value_heads") or heads),
+            **fields,
             head_dim=int(d.get("head_dim") or cls.head_dim),
-            hidden_act=str(d.get("hidden_act", cls.hidden_act)),
-            max_position_embeddings=int(d.get("max_position_embeddings", cls.max_position_embeddings)),
-            rms_norm_eps=float(d.get("rms_norm_eps", cls.rms_norm_eps)),
-            rope_theta=float(theta),
-            mrope_section=tuple(int(s) for s in rope.get("mrope_section", cls.mrope_section)),
             mrope_interleaved=bool(rope.get("mrope_interleaved", True)),
             attention_bias=bool(d.get("attention_bias", False)),
-            attention_dropout=float(d.get("attention_dropout", 0.0)),
-            initializer_range=float(d.get("initializer_range", cls.initializer_range)),
-            bos_token_id=d.get("bos_token_id", cls.bos_token_id),
-            eos_token_id=d.get("eos_token_id", cls.eos_token_id),
-            pad_token_id=d.get("pad_token_id", cls.pad_token_id),
         )
 
     def to_hf(self) -> dict[str, Any]:
         return {
+            **text_fields_to_hf(self, "qwen3_vl_text", mrope_interleaved=self.mrope_interleaved),
             "attention_bias": self.attention_bias,
-            "attention_dropout": self.attention_dropout,
-            "bos_token_id": self.bos_token_id,
-            "eos_token_id": self.eos_token_id,
             "head_dim": self.head_dim,
-            "hidden_act": self.hidden_act,
-            "hidden_size": self.hidden_size,
-            "initializer_range": self.initializer_range,
-            "intermediate_size": self.intermediate_size,
-            "max_position_embeddings": self.max_position_embeddings,
-            "model_type": "qwen3_vl_text",
-            "num_attention_heads": self.num_attention_heads,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_key_value_heads": self.num_key_value_heads,
-            "pad_token_id": self.pad_token_id,
-            "rms_norm_eps": self.rms_norm_eps,
-            "rope_parameters": {
-                "mrope_interleaved": self.mrope_interleaved,
-                "mrope_section": list(self.mrope_section),
-                "rope_theta": self.rope_theta,
-                "rope_type": "default",
-            },
-            "use_cache": True,
-            "vocab_size": self.vocab_size,
         }
 
 
+# the vision tower of the 2B and 4B releases
+_SMALL_VISION = dict(depth=24, hidden_size=1024, intermediate_size=4096, deepstack_visual_indexes=(5, 11, 17))
+
+
 @dataclasses.dataclass(frozen=True)
-class Qwen3VLConfig:
+class Qwen3VLConfig(QwenVLConfig):
     vision: Qwen3VisionConfig = dataclasses.field(default_factory=Qwen3VisionConfig)
     text: Qwen3TextConfig = dataclasses.field(default_factory=Qwen3TextConfig)
-    image_token_id: int = 151655
-    video_token_id: int = 151656
-    vision_start_token_id: int = 151652
-    vision_end_token_id: int = 151653
-    tie_word_embeddings: bool = False
 
     model_type = "qwen3_vl"
+    architecture = "Qwen3VLForConditionalGeneration"
+    display_name = "Qwen3-VL"
+    vision_config_class = Qwen3VisionConfig
+    text_config_class = Qwen3TextConfig
+    # tiny: a few-MB model for tests and the CPU demo; the others: the official Qwen/Qwen3-VL-*-Instruct shapes.
+    sizes = {
+        "tiny": dict(
+            vision=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                        num_position_embeddings=64, deepstack_visual_indexes=(0, 1)),
+            text=dict(vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+                      mrope_section=(2, 3, 3)),
+        ),
+        "2b": dict(
+            vision=dict(_SMALL_VISION, out_hidden_size=2048),
+            text=dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                      num_key_value_heads=8),
+            tie_word_embeddings=True,
+        ),
+        "4b": dict(
+            vision=dict(_SMALL_VISION, out_hidden_size=2560),
+            text=dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+                      num_key_value_heads=8),
+            tie_word_embeddings=True,
+        ),
+        "8b": dict(
+            vision=dict(out_hidden_size=4096),
+            text=dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                      num_key_value_heads=8),
+        ),
+        "32b": dict(
+            vision=dict(out_hidden_size=5120),
+            text=dict(hidden_size=5120, intermediate_size=25600, num_hidden_layers=64, num_attention_heads=64,
+                      num_key_value_heads=8),
+        ),
+    }  # fmt: skip
 
     def __post_init__(self) -> None:
-        if self.vision.out_hidden_size != self.text.hidden_size:
-            raise ValueError(
-                f"vision.out_hidden_size {self.vision.out_hidden_size} must equal text.hidden_size "
-                f"{self.text.hidden_size} (merged image features replace token embeddings)"
-            )
+        super().__post_init__()
         if len(self.vision.deepstack_visual_indexes) > self.text.num_hidden_layers:
             raise ValueError(
                 f"{len(self.vision.deepstack_visual_indexes)} deepstack feature levels but only "
                 f"{self.text.num_hidden_layers} decoder layers to add them to"
             )
-
-    @classmethod
-    def from_hf(cls, d: Mapping[str, Any]) -> Qwen3VLConfig:
-        """From a config.json dict of either layout (see module docstring)."""
-        if d.get("model_type", "qwen3_vl") != "qwen3_vl":
-            raise ValueError(f"config.json has model_type {d.get('model_type')!r}; expected 'qwen3_vl'")
-        text = dict(d.get("text_config") or {})
-        tie = d.get("tie_word_embeddings")
-        if tie is None:
-            tie = text.get("tie_word_embeddings", False)
-        return cls(
-            vision=Qwen3VisionConfig.from_hf(d.get("vision_config") or {}),
-            text=Qwen3TextConfig.from_hf(text),
-            image_token_id=int(d.get("image_token_id", cls.image_token_id)),
-            video_token_id=int(d.get("video_token_id", cls.video_token_id)),
-            vision_start_token_id=int(d.get("vision_start_token_id", cls.vision_start_token_id)),
-            vision_end_token_id=int(d.get("vision_end_token_id", cls.vision_end_token_id)),
-            tie_word_embeddings=bool(tie),
-        )
-
-    def to_hf(self, dtype: str = "bfloat16") -> dict[str, Any]:
-        """config.json content as transformers 5.24 `save_pretrained` writes it; `dtype` names the tensors' dtype."""
-        return {
-            "architectures": ["Qwen3VLForConditionalGeneration"],
-            "dtype": dtype,
-            "image_token_id": self.image_token_id,
-            "model_type": "qwen3_vl",
-            "text_config": self.text.to_hf(),
-            "tie_word_embeddings": self.tie_word_embeddings,
-            "video_token_id": self.video_token_id,
-            "vision_config": self.vision.to_hf(),
-            "vision_end_token_id": self.vision_end_token_id,
-            "vision_start_token_id": self.vision_start_token_id,
-        }
-
-    def replace(self, **changes: Any) -> Qwen3VLConfig:
-        return dataclasses.replace(self, **changes)
-
-    # ---- presets -------------------------------------------------------------------------------------------------
-
-    @classmethod
-    def tiny(cls, tie_word_embeddings: bool = False) -> Qwen3VLConfig:
-        """A few-MB model for tests and the CPU demo, with the real vocabulary ids of the Qwen special tokens."""
-        return cls(
-            vision=Qwen3VisionConfig(
-                depth=3,
-                hidden_size=32,
-                intermediate_size=64,
-                num_heads=2,
-                out_hidden_size=64,
-                num_position_embeddings=64,
-                deepstack_visual_indexes=(0, 1),
-            ),
-            text=Qwen3TextConfig(
-                vocab_size=151936,
-                hidden_size=64,
-                intermediate_size=128,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                head_dim=16,
-                max_position_embeddings=4096,
-                mrope_section=(2, 3, 3),
-            ),
-            tie_word_embeddings=tie_word_embeddings,
-        )
-
-    @classmethod
-    def qwen3_vl_2b(cls) -> Qwen3VLConfig:
-        return cls(
-            vision=Qwen3VisionConfig(
-                depth=24, hidden_size=1024, intermediate_size=4096, out_hidden_size=2048,
-                deepstack_visual_indexes=(5, 11, 17),
-            ),
-            text=Qwen3TextConfig(
-                hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
-                num_key_value_heads=8,
-            ),
-            tie_word_embeddings=True,
-        )  # fmt: skip
-
-    @classmethod
-    def qwen3_vl_4b(cls) -> Qwen3VLConfig:
-        return cls(
-            vision=Qwen3VisionConfig(
-                depth=24, hidden_size=1024, intermediate_size=4096, out_hidden_size=2560,
-                deepstack_visual_indexes=(5, 11, 17),
-            ),
-            text=Qwen3TextConfig(
-                hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
-                num_key_value_heads=8,
-            ),
-            tie_word_embeddings=True,
-        )  # fmt: skip
-
-    @classmethod
-    def qwen3_vl_8b(cls) -> Qwen3VLConfig:
-        return cls(
-            vision=Qwen3VisionConfig(out_hidden_size=4096),
-            text=Qwen3TextConfig(
-                hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
-                num_key_value_heads=8,
-            ),
-        )  # fmt: skip
-
-    @classmethod
-    def qwen3_vl_32b(cls) -> Qwen3VLConfig:
-        return cls(
-            vision=Qwen3VisionConfig(out_hidden_size=5120),
-            text=Qwen3TextConfig(
-                hidden_size=5120, intermediate_size=25600, num_hidden_layers=64, num_attention_heads=64,
-                num_key_value_heads=8,
-            ),
-        )  # fmt: skip
-
-    @classmethod
-    def preset(cls, name: str) -> Qwen3VLConfig:
-        """By name: tiny, 2b, 4b, 8b, 32b (also accepts qwen3_vl_8b style names)."""
-        key = name.lower().removeprefix("qwen3_vl_").removeprefix("qwen3-vl-")
-        table = {"tiny": cls.tiny, "2b": cls.qwen3_vl_2b, "4b": cls.qwen3_vl_4b, "8b": cls.qwen3_vl_8b,
-                 "32b": cls.qwen3_vl_32b}  # fmt: skip
-        if key not in table:
-            raise ValueError(f"unknown Qwen3-VL preset {name!r}; choose one of {sorted(table)}")
-        return table[key]()
 
 
 def parameter_count(config: Qwen3VLConfig) -> dict[str, int]:

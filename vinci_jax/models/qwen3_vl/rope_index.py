@@ -7,6 +7,8 @@ Videos differ: Qwen3-VL separates frames by timestamp text, so every frame is it
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from vinci_jax.models.qwen2_5_vl import rope_index as _qwen25
@@ -26,26 +28,10 @@ def split_video_frames(video_grid_thw: np.ndarray | None) -> np.ndarray | None:
 
 
 def get_rope_index(
-    input_ids: np.ndarray,
-    image_grid_thw: np.ndarray | None = None,
-    attention_mask: np.ndarray | None = None,
-    *,
-    image_token_id: int,
-    video_token_id: int | None = None,
-    video_grid_thw: np.ndarray | None = None,
-    spatial_merge_size: int = 2,
-    segment_ids: np.ndarray | None = None,
-    **_: object,
+    *args: Any, video_grid_thw: np.ndarray | None = None, second_per_grid_ts: object = None, **kwargs: Any
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Position ids [3, B, L] (int32) and rope deltas [B, 1] (int32); see the Qwen2.5-VL version for the rules
-    (padding, packed `segment_ids`). Extra keyword arguments of that version (tokens_per_second, ...) are ignored."""
-    return _qwen25.get_rope_index(
-        input_ids,
-        image_grid_thw,
-        attention_mask,
-        image_token_id=image_token_id,
-        video_token_id=video_token_id,
-        video_grid_thw=split_video_frames(video_grid_thw),
-        spatial_merge_size=spatial_merge_size,
-        segment_ids=segment_ids,
-    )
+    """Position ids [3, B, L] (int32) and rope deltas [B, 1] (int32): the Qwen2.5-VL version's arguments and rules
+    (input_ids, image_grid_thw, attention_mask, ids, packed `segment_ids`), with every video frame its own t = 1
+    grid, so the frames' spacing (`second_per_grid_ts`, `tokens_per_second`) plays no part."""
+    del second_per_grid_ts
+    return _qwen25.get_rope_index(*args, video_grid_thw=split_video_frames(video_grid_thw), **kwargs)

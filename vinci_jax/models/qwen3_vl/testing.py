@@ -16,9 +16,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-TINY_VOCAB = 320
-TINY_SPECIALS = dict(image_token_id=310, video_token_id=311, vision_start_token_id=312, vision_end_token_id=313)
-TINY_BOS, TINY_EOS = 300, 301
+from vinci_jax.models.qwen_vl.testing import (
+    TINY_BOS,
+    TINY_EOS,
+    TINY_SPECIALS,
+    save_random_checkpoint,
+    tiny_config_kwargs,
+)
+
+__all__ = ["TINY_BOS", "TINY_EOS", "TINY_SPECIALS", "save_tiny_checkpoint", "save_tiny_checkpoint_with_processor"]
 
 
 def tiny_hf_config(
@@ -38,54 +44,29 @@ def tiny_hf_config(
     """
     from transformers import Qwen3VLConfig
 
-    if real_vocab:
-        vocab, specials = dict(vocab_size=151936, bos_token_id=151643, eos_token_id=151645), {}
-    else:
-        vocab, specials = dict(vocab_size=TINY_VOCAB, bos_token_id=TINY_BOS, eos_token_id=TINY_EOS), TINY_SPECIALS
+    text = dict(
+        num_hidden_layers=3,
+        num_key_value_heads=num_key_value_heads,
+        head_dim=16,
+        initializer_range=initializer_range,
+        rope_parameters=dict(
+            rope_type="default", rope_theta=10000.0, mrope_section=list(mrope_section), mrope_interleaved=True
+        ),
+    )
+    vision = dict(
+        depth=vision_depth,
+        num_position_embeddings=num_position_embeddings,
+        deepstack_visual_indexes=list(deepstack_visual_indexes),
+        initializer_range=initializer_range,
+    )
     return Qwen3VLConfig(
-        text_config=dict(
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=num_key_value_heads,
-            head_dim=16,
-            max_position_embeddings=2048,
-            rms_norm_eps=1e-6,
-            initializer_range=initializer_range,
-            rope_parameters=dict(
-                rope_type="default", rope_theta=10000.0, mrope_section=list(mrope_section), mrope_interleaved=True
-            ),
-            **vocab,
-        ),
-        vision_config=dict(
-            depth=vision_depth,
-            hidden_size=32,
-            intermediate_size=48,
-            num_heads=2,
-            out_hidden_size=64,
-            num_position_embeddings=num_position_embeddings,
-            deepstack_visual_indexes=list(deepstack_visual_indexes),
-            initializer_range=initializer_range,
-        ),
-        tie_word_embeddings=tie_word_embeddings,
-        **specials,
+        **tiny_config_kwargs(real_vocab=real_vocab, tie_word_embeddings=tie_word_embeddings, text=text, vision=vision)
     )
 
 
 def save_tiny_checkpoint(out_dir: str | os.PathLike, *, seed: int = 0, **config_kwargs: Any) -> Path:
     """Build a random transformers Qwen3VLForConditionalGeneration (float32) and save_pretrained it to out_dir."""
-    import torch
-    from transformers import Qwen3VLForConditionalGeneration
-
-    torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(tiny_hf_config(**config_kwargs)).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias") or "norm" in name:
-                param.add_(0.1 * torch.randn_like(param))
-    model.save_pretrained(out_dir)
-    return Path(out_dir)
+    return save_random_checkpoint("Qwen3VLForConditionalGeneration", tiny_hf_config(**config_kwargs), out_dir, seed)
 
 
 def save_tiny_checkpoint_with_processor(out_dir: str | os.PathLike, *, seed: int = 0, tie: bool = False) -> Path:

@@ -35,39 +35,10 @@ import numpy as np
 from flax import nnx
 
 from vinci_jax import sharding
-from vinci_jax.models.layers import LayerNorm, Linear, activation, check_remat_policy, remat, scan_layers
-from vinci_jax.models.qwen2_5_vl.vision import VisionAttention, call_block, rotary_cos_sin
+from vinci_jax.models.layers import LayerNorm, Linear, activation, remat, scan_layers
 from vinci_jax.models.qwen3_vl.config import Qwen3VisionConfig
+from vinci_jax.models.qwen_vl.vision import INIT, PatchEmbed, VisionAttention, VisionTower, call_block, rotary_cos_sin
 from vinci_jax.models.vision_inputs import VisionInputs, global_reverse_index
-
-
-class PatchProjection(nnx.Module):
-    """HF's Conv3d (stride == kernel, with bias) as one matmul over each flattened (C, T, P, P) patch."""
-
-    def __init__(self, config: Qwen3VisionConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
-        shape = (config.in_channels, config.temporal_patch_size, config.patch_size, config.patch_size)
-        init = nnx.initializers.lecun_normal()
-        kernel = init(rngs.params(), (int(np.prod(shape)), config.hidden_size), param_dtype)
-        self.kernel = sharding.param(kernel.reshape(*shape, config.hidden_size), "conv_in", "patch", "patch", "patch",
-                                     "embed")  # fmt: skip
-        self.bias = sharding.param(jnp.zeros((config.hidden_size,), param_dtype), "embed")
-        self.dtype = dtype
-
-    def __call__(self, pixel_values: jax.Array) -> jax.Array:
-        kernel = self.kernel[...].astype(self.dtype)
-        y = jnp.dot(pixel_values.astype(self.dtype), kernel.reshape(-1, kernel.shape[-1]))
-        return y + self.bias[...].astype(self.dtype)
-
-
-class PatchEmbed(nnx.Module):
-    def __init__(self, config: Qwen3VisionConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
-        self.proj = PatchProjection(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-
-    def __call__(self, pixel_values: jax.Array) -> jax.Array:
-        return self.proj(pixel_values)
-
-
-_INIT = nnx.initializers.lecun_normal()
 
 
 class PositionEmbedding(nnx.Module):
@@ -112,7 +83,7 @@ def interpolated_positions(table: jax.Array, position_ids: jax.Array, segment_id
 
 class VisionMLP(nnx.Module):
     def __init__(self, config: Qwen3VisionConfig, *, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
-        kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype, init=_INIT)
+        kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype, init=INIT)
         self.linear_fc1 = Linear(config.hidden_size, config.intermediate_size, ("embed", "mlp"), **kw)
         self.linear_fc2 = Linear(config.intermediate_size, config.hidden_size, ("mlp", "embed"), **kw)
         self.act = activation(config.hidden_act)
@@ -143,7 +114,7 @@ class PatchMerger(nnx.Module):
 
     def __init__(self, config: Qwen3VisionConfig, *, postshuffle: bool, rngs: nnx.Rngs, dtype: Any, param_dtype: Any):
         merged = config.hidden_size * config.spatial_merge_size**2
-        kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype, init=_INIT)
+        kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype, init=INIT)
         norm_dim = merged if postshuffle else config.hidden_size
         self.norm = LayerNorm(norm_dim, config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype)
         self.linear_fc1 = Linear(merged, merged, ("embed", "mlp"), **kw)
@@ -156,7 +127,7 @@ class PatchMerger(nnx.Module):
         return self.linear_fc2(jax.nn.gelu(self.linear_fc1(h), approximate=False))
 
 
-class Qwen3VisionTransformer(nnx.Module):
+class Qwen3VisionTransformer(VisionTower):
     """Patches (bucket-padded `VisionInputs`) -> (merged features, DeepStack features), in image-token order.
 
     `__call__(inputs)` returns `(features [N, out_hidden], (deepstack_0 [N, out_hidden], ...))` with
@@ -165,22 +136,12 @@ class Qwen3VisionTransformer(nnx.Module):
     """
 
     def __init__(
-        self,
-        config: Qwen3VisionConfig,
-        *,
-        rngs: nnx.Rngs,
-        dtype: Any = jnp.float32,
-        param_dtype: Any = jnp.float32,
-        remat_policy: str = "none",
-        attention: str = "auto",
-        scan_layers: bool = False,
-    ):
-        self.config = config
-        self.dtype = dtype
-        self.remat_policy = check_remat_policy(remat_policy)
-        self.scan_layers = bool(scan_layers)
+        self, config: Qwen3VisionConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
+        remat_policy: str = "none", attention: str = "auto", scan_layers: bool = False,
+    ):  # fmt: skip
+        super().__init__(config, dtype=dtype, remat_policy=remat_policy, scan_layers=scan_layers)
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.patch_embed = PatchEmbed(config, **kw)
+        self.patch_embed = PatchEmbed(config, use_bias=True, **kw)
         self.pos_embed = PositionEmbedding(config, rngs=rngs, param_dtype=param_dtype)
         self.blocks = nnx.List([VisionBlock(config, attention=attention, **kw) for _ in range(config.depth)])
         self.merger = PatchMerger(config, postshuffle=False, **kw)
