@@ -139,7 +139,7 @@ def prefill_pages(
     g, length = input_ids.shape
     cache = model.init_cache(g, length, pages.k[0].dtype)
     logits, cache = model.forward_with_cache(
-        input_ids, position_ids, cache, attention_mask, vision_inputs=vision_inputs, fresh=True
+        input_ids, position_ids, cache, attention_mask, vision_inputs=vision_inputs, fresh=True, last_only=True
     )
     prefill_logits = prefill_logits.at[logit_rows].set(logits[:, -1].astype(prefill_logits.dtype), mode="drop")
     kv, _, size, d = pages.k[0].shape

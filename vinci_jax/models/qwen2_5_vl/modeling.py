@@ -507,13 +507,15 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
         pixel_values: jax.Array | None = None,
         vision_inputs: Any = None,
         fresh: bool = False,
+        last_only: bool = False,
     ) -> tuple[jax.Array, KVCache]:
         """Append a chunk [B, T] to the cache and return (logits [B, T, vocab], updated cache).
 
         Use it for the prefill (T = prompt length, with images) and for decoding (T = 1). `attention_mask` [B, T]
         marks real tokens of the chunk (default: all real). Positions are the caller's (`rope_index`). `fresh=True`
         promises an empty cache (`init_cache`): the prefill then attends over its own keys with a causal
-        description the fused kernels take, instead of a [T, max_len] mask over the cache.
+        description the fused kernels take, instead of a [T, max_len] mask over the cache. `last_only=True` returns
+        logits [B, 1, vocab] of the last column only (what a prefill samples from).
         """
         real, start, valid, mask = chunk_mask(cache, attention_mask, *input_ids.shape, fresh)
 
@@ -523,6 +525,8 @@ class Qwen25VLForConditionalGeneration(nnx.Module):
         x, new_k, new_v = cached_layers(
             self.model.layers, x, cos, sin, mask, cache, start, fresh=fresh, scan=self.model.scan_layers
         )
+        if last_only:  # a prefill samples from the last position only: no [B, T, vocab] logits
+            x = x[:, -1:]
         logits = self.compute_logits(self.model.norm(x))
 
         next_index = next_write_index(start, real)

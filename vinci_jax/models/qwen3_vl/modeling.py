@@ -298,6 +298,7 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
         pixel_values: jax.Array | None = None,
         vision_inputs: Any = None,
         fresh: bool = False,
+        last_only: bool = False,
     ) -> tuple[jax.Array, KVCache]:
         """Append a chunk [B, T] to the cache and return (logits [B, T, vocab], updated cache); see KVCache and,
         for `fresh` (an empty cache), the Qwen2.5-VL model's `forward_with_cache`."""
@@ -311,6 +312,8 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
             self.model.layers, x, cos, sin, mask, cache, start, fresh=fresh, scan=self.model.scan_layers,
             inject=deepstack_injector(deepstack, scanned, self.dtype),
         )  # fmt: skip
+        if last_only:  # a prefill samples from the last position only: no [B, T, vocab] logits
+            x = x[:, -1:]
         logits = self.compute_logits(self.model.norm(x))
 
         next_index = next_write_index(start, real)
