@@ -9,8 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from vinci_jax.hf.qwen2_5_vl import load_qwen2_5_vl
+from vinci_jax.models.layers import set_scan_layers
 from vinci_jax.models.qwen2_5_vl.rope_index import get_rope_index
 from vinci_jax.models.qwen2_5_vl.vision_inputs import prepare_vision_inputs
 from vinci_jax.sampling import Sampler, SamplingParams, make_prompt_batch
@@ -99,6 +101,14 @@ def test_preemption_under_a_tiny_pool_gives_identical_outputs(setup, pages):
         assert engine.stats.evictions > 0 and engine.stats.prefilled_prompts > batch.batch_size
     _assert_same(out, lockstep)
     assert engine.stats.pages_in_use_after == 0
+
+
+def test_a_scanned_model_prefills_through_its_layer_loop(setup):
+    model, _, batch, params, keys, stops, lockstep = setup
+    scanned = set_scan_layers(nnx.clone(model), True)
+    engine = Engine(scanned, stops, PAD, CONFIG)
+    _assert_same(engine.generate_with_row_keys(batch, params, keys), lockstep)
+    assert scanned.model.scan_layers  # the switch to the loop lives inside the prefill's trace only
 
 
 def _resident_kv(run, prompt, layer):
