@@ -103,6 +103,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                     "num_pages": 0,  # 0: as many as memory_budget_mb holds
                     "memory_budget_mb": 8192.0,
                     "steps_per_sync": 8,  # decode steps on device between two scheduling rounds
+                    # prompts prefilled per call, on demand (when a prompt's first sample is about to enter a slot),
+                    # straight into pages; decode bursts run between the calls
+                    "prefill_prompts": 4,
                     # the policy copy that decodes (made from the training state once per step): auto = bfloat16
                     # on TPU / GPU, float32 on CPU (no native bf16 matmul there; exact against the lockstep sampler)
                     "decode_dtype": "auto",

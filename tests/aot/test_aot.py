@@ -106,10 +106,10 @@ def test_tiny_virl_programs_compile_for_a_tpu_topology_with_sharded_gradients():
     config = _config(virl_configs, "tiny", VIRL_OVERRIDES)
     result, table = fit_report(config, TOPOLOGY, image_tokens=16, reward_crops=4)
     rows = {r["name"]: r for r in result["programs"]}
-    # the tiny preset's defaults add the rollout engine's decode burst (rollout.engine=paged) and the gradient on
-    # shared-prefix rows (algo.row_layout=shared_prefix) beside the unshared one
+    # the tiny preset's defaults add the rollout engine's prefill and decode burst (rollout.engine=paged) and the
+    # gradient on shared-prefix rows (algo.row_layout=shared_prefix) beside the unshared one
     assert set(rows) == {"grpo_grad", "grpo_grad_shared_prefix", "grpo_apply", "sampler_prefill", "sampler_decode",
-                         "engine_decode", "reward_encoder", "vision_tower"}  # fmt: skip
+                         "engine_prefill", "engine_decode", "reward_encoder", "vision_tower"}  # fmt: skip
     for row in rows.values():
         _check_fields(row)
         assert row["name"] in table
@@ -119,6 +119,8 @@ def test_tiny_virl_programs_compile_for_a_tpu_topology_with_sharded_gradients():
     params_per_chip = apply["output_bytes"] / 3  # apply returns params + Adam mu + nu, all sharded alike
     assert grad["output_bytes"] < 1.2 * params_per_chip
     assert apply["alias_bytes"] > 0  # the train state is donated
+    # the engine's prefill writes into its page pool in place (donated), as its decode burst does
+    assert rows["engine_prefill"]["alias_bytes"] > 0 and rows["engine_decode"]["alias_bytes"] > 0
 
 
 def test_tiny_sft_step_compiles_and_an_over_budget_program_is_named():

@@ -1,6 +1,7 @@
 """The paged, continuous-batching rollout engine against the lockstep sampler (same per-row keys) on a tiny
 checkpoint with images and mixed prompt lengths: same tokens, stop and length rules, pages all given back, exact
-under preemption, shared prompt pages left intact, log-probs equal to a teacher-forced forward."""
+under preemption and prompt eviction, shared prompt pages left intact, prompts prefilled on demand between decode
+bursts, log-probs equal to a teacher-forced forward."""
 
 import dataclasses
 
@@ -8,8 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from vinci_jax.hf.qwen2_5_vl import load_qwen2_5_vl
+from vinci_jax.models.layers import set_scan_layers
 from vinci_jax.models.qwen2_5_vl.rope_index import get_rope_index
 from vinci_jax.models.qwen2_5_vl.vision_inputs import prepare_vision_inputs
 from vinci_jax.sampling import Sampler, SamplingParams, make_prompt_batch
@@ -85,31 +88,54 @@ def test_slot_buckets_pad_less_than_one_over_per_octave_and_stay_few(per_octave)
         assert _slot_bucket(below + 1, slots, per_octave) == b
 
 
-def test_preemption_under_a_tiny_pool_gives_identical_outputs(setup):
+@pytest.mark.parametrize("pages", [9, 10])
+def test_preemption_under_a_tiny_pool_gives_identical_outputs(setup, pages):
     model, _, batch, params, keys, stops, lockstep = setup
-    # 9 pages: the sink and one row's worst case (19 + 9 tokens in 4-token pages = 7) plus one
-    engine = Engine(model, stops, PAD, dataclasses.replace(CONFIG, num_pages=9))
+    # 9 pages: the sink and one row's worst case (19 + 9 tokens in 4-token pages = 7) plus its prompt's partial-page
+    # template; with 10, idle prompts' pages are also taken back (evicted) and those prompts prefilled again
+    engine = Engine(model, stops, PAD, dataclasses.replace(CONFIG, num_pages=pages))
     out = engine.generate_with_row_keys(batch, params, keys)
     assert engine.stats.preemptions > 0
-    assert engine.stats.peak_pages <= 8
+    assert engine.stats.peak_pages <= pages - 1
+    if pages == 10:
+        assert engine.stats.evictions > 0 and engine.stats.prefilled_prompts > batch.batch_size
     _assert_same(out, lockstep)
     assert engine.stats.pages_in_use_after == 0
+
+
+def test_a_scanned_model_prefills_through_its_layer_loop(setup):
+    model, _, batch, params, keys, stops, lockstep = setup
+    scanned = set_scan_layers(nnx.clone(model), True)
+    engine = Engine(scanned, stops, PAD, CONFIG)
+    _assert_same(engine.generate_with_row_keys(batch, params, keys), lockstep)
+    assert scanned.model.scan_layers  # the switch to the loop lives inside the prefill's trace only
+
+
+def _resident_kv(run, prompt, layer):
+    """The keys a resident prompt holds in the pool, [tokens, KV, D]: its full pages, then its partial template."""
+    pages = list(run.shared[prompt]) + ([run.template[prompt]] if prompt in run.template else [])
+    got = np.asarray(run.pages.k[layer][:, jnp.asarray(pages)])  # [KV, pages, P, D]
+    got = got.transpose(1, 2, 0, 3).reshape(len(pages) * run.size, *got.shape[::3])
+    return got[: int(run.lens[prompt])]
 
 
 def test_shared_prompt_pages_stay_intact_while_samples_write(setup):
     model, _, batch, params, keys, stops, _ = setup
     engine = Engine(model, stops, PAD, CONFIG)
+    _, dense = Sampler(model, stops, PAD).prefill(batch, params.max_new_tokens)  # the whole-batch prefill's keys
     run = _Run(engine, batch, params, keys)
+    first: dict = {}
     checked = shared_by_many = 0
     for _ in run.loop():  # after every finished row, the other samples have written their own pages
-        for prompt, pages in run.shared.items():
+        for prompt in run.shared:
             length = int(batch.prompt_lengths[prompt])
-            start = run.columns - length
-            for layer in (0, len(run.dense_k) - 1):
-                got = np.asarray(run.pages.k[layer][:, jnp.asarray(pages)])  # [KV, pages, P, D]
-                got = got.transpose(1, 2, 0, 3).reshape(len(pages) * run.size, *got.shape[::3])  # [tokens, KV, D]
-                want = np.asarray(run.dense_k[layer][prompt, start : start + len(pages) * run.size])
-                np.testing.assert_array_equal(got, want)
+            start = batch.input_ids.shape[1] - length
+            for layer in (0, len(run.pages.k) - 1):
+                got = _resident_kv(run, prompt, layer)
+                # bit-identical to what the prompt's prefill wrote, and to the whole-batch prefill up to rounding
+                np.testing.assert_array_equal(got, first.setdefault((prompt, layer), got))
+                want = np.asarray(dense.k[layer][prompt, start : start + length])
+                np.testing.assert_allclose(got, want, atol=1e-5)
                 checked += 1
         tables = [(s.prompt, tuple(s.pages)) for s in run.slots if s is not None]
         for prompt, pages in run.shared.items():  # every running sample of a prompt reads the same full pages
@@ -117,7 +143,20 @@ def test_shared_prompt_pages_stay_intact_while_samples_write(setup):
             shared_by_many += len(readers) > 1
             assert len(set(readers)) <= 1 and all(r == tuple(pages) for r in readers)
     assert checked > 0 and shared_by_many > 0
-    assert run.stats.pages_in_use_after == 0
+    assert run.stats.pages_in_use_after == 0 and not run.shared and not run.template
+
+
+def test_prompts_are_prefilled_on_demand_between_bursts(setup):
+    model, _, batch, params, keys, stops, lockstep = setup
+    # one prompt a prefill call: the first 4 slots take prompt 0's 3 samples and prompt 1's first, so prompt 2
+    # is prefilled only once a slot frees, after decode bursts
+    engine = Engine(model, stops, PAD, dataclasses.replace(CONFIG, prefill_prompts=1))
+    out = engine.generate_with_row_keys(batch, params, keys)
+    _assert_same(out, lockstep)
+    stats = engine.stats
+    assert stats.calls.startswith("PPB") and "BP" in stats.calls, stats.calls
+    assert stats.prefills == stats.prefilled_prompts == batch.batch_size and stats.evictions == 0
+    assert stats.calls.count("B") == stats.bursts and stats.pages_in_use_after == 0
 
 
 def _teacher_forced_logprobs(model, prompts, rows, temperature):

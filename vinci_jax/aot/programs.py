@@ -311,6 +311,7 @@ def virl_programs(
     if config.algo.get("row_layout") == "shared_prefix":  # beside grpo_grad (unshared rows): the ratio of the two
         programs.insert(1, shared_prefix_grad_program(config, mesh, image_tokens, policy))
     if str(config.rollout.get("engine", "paged")) == "paged":
+        programs.append(engine_prefill_program(config, mesh, policy, image_tokens))
         programs.append(engine_decode_program(config, mesh, policy))
     programs.append(_reward_program(config, mesh, reward_crops))
     if vision is not None:
@@ -373,38 +374,92 @@ def shared_prefix_grad_program(
     )  # fmt: skip
 
 
-def engine_decode_program(config: ml_collections.ConfigDict, mesh: Mesh, policy: _Policy) -> Program:
-    """The rollout engine's decode burst (`sampling.engine_shards`): a step's prompts x n rows decoding at once,
-    spread over the data-parallel shards, each with its own page pool of `rollout.paged.memory_budget_mb` MiB and
-    the bf16 decode copy of the weights; full bucket, page table as wide as prompt + max_new_tokens."""
+@dataclasses.dataclass(frozen=True)
+class _EngineGeometry:
+    """The rollout engine's shapes on a mesh, shared by engine_decode and engine_prefill."""
+
+    dtype: Any
+    prompts: int
+    n: int
+    prompt_len: int
+    max_new: int
+    page_size: int
+    shards: int
+    pages: int  # per shard, the sink included
+    width: int  # page-table width (prompt bucket + max_new_tokens)
+    state: Any  # the model's abstract nnx state
+    graphdef: Any
+
+
+def _engine_geometry(config: ml_collections.ConfigDict, mesh: Mesh, policy: _Policy) -> _EngineGeometry:
     from vinci_jax.sampling.decode_policy import resolve_decode_dtype
-    from vinci_jax.sampling.engine_shards import decode_burst_inputs, shard_count, sharded_decode_burst
+    from vinci_jax.sampling.engine_shards import shard_count
     from vinci_jax.sampling.pages import pages_for_budget, pages_for_tokens
     from vinci_jax.train.model import resolve_model
 
-    paged, text = config.rollout.paged, policy.model_config.text
+    paged = config.rollout.paged
     dtype = resolve_decode_dtype(str(paged.get("decode_dtype", "auto")), "tpu")
-    prompts, n = int(config.data.prompts_per_step), int(config.rollout.n)
     prompt_len, max_new, size = _prompt_len(config), int(config.rollout.max_new_tokens), int(paged.page_size)
-    shards, rows, steps = shard_count(mesh), prompts * n, int(paged.steps_per_sync)
-    slots = -(-rows // shards)
     # the pool's page count from the full-depth model (a --num_layers compile keeps it, so its bytes extrapolate)
     full_model = ml_collections.ConfigDict(config.model.to_dict())
     full_model.num_layers = 0
     full_text = resolve_model(full_model)[1].text
-    pages = pages_for_budget(full_text, size, dtype, float(paged.memory_budget_mb))
-    width = pages_for_tokens(prompt_len + max_new, size)
     graphdef, state = nnx.split(policy.split.merge(policy.split.params))
-    args = decode_burst_inputs(mesh, state, text, slots_per_shard=slots, pages_per_shard=pages, page_size=size,
-                               width=width, prompts=prompts, rows=rows, dtype=dtype)  # fmt: skip
+    return _EngineGeometry(
+        dtype, int(config.data.prompts_per_step), int(config.rollout.n), prompt_len, max_new, size,
+        shard_count(mesh), pages_for_budget(full_text, size, dtype, float(paged.memory_budget_mb)),
+        pages_for_tokens(prompt_len + max_new, size), state, graphdef,
+    )  # fmt: skip
+
+
+def engine_decode_program(config: ml_collections.ConfigDict, mesh: Mesh, policy: _Policy) -> Program:
+    """The rollout engine's decode burst (`sampling.engine_shards`): a step's prompts x n rows decoding at once,
+    spread over the data-parallel shards, each with its own page pool of `rollout.paged.memory_budget_mb` MiB and
+    the bf16 decode copy of the weights; full bucket, page table as wide as prompt + max_new_tokens."""
+    from vinci_jax.sampling.engine_shards import decode_burst_inputs, sharded_decode_burst
+
+    geo, paged, text = _engine_geometry(config, mesh, policy), config.rollout.paged, policy.model_config.text
+    rows, steps, size, pages = geo.prompts * geo.n, int(paged.steps_per_sync), geo.page_size, geo.pages
+    slots = -(-rows // geo.shards)
+    args = decode_burst_inputs(mesh, geo.state, text, slots_per_shard=slots, pages_per_shard=pages, page_size=size,
+                               width=geo.width, prompts=geo.prompts, rows=rows, dtype=geo.dtype)  # fmt: skip
     top_p = float(config.rollout.top_p)
-    fn = sharded_decode_burst(mesh, graphdef, steps=steps, greedy=False, top_k=int(config.rollout.top_k),
+    fn = sharded_decode_burst(mesh, geo.graphdef, steps=steps, greedy=False, top_k=int(config.rollout.top_k),
                               use_top_p=top_p < 1.0)  # fmt: skip
-    flops = flops_lib.decode_flops(policy.model_config, policy.split.params, rows, prompt_len, steps)
+    flops = flops_lib.decode_flops(policy.model_config, policy.split.params, rows, geo.prompt_len, steps)
     return Program("engine_decode", fn, args, flops, rows * steps,
-                   f"{rows} rows ({slots} slots x {shards} shards) x {steps} steps over {pages} pages of {size} "
-                   f"tokens a shard, table {width} pages, {jnp.dtype(dtype).name} weights (compiled FLOPs: one "
-                   f"step x {steps})", loop_iterations=steps)  # fmt: skip
+                   f"{rows} rows ({slots} slots x {geo.shards} shards) x {steps} steps over {pages} pages of {size} "
+                   f"tokens a shard, table {geo.width} pages, {jnp.dtype(geo.dtype).name} weights (compiled FLOPs: "
+                   f"one step x {steps})", loop_iterations=steps)  # fmt: skip
+
+
+def engine_prefill_program(
+    config: ml_collections.ConfigDict, mesh: Mesh, policy: _Policy, image_tokens: int
+) -> Program:
+    """The rollout engine's prefill of one group into pages (`sampling.engine.prefill_pages` per data-parallel
+    shard): `rollout.paged.prefill_prompts` prompts a shard at the prompt bucket, one image of `image_tokens` each
+    through the vision tower, keys/values written into the shard's pool (sized as engine_decode's), last-position
+    logits kept per prompt; the group's dense cache is a temporary of this call."""
+    from vinci_jax.sampling.engine_shards import prefill_pages_inputs, sharded_prefill_pages
+
+    geo, text = _engine_geometry(config, mesh, policy), policy.model_config.text
+    group = int(config.rollout.paged.get("prefill_prompts", 4))
+    vision_config = policy.model_config.vision
+    vision = vision_specs(vision_config, group, image_tokens, mesh) if image_tokens > 0 else None
+    args = prefill_pages_inputs(
+        mesh, geo.state, text, group=group, length=geo.prompt_len, pages_per_shard=geo.pages,
+        page_size=geo.page_size, prompts_per_shard=-(-geo.prompts // geo.shards), vision=vision, dtype=geo.dtype,
+    )  # fmt: skip
+    rows = geo.shards * group
+    flops = flops_lib.text_forward_flops(policy.model_config, policy.split.params, rows, geo.prompt_len, 1, 1)
+    if vision is not None:
+        patches, row_len = _vision_patches(vision)
+        flops += geo.shards * flops_lib.vision_flops(vision_config, policy.split.params, patches, row_len, 2)
+    images = f", one image of {image_tokens} tokens each" if vision is not None else ""
+    note = (f"{group} prompts x {geo.prompt_len} tokens a shard x {geo.shards} shards{images}, into {geo.pages} "
+            f"pages of {geo.page_size} tokens a shard, {jnp.dtype(geo.dtype).name} weights")  # fmt: skip
+    fn = sharded_prefill_pages(mesh, geo.graphdef)
+    return Program("engine_prefill", fn, args, flops, rows * geo.prompt_len, note)
 
 
 def _cache_specs(cache: Any, mesh: Mesh) -> Any:

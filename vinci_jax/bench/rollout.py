@@ -65,7 +65,8 @@ def _engine(setup: RolloutSetup) -> Callable[[], float]:
 
     a = setup.args
     config = EngineConfig(slots=a.slots or setup.rows, page_size=a.page_size, steps_per_sync=a.steps_per_sync,
-                          memory_budget_mb=a.memory_budget_mb, decode_dtype=a.decode_dtype)  # fmt: skip
+                          memory_budget_mb=a.memory_budget_mb, decode_dtype=a.decode_dtype,
+                          prefill_prompts=a.prefill_prompts)  # fmt: skip
     engine = Engine(setup.model, NEVER, 0, config)
 
     def run() -> float:
@@ -74,6 +75,7 @@ def _engine(setup: RolloutSetup) -> Callable[[], float]:
         st = engine.stats
         setup.stats["engine"] = {"slots": config.slots, "page_size": config.page_size,
                                  "steps_per_sync": config.steps_per_sync, "decode_dtype": config.decode_dtype,
+                                 "prefill_prompts": config.prefill_prompts, "prefills": st.prefills,
                                  "bursts": st.bursts, "computed_slots": st.computed_slots,
                                  "preemptions": st.preemptions, "peak_pages": st.peak_pages}  # fmt: skip
         return st.slot_utilisation
@@ -166,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps_per_sync", type=int, default=8)
     parser.add_argument("--memory_budget_mb", type=float, default=256.0)
     parser.add_argument("--decode_dtype", default="auto", help="the engine's decode copy (auto: float32 on CPU)")
+    parser.add_argument("--prefill_prompts", type=int, default=4, help="engine prompts per prefill call")
     parser.add_argument("--skip_transformers", action="store_true", help="drop transformers from --engines")
     args = parser.parse_args(argv)
     names = [name for name in args.engines.split(",") if name and not (args.skip_transformers and

@@ -405,6 +405,8 @@ def _splash_call(local: Any, q: jax.Array, k: jax.Array, v: jax.Array, q_seg: An
     mesh = jax.sharding.get_abstract_mesh()
     if mesh is None or mesh.empty or not set(sharding.MESH_AXES) <= set(mesh.axis_names):
         return local(q, k, v, q_seg, kv_seg)
+    if all(t == jax.sharding.AxisType.Manual for t in mesh.axis_types):  # already per shard (the engine's prefill)
+        return local(q, k, v, q_seg, kv_seg)
     q_spec, kv_spec, seg_spec = _activation_specs(q, k, mesh)
     if q_seg is None:
         body = jax.shard_map(lambda a, b, c: local(a, b, c, None, None), mesh=mesh,

@@ -7,16 +7,24 @@ cache is a pool of P-token pages (each slot reads only its own pages, through a 
 yielded at once so the renderers can start on it while the others decode.
 
 How (the device sees only static shapes: slot buckets, page-table width buckets, a fixed burst length):
-- the prompts of a batch are prefilled once, by the sampler's own prefill (so first-token logits and prompt keys
-  are the lockstep sampler's); a prompt's keys/values are copied into pages when its first sample enters a slot.
-  Its full pages are shared by all its samples (reference-counted); the last, partial page is copied per sample,
-  so one sample's writes never reach another's (copy-on-write, done at admission);
+- prompts are prefilled on demand: when the scheduler is about to admit the first sample of a prompt that is not
+  resident, that prompt and the next ones in line (up to `prefill_prompts`, as many as the free pages allow) are
+  prefilled in one call (`prefill_pages`: group rows bucketed to a power of two, columns to the group's length
+  bucket, only the group's images through the vision tower) whose keys/values go straight into pool pages; the
+  group's dense cache lives only inside that call, the first-token logits are kept per prompt. Decode bursts run
+  between prefill calls, so new prompts enter while others decode. A resident prompt's full pages are shared by
+  all its samples (reference-counted); its last, partial page is kept as a template that each sample copies into a
+  page of its own at admission, so one sample's writes never reach another's (copy-on-write). A prompt's pages go
+  back when its last sample finishes, or earlier when the pool needs them while none of its samples runs (it is
+  then prefilled again when one is admitted);
 - the host loop admits pending (prompt, sample) rows into free slots, makes sure every running row has pages for
   the next `steps_per_sync` tokens, then runs that many decode steps on device (`lax.while_loop`, early exit when
   all rows are done) over the active slots only, compacted to a power-of-two bucket;
-- when the pool runs out, the youngest running row is preempted: its pages go back and it is recomputed from
-  scratch later. Row r at its step i samples with `fold_in(row_keys[r], i)`, exactly as the lockstep sampler, so
-  the recomputed row, and every row, equals the lockstep sampler's output with the same keys.
+- when the pool runs out, idle prompts' pages go first, then the youngest running row is preempted: its pages go
+  back and it is recomputed from scratch later. Row r at its step i samples with `fold_in(row_keys[r], i)`,
+  exactly as the lockstep sampler, so the recomputed row, and every row, equals the lockstep sampler's output with
+  the same keys (a row's prefill does not depend on which prompts share its group: same tokens, positions, image
+  layout; rounding aside).
 """
 
 from __future__ import annotations
@@ -31,19 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vinci_jax.models.layers import set_scan_layers
 from vinci_jax.models.paged import PagedKV, decode_step, empty_pages
 from vinci_jax.multihost import to_host
 from vinci_jax.sampling.decode_policy import decode_copy, resolve_decode_dtype
 from vinci_jax.sampling.pages import SINK_PAGE, PageAllocator, pages_for_budget, pages_for_tokens
-from vinci_jax.sampling.prompts import PromptBatch
-from vinci_jax.sampling.sampler import (
-    SampleOutput,
-    Sampler,
-    SamplingParams,
-    _host_value,
-    _prefill,
-    _sample_row,
-)
+from vinci_jax.sampling.prompts import PromptBatch, prompt_group
+from vinci_jax.sampling.sampler import SampleOutput, Sampler, SamplingParams, _host_value, _sample_row
 
 ENGINES = ("paged", "lockstep")  # config.rollout.engine
 
@@ -60,10 +62,12 @@ class EngineConfig:
     steps_per_sync: int = 8
     decode_dtype: str = "auto"
     buckets_per_octave: int = 4  # slot buckets per doubling of active rows (more: less padding, more compiles)
+    prefill_prompts: int = 4  # prompts prefilled per call, on demand (the group's rows: a power of two up to this)
 
     def __post_init__(self) -> None:
-        if self.slots < 1 or self.page_size < 1 or self.steps_per_sync < 1 or self.buckets_per_octave < 1:
-            raise ValueError(f"slots, page_size, steps_per_sync and buckets_per_octave must be >= 1: {self}")
+        if min(self.slots, self.page_size, self.steps_per_sync, self.buckets_per_octave, self.prefill_prompts) < 1:
+            raise ValueError(f"slots, page_size, steps_per_sync, buckets_per_octave, prefill_prompts must be >= 1: "
+                             f"{self}")  # fmt: skip
         resolve_decode_dtype(self.decode_dtype)
 
 
@@ -80,14 +84,20 @@ class FinishedRow:
 
 @dataclasses.dataclass
 class EngineStats:
-    """What a run cost: decode slots computed vs. tokens that belong to a response, preemptions, peak pages."""
+    """What a run cost: decode slots computed vs. tokens that belong to a response, prefill calls and the prompts
+    they prefilled (a prompt evicted and prefilled again counts twice), preemptions, peak pages; `calls` is the
+    order of the device calls, "P" a prefill and "B" a burst (how prefills interleave with decoding)."""
 
     useful_tokens: int = 0
     computed_slots: int = 0
     bursts: int = 0
+    prefills: int = 0
+    prefilled_prompts: int = 0
+    evictions: int = 0
     preemptions: int = 0
     peak_pages: int = 0
     pages_in_use_after: int = 0
+    calls: str = ""
 
     @property
     def slot_utilisation(self) -> float:
@@ -118,19 +128,48 @@ def _smaller_bucket(bucket: int, slots: int, per_octave: int = 4) -> int:
     return below
 
 
-@functools.partial(jax.jit, donate_argnames=("pages",))
-def _load_prompt(pages: PagedKV, dense_k, dense_v, row, start, page_ids) -> PagedKV:
-    """Copy len(page_ids) * P prompt tokens of prefill row `row` from column `start` into pages `page_ids`
-    (entries that are SINK_PAGE are not wanted: a shared page already resident, or past the prompt)."""
+def prefill_pages(
+    graphdef, state, pages, prefill_logits, input_ids, attention_mask, position_ids, vision_inputs, starts,
+    logit_rows, page_ids,
+):  # fmt: skip
+    """Prefill a group of G left-padded prompts [G, L] and write their keys/values into the pool: row i's tokens
+    from column starts[i] on fill pages page_ids[i] ([G, W], W * P >= L; SINK_PAGE where nothing is wanted: past
+    the prompt, or a padding row), its last-position logits go to prefill_logits[logit_rows[i]] (an index past the
+    end: not wanted). The group's dense cache exists only inside this call. Returns (pages, prefill_logits)."""
+    model = nnx.merge(graphdef, state)
+    # the decoder's layer loop, not its scan: the scan's stacked weights and stacked keys/values were 26 of this
+    # call's 34 GiB of temporaries a chip (Qwen3-VL-8B, v5p-64); the loop costs compile time only (91 s, not 43)
+    set_scan_layers(model.model, False)
+    g, length = input_ids.shape
+    cache = model.init_cache(g, length, pages.k[0].dtype)
+    logits, cache = model.forward_with_cache(
+        input_ids, position_ids, cache, attention_mask, vision_inputs=vision_inputs, fresh=True, last_only=True
+    )
+    prefill_logits = prefill_logits.at[logit_rows].set(logits[:, -1].astype(prefill_logits.dtype), mode="drop")
     kv, _, size, d = pages.k[0].shape
-    width = page_ids.shape[0] * size
+    width = page_ids.shape[1]
+    # a page slot past a prompt's last token reads a clamped column: never valid (decode overwrites it first)
+    columns = jnp.minimum(starts[:, None] + jnp.arange(width * size)[None], length - 1)
+    targets = page_ids.reshape(-1)
 
     def one(pool: jax.Array, dense: jax.Array) -> jax.Array:
-        chunk = jax.lax.dynamic_slice(dense, (row, start, 0, 0), (1, width, kv, d))[0]
-        chunk = chunk.reshape(page_ids.shape[0], size, kv, d).transpose(2, 0, 1, 3)
-        return pool.at[:, page_ids].set(chunk.astype(pool.dtype))
+        chunk = jnp.take_along_axis(dense, columns[:, :, None, None], axis=1)  # [G, W * P, KV, D]
+        chunk = chunk.reshape(g * width, size, kv, d).transpose(2, 0, 1, 3)
+        return pool.at[:, targets].set(chunk.astype(pool.dtype))
 
-    return PagedKV(k=tuple(map(one, pages.k, dense_k)), v=tuple(map(one, pages.v, dense_v)))
+    return PagedKV(k=tuple(map(one, pages.k, cache.k)), v=tuple(map(one, pages.v, cache.v))), prefill_logits
+
+
+PREFILL_STATIC = ("graphdef",)
+# the engine's prefill of one group into pages (the pool and the prompts' logits updated in place)
+_prefill_pages = jax.jit(prefill_pages, static_argnames=PREFILL_STATIC, donate_argnames=("pages", "prefill_logits"))
+
+
+@functools.partial(jax.jit, donate_argnames=("pages",))
+def _copy_page(pages: PagedKV, source: jax.Array, target: jax.Array) -> PagedKV:
+    """Page `target` <- page `source` in every layer (a sample's own copy of its prompt's partial page)."""
+    copy = lambda pool: pool.at[:, target].set(pool[:, source])  # noqa: E731
+    return PagedKV(k=tuple(map(copy, pages.k)), v=tuple(map(copy, pages.v)))
 
 
 def decode_burst(
@@ -279,68 +318,129 @@ class _Run:
     ):  # fmt: skip
         cfg, model = engine.config, engine.decoder()
         self.engine, self.batch, self.params, self.row_keys = engine, batch, params, row_keys
-        self.size, self.burst_len = cfg.page_size, cfg.steps_per_sync
+        self.size, self.burst_len, self.group = cfg.page_size, cfg.steps_per_sync, cfg.prefill_prompts
+        self.model_config = model.config
         text = model.config.text
         dtype = model.dtype
         num_pages = cfg.num_pages or pages_for_budget(text, cfg.page_size, dtype, cfg.memory_budget_mb)
         self.lens = np.asarray(batch.prompt_lengths, np.int64)
         self.width = pages_for_tokens(int(self.lens.max()) + params.max_new_tokens, self.size)  # page-table width
-        need = self.width + 2  # one row's whole table, the sink and a page of slack for the partial-page copy
+        need = self.width + 2  # one row's whole table, the sink and its prompt's partial-page template
         if num_pages < need:
             raise ValueError(f"a pool of {num_pages} pages cannot hold one row ({need} pages needed): raise the "
                              "engine's num_pages / memory_budget_mb or lower max_new_tokens")  # fmt: skip
-        if not cfg.num_pages:  # a budget buys at most what the run can hold at once: every slot's whole table
-            num_pages = min(num_pages, min(cfg.slots, batch.batch_size * params.n) * self.width + 2)
+        self.prompt_pages = pages_for_tokens(int(self.lens.max()), self.size)
+        rows = batch.batch_size * params.n
+        if not cfg.num_pages:  # a budget buys at most what the run can hold at once: every slot's whole table and
+            # a prefill group's prompts waiting for their samples
+            num_pages = min(num_pages, min(cfg.slots, rows) * self.width + self.group * (self.prompt_pages + 1) + 2)
         self.alloc = PageAllocator(num_pages)
         self.stats = EngineStats()
         self.graphdef, self.state = nnx.split(model)
-        length = batch.input_ids.shape[1]
-        self.prompt_pages = pages_for_tokens(int(self.lens.max()), self.size)
-        # the prompts' dense cache only needs the columns a page-wide slice may read past a prompt's last token
-        # (not max_new_tokens more, as the lockstep sampler's): the decode happens in the pages
-        self.prefill_logits, cache = _prefill(
-            self.graphdef, self.state, _host_value(batch.input_ids), _host_value(batch.attention_mask),
-            _host_value(batch.position_ids), batch.vision_inputs, max_len=length + self.prompt_pages * self.size,
-        )  # fmt: skip
-        self.dense_k, self.dense_v, self.columns = cache.k, cache.v, length
-        self.pages = empty_pages(text, num_pages, self.size, cache.k[0].dtype)
-        self.slot_logits = jnp.zeros((cfg.slots + 1, self.prefill_logits.shape[1]), jnp.float32)
+        self.pages = empty_pages(text, num_pages, self.size, dtype)
+        vocab = int(text.vocab_size)
+        self.prefill_logits = jnp.zeros((batch.batch_size, vocab), jnp.float32)  # per prompt, once prefilled
+        self.has_logits = np.zeros(batch.batch_size, bool)
+        self.slot_logits = jnp.zeros((cfg.slots + 1, vocab), jnp.float32)
         self.next_positions = np.asarray(batch.next_positions, np.int64)
         self.slots: list[_Slot | None] = [None] * cfg.slots
         self.order: list[int] = []  # running slots, oldest admission first
-        self.pending = collections.deque(range(rows := batch.batch_size * params.n))
+        self.pending = collections.deque(range(rows))
         self.rows = rows
         self.limits = np.full(rows, params.max_new_tokens, np.int64)
         if row_limits is not None:
             self.limits = np.minimum(self.limits, np.asarray(row_limits, np.int64))
-        self.shared: dict[int, list[int]] = {}  # prompt -> its resident full pages
+        self.shared: dict[int, list[int]] = {}  # resident prompt -> its full pages
+        self.template: dict[int, int] = {}  # resident prompt -> the page holding its partial last page
         self.readers: collections.Counter[int] = collections.Counter()  # prompt -> running samples reading them
+        self.unfinished = collections.Counter({p: params.n for p in range(batch.batch_size)})
 
     # -- page bookkeeping --
+    def _prompt_cost(self, prompt: int) -> int:
+        """Pool pages a resident prompt holds: its full pages and the partial-page template."""
+        return pages_for_tokens(int(self.lens[prompt]), self.size)
+
+    def _admit_cost(self, prompt: int) -> int:
+        """Pages a sample of a resident prompt must find free to enter: its partial-page copy and the pages of its
+        first burst."""
+        return self._pages_needed(prompt, 0) - int(self.lens[prompt]) // self.size
+
+    def _make_room(self, count: int, keep: int) -> bool:
+        """Free pages until `count` are available by dropping idle resident prompts (no running sample; `keep`
+        excepted), the furthest in line first; False (nothing dropped) when they would not free enough."""
+        if self.alloc.available >= count:
+            return True
+        idle = [p for p in self.shared if self.readers[p] == 0 and p != keep]
+        if self.alloc.available + sum(self._prompt_cost(p) for p in idle) < count:
+            return False
+        line = {}
+        for row in self.pending:
+            line.setdefault(row // self.params.n, len(line))
+        idle.sort(key=lambda p: line.get(p, -1))
+        while self.alloc.available < count:
+            self._drop_prompt(idle.pop())
+            self.stats.evictions += 1
+        return True
+
+    def _drop_prompt(self, prompt: int) -> None:
+        self.alloc.give(self.shared.pop(prompt) + ([self.template.pop(prompt)] if prompt in self.template else []))
+
+    def _prefill(self, prompt: int) -> bool:
+        """Make `prompt` resident, prefilling it with the next non-resident prompts in line (up to
+        `prefill_prompts`, while free pages remain for them and for the first sample of `prompt`)."""
+        reserve = self._admit_cost(prompt)
+        if not self._make_room(self._prompt_cost(prompt) + reserve, keep=prompt):
+            return False
+        group, cost = [prompt], self._prompt_cost(prompt)
+        for row in self.pending:
+            other = row // self.params.n
+            if len(group) == self.group:
+                break
+            if other in self.shared or other in group:
+                continue
+            if self.alloc.available - cost - reserve < self._prompt_cost(other):
+                break
+            group.append(other)
+            cost += self._prompt_cost(other)
+        rows = _pow2_at_least(len(group), self.group)
+        part = prompt_group(self.batch, group, rows, self.model_config)
+        columns = part.input_ids.shape[1]
+        table = np.full((rows, pages_for_tokens(columns, self.size)), SINK_PAGE, np.int32)
+        starts = np.zeros(rows, np.int32)
+        logit_rows = np.full(rows, self.batch.batch_size, np.int32)  # past the end: not written
+        for i, p in enumerate(group):
+            length = int(self.lens[p])
+            full, partial = divmod(length, self.size)
+            taken = self.alloc.take(self._prompt_cost(p))
+            self.shared[p] = taken[:full]
+            if partial:
+                self.template[p] = taken[full]
+            table[i, : len(taken)] = taken
+            starts[i] = columns - length
+            if not self.has_logits[p]:  # a prompt prefilled again keeps its first logits: its rows recompute
+                logit_rows[i], self.has_logits[p] = p, True
+        self.pages, self.prefill_logits = _prefill_pages(
+            self.graphdef, self.state, self.pages, self.prefill_logits, _host_value(part.input_ids),
+            _host_value(part.attention_mask), _host_value(part.position_ids), part.vision_inputs,
+            _host_value(starts), _host_value(logit_rows), _host_value(table),
+        )  # fmt: skip
+        self.stats.prefills += 1
+        self.stats.prefilled_prompts += len(group)
+        self.stats.calls += "P"
+        return True
+
     def _admit(self, row: int, slot: int) -> bool:
         prompt = row // self.params.n
-        length = int(self.lens[prompt])
-        full, partial = divmod(length, self.size)
-        resident = prompt in self.shared
-        wanted = (0 if resident else full) + (1 if partial else 0)
-        ahead = self._pages_needed(prompt, 0) - full - (1 if partial else 0)
-        if self.alloc.available < wanted + max(0, ahead):
+        if prompt not in self.shared and not self._prefill(prompt):
             return False
-        fresh_pages = self.alloc.take(wanted)
-        shared = self.shared[prompt] if resident else fresh_pages[:full]
-        own = fresh_pages[len(fresh_pages) - (1 if partial else 0) :] if partial else []
-        targets = [SINK_PAGE] * self.prompt_pages
-        if not resident:
-            targets[:full] = shared
-        if partial:
-            targets[full] = own[0]
-        if any(t != SINK_PAGE for t in targets):
-            start = self.columns - length
-            self.pages = _load_prompt(self.pages, self.dense_k, self.dense_v, jnp.int32(prompt), jnp.int32(start),
-                                      _host_value(np.asarray(targets, np.int32)))  # fmt: skip
-        self.shared[prompt] = shared
+        if not self._make_room(self._admit_cost(prompt), keep=prompt):
+            return False
+        own = []
+        if prompt in self.template:  # copy-on-write of the partial page, done now
+            own = self.alloc.take(1)
+            self.pages = _copy_page(self.pages, jnp.int32(self.template[prompt]), jnp.int32(own[0]))
         self.readers[prompt] += 1
-        self.slots[slot] = _Slot(row, prompt, list(shared) + own, len(own))
+        self.slots[slot] = _Slot(row, prompt, list(self.shared[prompt]) + own, len(own))
         self.order.append(slot)
         return True
 
@@ -351,36 +451,37 @@ class _Run:
         top = min(length + done + self.burst_len, length + self.params.max_new_tokens - 1)
         return pages_for_tokens(max(top, 1), self.size)
 
-    def _release(self, slot: int) -> None:
+    def _release(self, slot: int, finished: bool) -> None:
         s = self.slots[slot]
         self.alloc.give(s.pages[len(s.pages) - s.own :] if s.own else [])
         self.readers[s.prompt] -= 1
-        if self.readers[s.prompt] == 0:
-            self.alloc.give(self.shared.pop(s.prompt))
+        if finished:
+            self.unfinished[s.prompt] -= 1
+            if self.unfinished[s.prompt] == 0:  # its last sample: the prompt's pages go back
+                self._drop_prompt(s.prompt)
         self.slots[slot] = None
         self.order.remove(slot)
 
     def _preempt(self, slot: int) -> None:
         row = self.slots[slot].row
         self.stats.useful_tokens -= len(self.slots[slot].tokens)  # they are recomputed
-        self._release(slot)
+        self._release(slot, finished=False)
         self.pending.appendleft(row)
         self.stats.preemptions += 1
 
     def _schedule(self) -> None:
         for slot in range(len(self.slots)):
             if self.slots[slot] is None and self.pending:
-                row = self.pending.popleft()
-                if not self._admit(row, slot):
-                    self.pending.appendleft(row)
+                if not self._admit(self.pending[0], slot):
                     break
+                self.pending.popleft()
         for slot in list(self.order):  # oldest first, so preemption takes the youngest
             s = self.slots[slot]
             if s is None:
                 continue
             missing = self._pages_needed(s.prompt, len(s.tokens)) - len(s.pages)
             while missing > 0:
-                got = self.alloc.take(missing)
+                got = self.alloc.take(missing) if self._make_room(missing, keep=-1) else None
                 if got is not None:
                     s.pages.extend(got)
                     s.own += len(got)
@@ -428,6 +529,7 @@ class _Run:
             )  # fmt: skip
             tokens, logprobs, done_steps, finished, ran = map(to_host, (tokens, logprobs, done_steps, finished, ran))
             self.stats.bursts += 1
+            self.stats.calls += "B"
             self.stats.computed_slots += b * int(ran)
             for i, slot in enumerate(running):
                 s = self.slots[slot]
@@ -437,7 +539,7 @@ class _Run:
                 s.fresh = False
                 self.stats.useful_tokens += new
                 if finished[i] or len(s.tokens) >= self.limits[s.row]:
-                    self._release(slot)
+                    self._release(slot, finished=True)
                     yield FinishedRow(s.row, s.prompt, np.asarray(s.tokens, np.int32),
                                       np.asarray(s.logprobs, np.float32), bool(finished[i]))  # fmt: skip
         self.stats.pages_in_use_after = self.alloc.in_use

@@ -110,7 +110,7 @@ def _prefill(graphdef, state, input_ids, attention_mask, position_ids, vision_in
     model = nnx.merge(graphdef, state)
     cache = model.init_cache(input_ids.shape[0], max_len)
     logits, cache = model.forward_with_cache(
-        input_ids, position_ids, cache, attention_mask, vision_inputs=vision_inputs, fresh=True
+        input_ids, position_ids, cache, attention_mask, vision_inputs=vision_inputs, fresh=True, last_only=True
     )
     return logits[:, -1].astype(jnp.float32), cache
 

@@ -515,14 +515,15 @@ class QwenVLForConditionalGeneration(nnx.Module):
 
     def forward_with_cache(
         self, input_ids: jax.Array, position_ids: jax.Array, cache: KVCache, attention_mask: jax.Array | None = None,
-        pixel_values: jax.Array | None = None, vision_inputs: Any = None, fresh: bool = False,
+        pixel_values: jax.Array | None = None, vision_inputs: Any = None, fresh: bool = False, last_only: bool = False,
     ) -> tuple[jax.Array, KVCache]:  # fmt: skip
         """Append a chunk [B, T] to the cache and return (logits [B, T, vocab], updated cache).
 
         Use it for the prefill (T = prompt length, with images) and for decoding (T = 1). `attention_mask` [B, T]
         marks real tokens of the chunk (default: all real). Positions are the caller's (`rope_index`). `fresh=True`
         promises an empty cache (`init_cache`): the prefill then attends over its own keys with a causal
-        description the fused kernels take, instead of a [T, max_len] mask over the cache.
+        description the fused kernels take, instead of a [T, max_len] mask over the cache. `last_only=True` returns
+        logits [B, 1, vocab] of the last column only (what a prefill samples from).
         """
         real, start, valid, mask = chunk_mask(cache, attention_mask, *input_ids.shape, fresh)
 
@@ -534,6 +535,8 @@ class QwenVLForConditionalGeneration(nnx.Module):
             self.model.layers, x, cos, sin, mask, cache, start, fresh=fresh, scan=self.model.scan_layers,
             inject=self.model.injector(extra, scanned),
         )  # fmt: skip
+        if last_only:  # a prefill samples from the last position only: no [B, T, vocab] logits
+            x = x[:, -1:]
         logits = self.compute_logits(self.model.norm(x))
 
         next_index = next_write_index(start, real)
