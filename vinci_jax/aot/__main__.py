@@ -7,12 +7,12 @@ report is the last line of output (and `--json_out`). Exits 3 naming every progr
 that failed to compile), 2 on a bad topology or program name.
 
 Programs: sft_train_step (SFT); grpo_grad, grpo_apply, sampler_prefill, sampler_decode, engine_prefill and
-engine_decode (with rollout.engine=paged), grpo_grad_shared_prefix (with algo.row_layout=shared_prefix), reward_encoder, vision_tower
-(ViRL). `--num_layers N` compiles N and 2N decoder layers and extrapolates linearly to the model's depth (the
-output says so): full-depth 8B compiles take minutes each on a small CPU host without the layer scan;
-`--num_layers 3,6,9` fits the line through 6 and 9 and reports the measured total at 3 beside the line's value (a
-linearity check). `python -m vinci_jax.aot table --out DIR` compiles the README's "Will it fit?" cells one at a
-time (see `vinci_jax.aot.table`).
+engine_decode (with rollout.engine=paged), grpo_grad_shared_prefix (with algo.row_layout=shared_prefix),
+reward_encoder, vision_tower (ViRL). `--num_layers N` compiles N and 2N decoder layers and extrapolates linearly to
+the model's depth (the output says so): full-depth 8B compiles take minutes each on a small CPU host without the
+layer scan; `--num_layers 3,6,9` fits the line through 6 and 9 and reports the measured total at 3 beside the line's
+value (a linearity check). `python -m vinci_jax.aot table --out DIR` compiles the README's "Will it fit?" cells one
+at a time (see `vinci_jax.aot.table`).
 Model options pass through as config overrides, e.g. `--config.model.remat=full`, `--config.model.attention=...`.
 """
 
