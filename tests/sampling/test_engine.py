@@ -17,6 +17,7 @@ from vinci_jax.models.qwen2_5_vl.rope_index import get_rope_index
 from vinci_jax.models.qwen2_5_vl.vision_inputs import prepare_vision_inputs
 from vinci_jax.sampling import Sampler, SamplingParams, make_prompt_batch
 from vinci_jax.sampling.engine import Engine, EngineConfig, _Run, _slot_bucket, _smaller_bucket
+from vinci_jax.sampling.prompts import prompt_group
 
 IMAGE, VSTART, VEND, EOS, PAD = 1000, 1002, 1003, 1010, 1011
 PATCH_DIM = 3 * 2 * 14 * 14
@@ -101,6 +102,25 @@ def test_preemption_under_a_tiny_pool_gives_identical_outputs(setup, pages):
         assert engine.stats.evictions > 0 and engine.stats.prefilled_prompts > batch.batch_size
     _assert_same(out, lockstep)
     assert engine.stats.pages_in_use_after == 0
+
+
+def test_prompt_group_keeps_the_prompts_tokens_positions_and_only_their_images(setup):
+    model = setup[0]
+    rng = np.random.default_rng(3)
+    prompts = [_prompt(rng, (1, 4, 4), 30, 5), _prompt(rng, (1, 2, 2), 1, 1), _prompt(rng, (1, 4, 4), 2, 2)]
+    batch = make_prompt_batch(prompts, model.config, PAD)  # 41, 5 and 10 tokens: 64 columns
+    group = prompt_group(batch, [2, 1], 4, model.config)
+    assert group.input_ids.shape == (4, 32) and batch.input_ids.shape == (3, 64)
+    np.testing.assert_array_equal(group.input_ids[:2], batch.input_ids[[2, 1], 32:])
+    np.testing.assert_array_equal(group.position_ids[:, :2], batch.position_ids[:, [2, 1], 32:])
+    np.testing.assert_array_equal(group.prompt_lengths, [10, 5, 0, 0])
+    assert not group.attention_mask[2:].any()  # padding rows
+    # only the group's two images (4 + 1 merged tokens), in vision rows as long as the whole batch's
+    assert int(group.vision_inputs.num_merged_tokens) == 5
+    assert group.vision_inputs.full_segment_ids.shape[1] == batch.vision_inputs.full_segment_ids.shape[1]
+    want = make_prompt_batch([prompts[2], prompts[1]], model.config, PAD)  # the two prompts batched on their own
+    np.testing.assert_array_equal(group.vision_inputs.pixel_values[: len(want.vision_inputs.pixel_values)],
+                                  want.vision_inputs.pixel_values)  # fmt: skip
 
 
 def test_a_scanned_model_prefills_through_its_layer_loop(setup):
