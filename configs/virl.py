@@ -22,9 +22,9 @@ from configs import common
 PRESETS = ("tiny", "qwen2_5_vl_7b", "qwen3_vl_8b")
 # The pod presets train on shared-prefix rows, one group row (6,144 + 8 x 10,240 = 88,064 tokens) per chip of their
 # v5p-64 slice (`algo.group_rows` = 32): compiled at full depth it needs 72.1 GiB a chip (24% headroom) for 8x the
-# rollouts of a padded micro-batch (one 24,576-token row a chip, 25.1 GiB), at 0.44x its analytic FLOPs per rollout
-# (README "GRPO update layouts at 8B"). micro_batch_rows stays the padded layout's one row per chip, so
-# `--config.algo.row_layout=padded` still fits.
+# rollouts of a padded micro-batch (one 24,576-token row a chip, 25.1 GiB), at 0.43x its analytic FLOPs per rollout
+# (README "Will it fit?"; other slices: `SLICE_OVERRIDES` in vinci_jax/aot/table.py). micro_batch_rows stays the
+# padded layout's one row per chip, so `--config.algo.row_layout=padded` still fits.
 POD_ROW_LAYOUT = "shared_prefix"
 POD_ROWS = 32  # rows per micro-batch: one per chip of v5p-64 (fewer would be replicated on every chip)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -239,13 +240,7 @@ def test_sft_table_cells_keep_the_released_batch_one_row_per_batch_shard_and_chu
     cells = [c for c in CELLS if c.job == "SFT"]
     assert {c.topology for c in cells} == {"v5p-64", "v5e-256", "v6e-64"}
     for cell in cells:
-        config = _config(sft_configs, cell.config.rsplit(":", 1)[-1], {})
-        for override in cell.overrides:
-            key, value = override.split("=", 1)
-            node, (*path, leaf) = config, key.split(".")
-            for part in path:
-                node = node[part]
-            node[leaf] = type(node[leaf])(value)
+        config = cell.load_config(ROOT)
         chips = topologies.lookup(cell.topology).chips
         mesh = config.mesh.to_dict()
         sizes = {a: int(mesh[a]) for a in ("data", "fsdp", "tensor")}
@@ -258,3 +253,27 @@ def test_sft_table_cells_keep_the_released_batch_one_row_per_batch_shard_and_chu
         assert config.data.seq_len == 8192 and 0 < config.logit_chunk < config.data.seq_len, cell.key
         if cell.topology != "v5p-64":  # 16 / 32 GiB chips: each layer recomputed whole
             assert config.model.remat == "full", cell.key
+
+
+def test_virl_table_cells_train_on_one_shared_prefix_row_per_batch_shard_of_their_slice():
+    """Every ViRL cell, with its slice's overrides as the tool parses them, compiles the presets' training layout
+    (shared-prefix rows, grpo_grad_shared_prefix) at the released batch, and both its GRPO micro-batches (group rows,
+    and the padded grpo_grad's rows) are sharded over all of the slice's batch axes, one row per batch shard:
+    rows that do not divide them are replicated on every chip (no compile here; the tool's own mesh)."""
+    from vinci_jax import sharding
+    from vinci_jax.aot.table import CELLS, SLICES
+
+    cells = [c for c in CELLS if c.job == "ViRL"]
+    assert {c.topology for c in cells} == set(SLICES) and len(cells) == 2 * len(SLICES)
+    for cell in cells:
+        config = cell.load_config(ROOT)
+        assert config.algo.row_layout == "shared_prefix" and not cell.programs, cell.key  # adds the shared gradient
+        n, prompts = config.rollout.n, config.data.prompts_per_step
+        assert (prompts, n, config.data.max_prompt_len, config.rollout.max_new_tokens) == (256, 8, 6144, 10240)
+        mesh = sharding.make_mesh(config.mesh.to_dict(), topologies.topology_devices(topologies.lookup(cell.topology)))
+        shards = mesh.shape["data"] * mesh.shape["fsdp"]
+        for rows in (config.algo.group_rows, config.algo.micro_batch_rows):
+            first = sharding.logical_to_spec(("batch", None), (rows, 16), mesh)[0]
+            axes = (first,) if isinstance(first, str) else tuple(first or ())
+            assert rows == shards and math.prod(mesh.shape[a] for a in axes) == shards, (cell.key, rows, first)
+        assert (prompts * n) % (config.algo.group_rows * n) == 0, cell.key  # whole micro-batches a step

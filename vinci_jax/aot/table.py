@@ -47,6 +47,20 @@ class Cell:
         preset = self.config.rsplit(":", 1)[-1]
         return f"{self.job.lower()}-{preset}-{self.topology}"
 
+    def load_config(self, root: Path | None = None) -> Any:
+        """The cell's config as the tool sees it: the preset with the cell's overrides, parsed by the same
+        ml_collections config flag as `python -m vinci_jax.aot --config ... --config.x=y` (no compile)."""
+        from absl import flags
+        from ml_collections import config_flags
+
+        path, preset = self.config.rsplit(":", 1)
+        where = (root or Path(__file__).resolve().parents[2]) / path
+        argv = ["table", f"--config={where}:{preset}", *(f"--config.{o}" for o in self.overrides)]
+        values = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", None, "the cell's job config", flag_values=values, sys_argv=argv)
+        values(argv)
+        return values.config
+
     def command(self, json_out: Path) -> list[str]:
         cmd = [sys.executable, "-m", "vinci_jax.aot", "--config", self.config, "--topology", self.topology]
         if self.num_layers:
@@ -67,18 +81,28 @@ SLICES = ("v5p-64", "v5e-256", "v6e-64")
 # with depth. Without the scan, `--num_layers 3` compiles 3 and 6 layers and extrapolates (Qwen3-VL's DeepStack
 # needs 3): an unrolled full-depth 8B compile takes far longer on 2 cores.
 DEFAULT_LAYERS = ""
-# what a slice other than the presets' own v5p-64 needs so the batch divides its chips: ViRL one rollout row per chip
-# per micro-batch (the presets' 32 would be replicated over 64 or 256 chips); SFT's 128 rows a step as 2 x 64 on 64
-# chips, and in one micro-batch over 128 (fsdp) x 2 (tensor) on 256. The released batch (256 x 8 rollouts,
-# 128 x 8,192 SFT rows a step) stays. SFT on v6e-64 (31.25 GiB a chip) and v5e-256 (15.75 GiB) also recomputes each
-# decoder layer whole (`remat full`): `dots_no_batch` keeps every matmul output of a row's 8,192 tokens, 8.1 GiB per
-# MLP matrix over 7B's 28 layers, which alone fills a v6e chip.
+# what a slice other than the presets' own v5p-64 needs so the batch divides its chips. ViRL: the pod presets train on
+# shared-prefix rows, one group row (a prompt, its image and its 8 responses) per chip and micro-batch
+# (`algo.group_rows`: 32 on v5p-64, 64 on v6e-64, 256 on v5e-256, i.e. 256, 512 or all 2,048 rollouts of a step per
+# micro-batch); the presets' 32 rows would be replicated on every chip of a larger slice. `algo.micro_batch_rows`
+# (the padded grpo_grad's rollouts, one 24,576-token row a chip: the `--config.algo.row_layout=padded` fallback)
+# follows. SFT's 128 rows a step as 2 x 64 on 64 chips, and in one micro-batch over 128 (fsdp) x 2 (tensor) on 256.
+# The released batch (256 x 8 rollouts, 128 x 8,192 SFT rows a step) stays. SFT on v6e-64 (31.25 GiB a chip) and
+# v5e-256 (15.75 GiB) also recomputes each decoder layer whole (`remat full`): `dots_no_batch` keeps every matmul
+# output of a row's 8,192 tokens, 8.1 GiB per MLP matrix over 7B's 28 layers, which alone fills a v6e chip.
 SFT_SMALL_HBM = ("model.remat=full",)
+SFT_V5E_MESH = ("mesh.fsdp=128", "mesh.tensor=2")
+
+
+def virl_rows(chips: int) -> tuple[str, ...]:
+    """ViRL overrides for one group row (shared prefix) and one padded row per chip of a `chips`-chip slice."""
+    return (f"algo.group_rows={chips}", f"algo.micro_batch_rows={chips}")
+
+
 SLICE_OVERRIDES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("ViRL", "v5e-256"): ("algo.micro_batch_rows=256",),
-    ("ViRL", "v6e-64"): ("algo.micro_batch_rows=64",),
-    ("SFT", "v5e-256"): ("data.global_batch_size=128", "grad_accum_steps=1", "mesh.fsdp=128", "mesh.tensor=2",
-                         *SFT_SMALL_HBM),  # fmt: skip
+    ("ViRL", "v5e-256"): virl_rows(256),
+    ("ViRL", "v6e-64"): virl_rows(64),
+    ("SFT", "v5e-256"): ("data.global_batch_size=128", "grad_accum_steps=1", *SFT_V5E_MESH, *SFT_SMALL_HBM),
     ("SFT", "v6e-64"): ("data.global_batch_size=64", "grad_accum_steps=2", *SFT_SMALL_HBM),
 }
 CELLS: tuple[Cell, ...] = tuple(
