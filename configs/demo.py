@@ -69,8 +69,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {"prompts": 80, "max_new_tokens": 384, "split": "test", "random_init": True}
     )
     # seconds per stage on an idle 2-core machine (printed as the stages run; the sum is the demo's 20 min bar).
-    # Measured with this preset (demo vocabulary) at load 0.1-6.7: data 2.8 s (reused corpus; 91 s fresh), sft 276 s,
-    # virl 417 s (README "Measured make demo"); not timed fully idle.
+    # Measured with this preset (demo vocabulary; README "Measured"), session 6 at load 2.6-4.7: data 83 s (fresh
+    # corpus), sft 371 s, virl 520 s with the --baseline SFT (188 s of it the 10 ViRL steps); never timed fully idle.
     config.budgets = ml_collections.ConfigDict({"env": 15, "data": 90, "sft": 560, "virl": 535})
     if preset == "smoke":
         config.corpus.size = 40
