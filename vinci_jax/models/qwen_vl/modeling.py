@@ -361,8 +361,10 @@ class QwenTextModel(nnx.Module):
         self.dtype = dtype
 
     def mrope_axis_of_slot(self) -> np.ndarray:
-        """Position axis (0 = t, 1 = h, 2 = w) of each of the head_dim/2 rotary frequency slots."""
-        raise NotImplementedError
+        """Position axis (0 = t, 1 = h, 2 = w) of each of the head_dim/2 rotary frequency slots: the one layout
+        the families differ in (Qwen2.5-VL: contiguous t/h/w sections; Qwen3-VL: interleaved), so each family's
+        text model defines it and this shared class has none."""
+        raise NotImplementedError(f"{type(self).__name__} must define its mRoPE slot layout (mrope_axis_of_slot)")
 
     def rope_cos_sin(self, position_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The rotary cos, sin [B, L, head_dim] for 3-D positions [3, B, L]."""
